@@ -1,0 +1,26 @@
+"""boundgeo: the geometry of a neural network's decision boundaries.
+
+Boundary normals by batched DeepFool, their spectrum against random directions, universal
+adversarial perturbations and robustness categories, after Moosavi-Dezfooli et al.,
+"Universal adversarial perturbations" (CVPR 2017, arXiv 1610.08401).
+
+>>> import boundgeo as bg
+>>> x, y = bg.load_dataset("digits")
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from ._errors import BoundgeoError
+from .classifier import Classifier
+from .datasets import load_dataset
+from . import zoo
+
+__all__ = [
+    "__version__",
+    "BoundgeoError",
+    "Classifier",
+    "load_dataset",
+    "zoo",
+]

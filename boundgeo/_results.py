@@ -1,0 +1,143 @@
+"""Saving and loading result dataclasses without pickle: arrays in ``.npz``, the rest in ``.json``.
+
+Every result class is a frozen dataclass that inherits :class:`Result`. Tensor and ndarray
+fields go to ``<stem>.npz`` (read back with ``allow_pickle=False``); every other field must be
+JSON-serialisable and goes to ``<stem>.json`` together with the class name and the boundgeo
+version that wrote it. ``load`` restores tensors as tensors, arrays as arrays and tuples as
+tuples, so ``load(save(r))`` equals ``r`` field by field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+from ._errors import BoundgeoError
+
+R = TypeVar("R", bound="Result")
+
+
+def _stem(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if path.suffix in (".npz", ".json"):
+        path = path.with_suffix("")
+    return path
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Write through ``write(fileobj)`` into a temporary file, then rename it onto ``path``.
+
+    A crash leaves either the old file or the new one, never half of one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _jsonable(value: Any, name: str) -> tuple[Any, Any]:
+    """Return (json value, kind tag) for a non-array field."""
+    if isinstance(value, tuple):
+        return [_jsonable(v, name)[0] for v in value], "tuple"
+    if isinstance(value, (np.integer,)):
+        return int(value), "scalar"
+    if isinstance(value, (np.floating,)):
+        return float(value), "scalar"
+    if isinstance(value, np.bool_):
+        return bool(value), "scalar"
+    try:
+        json.dumps(value)
+    except TypeError as exc:
+        raise BoundgeoError(
+            f"field {name!r} of type {type(value).__name__} cannot be saved as JSON"
+        ) from exc
+    return value, "json"
+
+
+class Result:
+    """Mixin for frozen result dataclasses: ``save``, ``load`` and ``to_frame``."""
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``<path>.npz`` (arrays) and ``<path>.json`` (everything else).
+
+        Args:
+            path: file stem; a ``.npz`` or ``.json`` suffix is dropped.
+
+        Returns:
+            The stem that :meth:`load` takes.
+        """
+        from . import __version__
+
+        stem = _stem(path)
+        arrays: dict[str, np.ndarray] = {}
+        kinds: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, torch.Tensor):
+                arrays[field.name] = value.detach().cpu().numpy()
+                kinds[field.name] = "tensor"
+            elif isinstance(value, np.ndarray):
+                arrays[field.name] = np.asarray(value)
+                kinds[field.name] = "ndarray"
+            elif value is None:
+                values[field.name], kinds[field.name] = None, "json"
+            else:
+                values[field.name], kinds[field.name] = _jsonable(value, field.name)
+        record = {
+            "type": type(self).__name__,
+            "boundgeo_version": __version__,
+            "kinds": kinds,
+            "fields": values,
+        }
+        atomic_write_bytes(stem.with_suffix(".npz"), lambda h: np.savez(h, **arrays))
+        text = json.dumps(record, indent=2, sort_keys=True).encode()
+        atomic_write_bytes(stem.with_suffix(".json"), lambda h: h.write(text))
+        return stem
+
+    @classmethod
+    def load(cls: type[R], path: str | os.PathLike) -> R:
+        """Read a result written by :meth:`save` (no pickle is ever unpickled)."""
+        stem = _stem(path)
+        json_path, npz_path = stem.with_suffix(".json"), stem.with_suffix(".npz")
+        for p in (json_path, npz_path):
+            if not p.exists():
+                raise BoundgeoError(f"cannot load {cls.__name__}: {p} does not exist")
+        record = json.loads(json_path.read_text())
+        if record.get("type") != cls.__name__:
+            raise BoundgeoError(
+                f"{json_path} holds a {record.get('type')!r}, not a {cls.__name__!r}"
+            )
+        kinds, values = record["kinds"], record["fields"]
+        kwargs: dict[str, Any] = {}
+        with np.load(npz_path, allow_pickle=False) as npz:
+            for field in dataclasses.fields(cls):
+                kind = kinds.get(field.name)
+                if kind == "tensor":
+                    kwargs[field.name] = torch.from_numpy(npz[field.name].copy())
+                elif kind == "ndarray":
+                    kwargs[field.name] = npz[field.name].copy()
+                elif kind == "tuple":
+                    kwargs[field.name] = _to_tuple(values[field.name])
+                elif kind is not None:
+                    kwargs[field.name] = values[field.name]
+        return cls(**kwargs)
+
+
+def _to_tuple(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_to_tuple(v) for v in value)
+    return value
