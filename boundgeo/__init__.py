@@ -13,6 +13,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from ._errors import BoundgeoError
+from .boundary import BoundaryPoints, boundary_normals, deepfool
 from .classifier import Classifier
 from .datasets import load_dataset
 from . import zoo
@@ -20,6 +21,9 @@ from . import zoo
 __all__ = [
     "__version__",
     "BoundgeoError",
+    "BoundaryPoints",
+    "boundary_normals",
+    "deepfool",
     "Classifier",
     "load_dataset",
     "zoo",
