@@ -1,0 +1,237 @@
+"""DeepFool: boundgeo against foolbox and ART on the same MNIST CNN and the same 500 images.
+
+    python analysis/benchmarks/bench_deepfool.py [--data-dir data/mnist] [--n 500]
+
+Setup: the reference MNIST CNN (trained on the first 8,000 images of the MNIST test split) and
+the first 500 correctly classified images of the last 2,000. Every library gets the same
+settings (50 steps, 10 candidates, overshoot 0.02, batch 128, clipping to [0, 1]).
+
+Per library it reports the success rate, the median and mean ‖r‖, the paired per-image ratio of
+‖r‖ to boundgeo's, the seconds per image, and the forward and backward passes through the model
+(counted with module hooks, in a second, untimed run so the hooks cost the timings nothing),
+plus where boundgeo's time goes (forward, backward, the rest). Results go to
+analysis/results/bench_deepfool.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+import boundgeo as bg
+from boundgeo import zoo
+
+ROOT = Path(__file__).resolve().parents[2]
+BATCH = 128
+SETTINGS = dict(steps=50, candidates=10, overshoot=0.02)
+
+
+class PassCounter:
+    """Counts (and times) forward and backward passes of a module with hooks.
+
+    ``forward``/``backward`` count calls; ``forward_rows``/``backward_rows`` count samples
+    (a backward row is one vector-Jacobian product for one sample).
+    """
+
+    def __init__(self, module: nn.Module, timed: bool = False) -> None:
+        self.forward = self.backward = self.forward_rows = self.backward_rows = 0
+        self.forward_seconds = self.backward_seconds = 0.0
+        self._t_f = self._t_b = 0.0
+        self.handles = [
+            module.register_forward_pre_hook(self._pre_forward),
+            module.register_forward_hook(self._post_forward),
+            module.register_full_backward_pre_hook(self._pre_backward),
+            module.register_full_backward_hook(self._post_backward),
+        ]
+
+    def _pre_forward(self, module, inputs):
+        self._t_f = time.perf_counter()
+
+    def _post_forward(self, module, inputs, output):
+        self.forward_seconds += time.perf_counter() - self._t_f
+        self.forward += 1
+        self.forward_rows += int(output.shape[0])
+
+    def _pre_backward(self, module, grad_output):
+        self._t_b = time.perf_counter()
+
+    def _post_backward(self, module, grad_input, grad_output):
+        self.backward_seconds += time.perf_counter() - self._t_b
+        self.backward += 1
+        self.backward_rows += int(grad_output[0].shape[0])
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def _norms(delta: torch.Tensor, norm: str) -> torch.Tensor:
+    flat = delta.flatten(1)
+    return flat.norm(dim=1) if norm == "l2" else flat.abs().amax(dim=1)
+
+
+def run_boundgeo(model, x, y, norm, **extra):
+    clf = bg.Classifier(model)
+    pts = bg.deepfool(clf, x, norm=norm, overshoot=SETTINGS["overshoot"], max_iter=SETTINGS["steps"],
+                      candidates=SETTINGS["candidates"], batch_size=BATCH, **extra)
+    adv = x + pts.perturbation
+    success = pts.converged & (clf.predict(adv) != y)
+    return adv, success, pts
+
+
+def run_foolbox(model, x, y, norm):
+    import foolbox as fb
+
+    fmodel = fb.PyTorchModel(model, bounds=(0, 1))
+    attack = (fb.attacks.L2DeepFoolAttack if norm == "l2" else fb.attacks.LinfDeepFoolAttack)(**SETTINGS)
+    advs, successes = [], []
+    for xb, yb in zip(x.split(BATCH), y.split(BATCH)):
+        _, adv, success = attack(fmodel, xb, yb, epsilons=None)
+        advs.append(adv)
+        successes.append(success)
+    return torch.cat(advs), torch.cat(successes), None
+
+
+def run_art(model, x, y, norm):
+    from art.attacks.evasion import DeepFool
+    from art.estimators.classification import PyTorchClassifier
+
+    classifier = PyTorchClassifier(model=model, loss=nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
+                                   nb_classes=10, clip_values=(0.0, 1.0), device_type="cpu")
+    attack = DeepFool(classifier, max_iter=SETTINGS["steps"], epsilon=SETTINGS["overshoot"],
+                      nb_grads=SETTINGS["candidates"], batch_size=BATCH, verbose=False)
+    adv = torch.from_numpy(attack.generate(x.numpy())).float()
+    with torch.no_grad():
+        success = torch.cat([model(b).argmax(1) for b in adv.split(512)]) != y
+    return adv, success, None
+
+
+def measure(name, runner, model, x, y, norm, reference=None, repeats=2, **extra):
+    seconds = float("inf")
+    for _ in range(repeats):  # best of `repeats` untimed-hook runs
+        start = time.perf_counter()
+        adv, success, pts = runner(model, x, y, norm, **extra)
+        seconds = min(seconds, time.perf_counter() - start)
+    # Passes are counted on the first layer: ART calls the layers one by one, so hooks on the
+    # top-level module would miss its passes. Time per pass is read on the top-level module.
+    counter, timer = PassCounter(model[0]), PassCounter(model)
+    try:
+        hooked = time.perf_counter()
+        runner(model, x, y, norm, **extra)
+        hooked = time.perf_counter() - hooked
+    finally:
+        counter.remove()
+        timer.remove()
+    norms = _norms(adv - x, norm)
+    row = {
+        "library": name,
+        "norm": norm,
+        "success_rate": float(success.float().mean()),
+        "median_norm": float(norms[success].median()),
+        "mean_norm": float(norms[success].mean()),
+        "seconds": seconds,
+        "seconds_per_image": seconds / len(x),
+        "forward_calls": counter.forward,
+        "forward_rows_per_image": counter.forward_rows / len(x),
+        "backward_calls": counter.backward,
+        "backward_rows_per_image": counter.backward_rows / len(x),
+    }
+    if pts is not None:
+        # Minimum the algorithm needs: every iterate is evaluated once (iterations + 1
+        # forwards) and every step needs one gradient per candidate kept, plus one for the normal.
+        it = pts.iterations.float()
+        kept = SETTINGS["candidates"] - 1
+        nearest = pts.settings.get("nearest")
+        if nearest is None:
+            vjps = kept * it + 1
+        else:
+            vjps = kept * it.clamp(max=1) + min(nearest, kept) * (it - 1).clamp(min=0) + 1
+        row.update({
+            "nearest": nearest,
+            "mean_iterations": float(it.mean()),
+            "minimum_forward_rows_per_image": float((it + 1).mean()),
+            "minimum_backward_rows_per_image": float(vjps.mean()),
+            "forward_seconds": timer.forward_seconds,
+            "backward_seconds": timer.backward_seconds,
+            "hooked_run_seconds": hooked,
+            "other_seconds": hooked - timer.forward_seconds - timer.backward_seconds,
+        })
+    if reference is not None:
+        both = success & reference["success"]
+        ratio = norms[both] / reference["norms"][both]
+        row["paired_norm_ratio_median"] = float(ratio.median())
+        row["paired_norm_ratio_mean"] = float(ratio.mean())
+        row["seconds_ratio_to_boundgeo"] = seconds / reference["seconds"]
+    print(f"{name:>20} {norm:>4}: success {row['success_rate']:.3f}  median {row['median_norm']:.4f}  "
+          f"mean {row['mean_norm']:.4f}  {row['seconds_per_image'] * 1e3:.2f} ms/img  "
+          f"fwd {row['forward_rows_per_image']:.1f}/img  bwd {row['backward_rows_per_image']:.1f}/img"
+          + (f"  ratio {row['paired_norm_ratio_median']:.4f}  time x{row['seconds_ratio_to_boundgeo']:.2f}"
+             if reference is not None else ""))
+    return row, {"success": success, "norms": norms, "seconds": seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=str(ROOT / "data" / "mnist"))
+    parser.add_argument("--n", type=int, default=500)
+    parser.add_argument("--skip-art", action="store_true")
+    parser.add_argument("--out", default=str(ROOT / "analysis" / "results" / "bench_deepfool.json"))
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    trained = zoo.train_reference("mnist", "cnn", root=args.data_dir)
+    model = trained.model.eval()
+    _, _, x_te, y_te = zoo.reference_split("mnist", root=args.data_dir)
+    with torch.no_grad():
+        right = model(x_te).argmax(1) == y_te
+    x, y = x_te[right][: args.n].contiguous(), y_te[right][: args.n]
+    print(f"MNIST CNN: held-out accuracy {trained.accuracy:.4f}; {len(x)} correctly classified "
+          f"held-out images; batch {BATCH}; torch threads {torch.get_num_threads()}")
+
+    rows = []
+    for norm in ("l2", "linf"):
+        ours, ref = measure("boundgeo", run_boundgeo, model, x, y, norm)
+        rows.append(ours)
+        row, _ = measure("boundgeo nearest=None", run_boundgeo, model, x, y, norm, reference=ref,
+                         nearest=None)
+        rows.append(row)
+        row, _ = measure("foolbox", run_foolbox, model, x, y, norm, reference=ref)
+        rows.append(row)
+        if norm == "l2" and not args.skip_art:
+            row, _ = measure("art", run_art, model, x, y, norm, reference=ref, repeats=1)
+            rows.append(row)
+
+    import foolbox
+    import art
+
+    result = {
+        "benchmark": "deepfool",
+        "setup": {
+            "model": "reference MNIST CNN (boundgeo.zoo), trained on MNIST test images [0, 8000)",
+            "model_accuracy": trained.accuracy,
+            "images": f"first {len(x)} correctly classified of MNIST test images [8000, 10000)",
+            "batch_size": BATCH,
+            **SETTINGS,
+            "clip": [0.0, 1.0],
+        },
+        "machine": {"cpu_count": torch.get_num_threads(), "platform": platform.platform(),
+                    "torch": torch.__version__, "foolbox": foolbox.__version__,
+                    "art": art.__version__, "boundgeo": bg.__version__},
+        "rows": rows,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
