@@ -16,6 +16,8 @@ from ._errors import BoundgeoError
 from .boundary import BoundaryPoints, boundary_normals, deepfool
 from .classifier import Classifier
 from .datasets import load_dataset
+from .spectrum import Spectrum, spectrum
+from .subspace import SubspaceFooling, subspace_fooling
 from . import zoo
 
 __all__ = [
@@ -26,5 +28,9 @@ __all__ = [
     "deepfool",
     "Classifier",
     "load_dataset",
+    "Spectrum",
+    "spectrum",
+    "SubspaceFooling",
+    "subspace_fooling",
     "zoo",
 ]

@@ -1,0 +1,35 @@
+"""Adding perturbations to inputs and counting which predictions change (shared by analyses)."""
+
+from __future__ import annotations
+
+import torch
+
+from .classifier import Classifier
+
+
+def scale_to_norm(v: torch.Tensor, norm: str) -> torch.Tensor:
+    """Rows of ``v`` (m, d) rescaled to unit ℓ2 or ℓ∞ norm."""
+    flat = v.reshape(v.shape[0], -1)
+    size = flat.norm(dim=1) if norm == "l2" else flat.abs().amax(dim=1)
+    return (flat / size.clamp_min(1e-30)[:, None]).reshape(v.shape)
+
+
+@torch.no_grad()
+def fooled(
+    clf: Classifier, x: torch.Tensor, clean: torch.Tensor, v: torch.Tensor, *, batch_size: int = 512
+) -> torch.Tensor:
+    """Which inputs change class once ``v`` is added and the result clipped to the bounds.
+
+    Args:
+        x: validated inputs (n, *S) on the classifier's device; clean: their predictions (n,).
+        v: one perturbation (*S) shared by all inputs, or one per input (n, *S).
+    """
+    per_input = v.dim() == x.dim()
+    v = v.to(x.device, x.dtype)
+    out = torch.empty(x.shape[0], dtype=torch.bool, device=x.device)
+    for start in range(0, x.shape[0], batch_size):
+        stop = start + batch_size
+        shift = v[start:stop] if per_input else v
+        pred = clf.forward(clf.clip(x[start:stop] + shift)).argmax(1)
+        out[start:stop] = pred != clean[start:stop]
+    return out

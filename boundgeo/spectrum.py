@@ -1,0 +1,448 @@
+"""The spectrum of the boundary normals against random directions (Moosavi-Dezfooli et al. 2017, §4).
+
+The paper stacks the unit vectors r(x)/‖r(x)‖ of many images into a matrix N and finds that its
+singular values decay much faster than those of a matrix of random unit vectors: the normals of
+the decision boundary near the data are correlated and lie close to a low-dimensional subspace S,
+which is what makes a single universal perturbation possible.
+
+:func:`spectrum` computes the singular values and principal directions of N by the cheapest
+route that fits (exact SVD, Gram matrix of the smaller side, randomized top-k SVD, or a
+streaming Gram over memory-mapped rows that never holds N in memory), and the same spectrum for
+n random unit vectors in R^d (mean and 5-95% band over seeded draws) beside the
+Marchenko-Pastur prediction.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._errors import BoundgeoError
+from ._results import Result
+
+ROUTES = ("exact", "gram", "randomized", "stream")
+KINDS = ("normal", "perturbation")
+# Above this many matrix entries the rows are streamed in blocks instead of copied (float64).
+_DENSE_LIMIT = 50_000_000
+_BLOCK_BYTES = 64 * 2**20
+_MAX_COMPONENTS = 256
+
+
+# ============================================================================== result
+@dataclass(frozen=True, eq=False)
+class Spectrum(Result):
+    """Singular values of the matrix of unit normals, beside those of random unit vectors.
+
+    Fields:
+        singular_values: (r,) descending; r = min(n, d), or k for the randomized route.
+        baseline_mean, baseline_low, baseline_high: (r_b,) singular values of n random unit
+            vectors in R^d: mean and 5% / 95% quantiles over ``baseline_draws`` draws.
+        marchenko_pastur: (min(n, d),) the singular values the Marchenko-Pastur law predicts
+            for n random unit vectors in R^d (quantiles of its density).
+        components: (m, d) top right singular vectors (principal directions in input space),
+            m = min(r, k or 256).
+        n, d: rows (directions used) and their dimension; input_shape: the shape of one input.
+        total_energy: Σσ² over all singular values (‖N‖_F² = n for unit rows), so that energies
+            are exact even when only the top k values were computed.
+        route, kind: how it was computed and from which directions. settings: the arguments.
+    """
+
+    singular_values: torch.Tensor
+    baseline_mean: torch.Tensor
+    baseline_low: torch.Tensor
+    baseline_high: torch.Tensor
+    marchenko_pastur: torch.Tensor
+    components: torch.Tensor
+    n: int
+    d: int
+    input_shape: tuple[int, ...]
+    total_energy: float
+    route: str
+    kind: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    # -------------------------------------------------------------- summaries
+    def _values(self, baseline: bool) -> torch.Tensor:
+        return self.baseline_mean if baseline else self.singular_values
+
+    def _total(self, baseline: bool) -> float:
+        return float((self.baseline_mean.double() ** 2).sum()) if baseline else self.total_energy
+
+    def energy(self, k: int, *, baseline: bool = False) -> float:
+        """Share of Σσ² in the top k singular values (of the random baseline if ``baseline``)."""
+        values = self._values(baseline)
+        if k < 0:
+            raise BoundgeoError(f"k must be >= 0, got {k}")
+        if k > len(values) and len(values) < min(self.n, self.d):
+            raise BoundgeoError(f"only the top {len(values)} singular values were computed, not {k}")
+        return float((values[:k].double() ** 2).sum()) / self._total(baseline)
+
+    def dim(self, energy: float = 0.9, *, baseline: bool = False) -> int:
+        """Smallest k whose top-k singular values hold ``energy`` of Σσ²."""
+        if not 0 < energy <= 1:
+            raise BoundgeoError(f"energy must be in (0, 1], got {energy}")
+        values = self._values(baseline).double()
+        cumulative = torch.cumsum(values**2, 0) / self._total(baseline)
+        reached = (cumulative >= energy - 1e-12).nonzero()
+        if len(reached) == 0:
+            raise BoundgeoError(
+                f"the {len(values)} singular values computed hold {float(cumulative[-1]):.3f} of "
+                f"the energy, less than {energy}; compute more with k="
+            )
+        return int(reached[0]) + 1
+
+    @staticmethod
+    def _erank(values: torch.Tensor) -> float:
+        p = values.double().clamp_min(0)
+        p = p[p > 0] / p.sum()
+        return float(torch.exp(-(p * p.log()).sum()))
+
+    @property
+    def effective_rank(self) -> float:
+        """Roy & Vetterli (2007): exp of the entropy of σ_i / Σσ_j (over the values computed)."""
+        return self._erank(self.singular_values)
+
+    @property
+    def baseline_effective_rank(self) -> float:
+        return self._erank(self.baseline_mean)
+
+    def concentration(self, energy: float = 0.9) -> float:
+        """How much more concentrated than random: dims random needs for ``energy`` divided by
+        the dims the normals need."""
+        return self.dim(energy, baseline=True) / self.dim(energy)
+
+    def summary(self, energy: float = 0.9) -> dict[str, float]:
+        """Headline numbers for the normals and for the random baseline alike."""
+        return {
+            "n": self.n,
+            "d": self.d,
+            f"dim_{int(energy * 100)}": self.dim(energy),
+            f"random_dim_{int(energy * 100)}": self.dim(energy, baseline=True),
+            "concentration": self.concentration(energy),
+            "effective_rank": self.effective_rank,
+            "random_effective_rank": self.baseline_effective_rank,
+            "energy_top10": self.energy(min(10, len(self.singular_values))),
+            "random_energy_top10": self.energy(min(10, len(self.baseline_mean)), baseline=True),
+            "sigma_1": float(self.singular_values[0]),
+            "random_sigma_1": float(self.baseline_mean[0]),
+        }
+
+    def basis(self, k: int, *, reshape: bool = False) -> torch.Tensor:
+        """Top-k principal directions: (k, d) orthonormal rows, or (k, *input_shape)."""
+        if not 1 <= k <= len(self.components):
+            raise BoundgeoError(
+                f"k must be between 1 and the {len(self.components)} components kept; "
+                "pass a larger k= to spectrum() for more"
+            )
+        rows = self.components[:k]
+        return rows.reshape((k,) + tuple(self.input_shape)) if reshape else rows
+
+    def to_frame(self):
+        """Tidy rows: index, singular_value, source ('normals', 'random', 'marchenko-pastur'),
+        and the random band's low/high."""
+        import pandas as pd
+
+        frames = [
+            pd.DataFrame({"index": np.arange(1, len(self.singular_values) + 1),
+                          "singular_value": self.singular_values.double().numpy(),
+                          "source": self.kind + "s"}),
+            pd.DataFrame({"index": np.arange(1, len(self.baseline_mean) + 1),
+                          "singular_value": self.baseline_mean.double().numpy(),
+                          "low": self.baseline_low.double().numpy(),
+                          "high": self.baseline_high.double().numpy(),
+                          "source": "random"}),
+            pd.DataFrame({"index": np.arange(1, len(self.marchenko_pastur) + 1),
+                          "singular_value": self.marchenko_pastur.double().numpy(),
+                          "source": "marchenko-pastur"}),
+        ]
+        return pd.concat(frames, ignore_index=True)
+
+
+# ============================================================================== inputs
+class _Rows:
+    """The (n, d) matrix of directions: a view of the source plus which rows to use."""
+
+    def __init__(self, array: torch.Tensor, keep: torch.Tensor | None, input_shape, unit: bool):
+        self.array, self.keep, self.input_shape, self.unit = array, keep, tuple(input_shape), unit
+        self.rows = torch.arange(array.shape[0]) if keep is None else keep.nonzero().squeeze(1)
+
+    @property
+    def n(self) -> int:
+        return len(self.rows)
+
+    @property
+    def d(self) -> int:
+        return self.array.shape[1]
+
+    def dense(self) -> torch.Tensor:
+        x = self.array[self.rows].double()
+        return x / x.norm(dim=1, keepdim=True)
+
+    def row_blocks(self, size: int):
+        for start in range(0, self.n, size):
+            block = self.array[self.rows[start : start + size]].double()
+            yield block / block.norm(dim=1, keepdim=True)
+
+    def column_blocks(self, size: int):
+        for start in range(0, self.d, size):
+            yield start, self.array[:, start : start + size][self.rows].double()
+
+
+def _as_rows(normals, kind: str) -> _Rows:
+    from .boundary import BoundaryPoints
+
+    if kind not in KINDS:
+        raise BoundgeoError(f"kind must be 'normal' or 'perturbation', got {kind!r}")
+    if isinstance(normals, (str, os.PathLike)):
+        normals = BoundaryPoints.load(Path(normals))
+    if isinstance(normals, BoundaryPoints):
+        source = normals.normal if kind == "normal" else normals.perturbation
+        array = source.reshape(len(normals), -1)
+        keep = normals.converged.cpu().bool()
+        if kind == "normal":  # a converged point with a vanishing gradient has no normal
+            keep = keep & (normals.status.cpu() == 0)
+        if not keep.any():
+            raise BoundgeoError("no converged boundary point to take directions from")
+        rows = _Rows(array.cpu(), keep, normals.input_shape, unit=True)
+        if kind == "perturbation" or rows.n * rows.d <= _DENSE_LIMIT:
+            _check_rows(rows)
+        return rows
+    if isinstance(normals, np.ndarray):
+        normals = torch.from_numpy(normals)
+    if not isinstance(normals, torch.Tensor):
+        raise BoundgeoError(
+            f"normals must be BoundaryPoints, a directory, or an (n, d) array; got {type(normals).__name__}"
+        )
+    if normals.dim() < 2 or normals.shape[0] == 0:
+        raise BoundgeoError(f"normals must be a non-empty (n, d) matrix of rows, got {tuple(normals.shape)}")
+    rows = _Rows(normals.detach().cpu().reshape(normals.shape[0], -1), None, normals.shape[1:], unit=False)
+    _check_rows(rows)
+    return rows
+
+
+def _check_rows(rows: _Rows) -> None:
+    sample = rows.array[rows.rows] if rows.n * rows.d <= _DENSE_LIMIT else None
+    if sample is None:
+        return
+    if not torch.isfinite(sample).all():
+        bad = (~torch.isfinite(sample)).any(dim=1).nonzero().squeeze(1)[:5].tolist()
+        raise BoundgeoError(f"rows {bad} of the {tuple(sample.shape)} matrix contain NaN or Inf")
+    zero = (sample.abs().sum(dim=1) == 0).nonzero().squeeze(1)
+    if len(zero):
+        raise BoundgeoError(
+            f"{len(zero)} rows of the {tuple(sample.shape)} matrix are zero (first: "
+            f"{zero[:5].tolist()}); a zero row has no direction"
+        )
+
+
+# ============================================================================== routes
+def _pick_route(rows: _Rows, k: int | None) -> str:
+    small, large = sorted((rows.n, rows.d))
+    if rows.n * rows.d > _DENSE_LIMIT:
+        return "stream"
+    if k is not None and small > 2000 and k <= small // 10:
+        return "randomized"
+    return "gram" if large >= 2 * small else "exact"
+
+
+def _from_gram_rows(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigen-decomposition of a Gram matrix → (σ descending, eigenvectors as columns)."""
+    values, vectors = torch.linalg.eigh(gram)
+    values, vectors = values.flip(0), vectors.flip(1)
+    return values.clamp_min(0).sqrt(), vectors
+
+
+def _route_exact(rows: _Rows, keep: int):
+    _, s, vh = torch.linalg.svd(rows.dense(), full_matrices=False)
+    return s, vh[:keep]
+
+
+def _route_gram(rows: _Rows, keep: int):
+    n_mat = rows.dense()
+    if rows.d <= rows.n:  # d x d Gram: its eigenvectors are the right singular vectors
+        s, v = _from_gram_rows(n_mat.T @ n_mat)
+        return s, v[:, :keep].T.contiguous()
+    s, u = _from_gram_rows(n_mat @ n_mat.T)  # n x n Gram: V = Nᵀ U / σ
+    top = u[:, :keep]
+    v = (n_mat.T @ top) / s[:keep].clamp_min(1e-300)
+    return s, v.T.contiguous()
+
+
+def _route_randomized(rows: _Rows, keep: int, k: int, seed: int):
+    n_mat = rows.dense()
+    with torch.random.fork_rng(devices=[]):  # svd_lowrank draws from the global generator
+        torch.manual_seed(seed)
+        u, s, v = torch.svd_lowrank(n_mat, q=min(k + 10, min(n_mat.shape)), niter=7)
+    return s[:k], v[:, :keep].T.contiguous()
+
+
+def _route_stream(rows: _Rows, keep: int):
+    """Gram of the smaller side accumulated in float64 block by block; N is never held whole."""
+    if rows.d <= rows.n:
+        size = max(1, _BLOCK_BYTES // (8 * rows.d))
+        gram = torch.zeros(rows.d, rows.d, dtype=torch.float64)
+        for block in rows.row_blocks(size):
+            gram += block.T @ block
+        s, v = _from_gram_rows(gram)
+        return s, v[:, :keep].T.contiguous().float()
+    size = max(1, _BLOCK_BYTES // (8 * rows.n))
+    gram = torch.zeros(rows.n, rows.n, dtype=torch.float64)
+    for _, block in rows.column_blocks(size):
+        gram += block @ block.T
+    scale = gram.diagonal().clone().sqrt()  # row norms: unit rows without a separate pass
+    if (scale == 0).any():
+        raise BoundgeoError(f"{int((scale == 0).sum())} rows are zero; a zero row has no direction")
+    if not torch.isfinite(gram).all():
+        raise BoundgeoError("the rows contain NaN or Inf")
+    gram /= scale[:, None] * scale[None, :]
+    s, u = _from_gram_rows(gram)
+    # second pass: V = Nᵀ U / σ with N = D⁻¹ A, one column block at a time
+    coeff = u[:, :keep] / scale[:, None] / s[:keep].clamp_min(1e-300)
+    v = torch.empty(keep, rows.d, dtype=torch.float32)
+    for start, block in rows.column_blocks(size):
+        v[:, start : start + block.shape[1]] = (block.T @ coeff).T.float()
+    return s, v
+
+
+# ============================================================================== baseline
+def random_unit_spectrum(n: int, d: int, *, seed: int = 0) -> torch.Tensor:
+    """Singular values (descending) of n random unit vectors in R^d, one seeded draw.
+
+    For n <= d the n x n Gram matrix is drawn directly: the Gram matrix of n standard Gaussian
+    vectors is Wishart(d, I_n), sampled by the Bartlett decomposition in O(n³) without ever
+    forming the n x d matrix; normalising it by its diagonal gives the Gram matrix of the unit
+    vectors. For n > d the unit rows are drawn in blocks and their d x d Gram accumulated.
+    """
+    rng = np.random.default_rng(seed)
+    if n <= d:
+        a = np.tril(rng.standard_normal((n, n)), -1)
+        a[np.diag_indices(n)] = np.sqrt(rng.chisquare(d - np.arange(n)))
+        lower = torch.from_numpy(a)
+        gram = lower @ lower.T
+        scale = gram.diagonal().sqrt()
+        gram = gram / (scale[:, None] * scale[None, :])
+        values = torch.linalg.eigvalsh(gram)
+    else:
+        gram = torch.zeros(d, d, dtype=torch.float32)
+        size = max(1, _BLOCK_BYTES // (4 * d))
+        for start in range(0, n, size):
+            block = torch.from_numpy(rng.standard_normal((min(size, n - start), d), dtype=np.float32))
+            block /= block.norm(dim=1, keepdim=True)
+            gram += block.T @ block
+        values = torch.linalg.eigvalsh(gram.double())
+    return values.flip(0).clamp_min(0).sqrt()
+
+
+def marchenko_pastur(n: int, d: int) -> torch.Tensor:
+    """Singular values of n random unit vectors in R^d predicted by the Marchenko-Pastur law.
+
+    With ratio λ = min(n, d) / max(n, d), the squared singular values of the Gram matrix of the
+    smaller side follow the MP density on [(1 - √λ)², (1 + √λ)²], scaled by max(1, n/d); the i-th
+    value is its (i - 1/2)/min(n, d) upper quantile.
+    """
+    r = min(n, d)
+    lam = r / max(n, d)
+    scale = max(1.0, n / d)
+    lo, hi = (1 - math.sqrt(lam)) ** 2, (1 + math.sqrt(lam)) ** 2
+    grid = np.linspace(lo, hi, 20001)
+    density = np.sqrt(np.clip((hi - grid) * (grid - lo), 0, None)) / (2 * math.pi * lam * np.maximum(grid, 1e-300))
+    cdf = np.concatenate([[0.0], np.cumsum((density[1:] + density[:-1]) / 2 * np.diff(grid))])
+    cdf /= cdf[-1]
+    quantiles = 1 - (np.arange(r) + 0.5) / r
+    eig = np.interp(quantiles, cdf, grid) * scale
+    return torch.from_numpy(np.sqrt(eig))
+
+
+# ============================================================================== main entry
+def spectrum(
+    normals,
+    *,
+    kind: str = "normal",
+    k: int | None = None,
+    baseline_draws: int = 5,
+    seed: int = 0,
+    route: str | None = None,
+) -> Spectrum:
+    """Singular values and principal directions of the boundary normals, against random.
+
+    Implements the analysis of Moosavi-Dezfooli et al. 2017, Section 4: the rows of N are unit
+    vectors (the normals, or r(x)/‖r(x)‖ with ``kind="perturbation"``, the paper's choice).
+
+    Args:
+        normals: a :class:`~boundgeo.BoundaryPoints` (converged points only), the output
+            directory of :func:`~boundgeo.boundary_normals` (streamed from disk), or an (n, d)
+            tensor/array of rows (normalised here; zero or NaN rows are an error).
+        kind: ``"normal"`` or ``"perturbation"`` (for BoundaryPoints).
+        k: how many singular values (randomized route) and principal directions to keep;
+            None: all singular values and up to 256 directions.
+        baseline_draws: seeded draws of n random unit vectors in R^d for the band (0: none).
+        seed: seeds the baseline and the randomized route.
+        route: ``"exact"`` (SVD), ``"gram"`` (eigen-decomposition of the smaller Gram matrix),
+            ``"randomized"`` (top-k, needs k), ``"stream"`` (blockwise Gram, bounded memory) or
+            None to pick: stream above 5e7 entries, randomized for a small k of a large matrix,
+            gram for a matrix at least twice as long as wide, else exact.
+
+    Returns:
+        :class:`Spectrum`.
+
+    Shape:
+        normals: (n, d) or (n, *S) → singular_values: (min(n, d),), components: (m, d).
+
+    Example:
+        >>> import torch, boundgeo as bg
+        >>> spec = bg.spectrum(torch.randn(50, 20), baseline_draws=2)
+        >>> round(float((spec.singular_values ** 2).sum()), 6)   # unit rows: Σσ² = n
+        50.0
+    """
+    if route is not None and route not in ROUTES:
+        raise BoundgeoError(f"route must be one of {ROUTES} or None, got {route!r}")
+    if baseline_draws < 0:
+        raise BoundgeoError(f"baseline_draws must be >= 0, got {baseline_draws}")
+    rows = _as_rows(normals, kind)
+    n, d = rows.n, rows.d
+    rank = min(n, d)
+    if k is not None and not 1 <= k <= rank:
+        raise BoundgeoError(f"k must be between 1 and min(n, d) = min({n}, {d}) = {rank}, got {k}")
+    chosen = route or _pick_route(rows, k)
+    if chosen == "randomized" and k is None:
+        raise BoundgeoError("the randomized route computes the top k values: pass k=")
+    keep = min(rank, k if k is not None else _MAX_COMPONENTS)
+    if chosen == "exact":
+        values, components = _route_exact(rows, keep)
+    elif chosen == "gram":
+        values, components = _route_gram(rows, keep)
+    elif chosen == "randomized":
+        values, components = _route_randomized(rows, keep, k, seed)
+    else:
+        values, components = _route_stream(rows, keep)
+    values = values[:rank].double()
+
+    draws = [random_unit_spectrum(n, d, seed=seed + 1 + i) for i in range(baseline_draws)]
+    if draws:
+        stack = torch.stack(draws)
+        band = torch.quantile(stack, torch.tensor([0.05, 0.95], dtype=stack.dtype), dim=0)
+        base_mean, base_low, base_high = stack.mean(0), band[0], band[1]
+    else:
+        base_mean = base_low = base_high = torch.zeros(0, dtype=torch.float64)
+    return Spectrum(
+        singular_values=values,
+        baseline_mean=base_mean,
+        baseline_low=base_low,
+        baseline_high=base_high,
+        marchenko_pastur=marchenko_pastur(n, d),
+        components=components.float(),
+        n=n,
+        d=d,
+        input_shape=tuple(int(s) for s in rows.input_shape),
+        total_energy=float(n),  # every row is a unit vector
+        route=chosen,
+        kind=kind,
+        settings={"k": k, "baseline_draws": baseline_draws, "seed": seed, "route": route},
+    )

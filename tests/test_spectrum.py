@@ -1,0 +1,126 @@
+import pytest
+import torch
+
+import boundgeo as bg
+from boundgeo.spectrum import marchenko_pastur, random_unit_spectrum
+
+
+@pytest.fixture(scope="module")
+def net_points(small_net):
+    model, x, _ = small_net
+    return bg.deepfool(bg.Classifier(model), x[:500])
+
+
+def test_affine_normals_have_rank_c_minus_1(affine_model):
+    clf = bg.Classifier(affine_model.eval(), bounds=(-100, 100))
+    x = torch.randn(300, 16, generator=torch.Generator().manual_seed(0))
+    spec = bg.spectrum(bg.deepfool(clf, x, clip=False), baseline_draws=1)
+    sv = spec.singular_values
+    assert sv[3] > 1e-3 * sv[0]           # the C-1 = 4 directions are all used
+    assert sv[4:].max() < 1e-6 * sv[0]    # σ_C onwards ≈ 0
+    assert spec.dim(0.999999) <= 4 and spec.dim(0.9, baseline=True) > 4
+
+
+@pytest.mark.parametrize("route", ["exact", "gram", "stream"])
+def test_unit_rows_energy_and_orthonormal_basis(route):
+    rows = torch.randn(120, 40, generator=torch.Generator().manual_seed(1)) * torch.rand(120, 1)
+    spec = bg.spectrum(rows, route=route, baseline_draws=2)
+    assert float((spec.singular_values**2).sum()) == pytest.approx(120, rel=1e-9)
+    basis = spec.basis(40).double()
+    torch.testing.assert_close(basis @ basis.T, torch.eye(40, dtype=torch.float64), atol=1e-5, rtol=0)
+    # the basis diagonalises NᵀN: its rows are the right singular vectors
+    n_mat = rows.double() / rows.double().norm(dim=1, keepdim=True)
+    torch.testing.assert_close((n_mat @ basis.T).norm(dim=0), spec.singular_values, rtol=1e-5, atol=1e-6)
+    assert spec.energy(40) == pytest.approx(1.0) and spec.energy(0) == 0.0
+
+
+def test_all_routes_agree_on_the_top_singular_values(net_points, tmp_path):
+    reference = bg.spectrum(net_points, route="exact", baseline_draws=0)
+    top = reference.singular_values[:10]
+    for route in ("gram", "randomized", "stream"):
+        spec = bg.spectrum(net_points, route=route, k=10 if route == "randomized" else None,
+                           baseline_draws=0)
+        torch.testing.assert_close(spec.singular_values[:10], top, rtol=1e-4, atol=0)
+        # principal directions agree up to sign
+        cos = (spec.basis(5).double() * reference.basis(5).double()).sum(1).abs()
+        assert (cos > 0.999).all(), (route, cos)
+    wide = torch.randn(30, 500, generator=torch.Generator().manual_seed(2))  # d >> n: n x n Gram
+    exact = bg.spectrum(wide, route="exact", baseline_draws=0)
+    for route in ("gram", "stream"):
+        spec = bg.spectrum(wide, route=route, baseline_draws=0)
+        torch.testing.assert_close(spec.singular_values, exact.singular_values, rtol=1e-6, atol=1e-9)
+        cos = (spec.basis(5).double() * exact.basis(5).double()).sum(1).abs()
+        assert (cos > 0.999999).all()
+
+
+def test_streams_from_a_boundary_normals_directory(small_net, tmp_path):
+    model, x, y = small_net
+    clf = bg.Classifier(model)
+    pts = bg.boundary_normals(clf, (x[:200], y[:200]), out=tmp_path / "run", shard_size=50,
+                              progress=False)
+    in_memory = bg.spectrum(pts, route="exact", baseline_draws=0)
+    streamed = bg.spectrum(tmp_path / "run", route="stream", baseline_draws=0)
+    torch.testing.assert_close(streamed.singular_values, in_memory.singular_values, rtol=1e-6, atol=1e-9)
+    assert streamed.n == int(pts.converged.sum())
+
+
+def test_baseline_matches_marchenko_pastur_edges():
+    spec = bg.spectrum(torch.randn(500, 2000, generator=torch.Generator().manual_seed(3)),
+                       baseline_draws=3)
+    assert spec.baseline_mean[0] == pytest.approx(1 + (500 / 2000) ** 0.5, rel=0.03)
+    assert spec.baseline_mean[-1] == pytest.approx(1 - (500 / 2000) ** 0.5, rel=0.03)
+    assert (spec.baseline_low <= spec.baseline_mean).all() and (spec.baseline_mean <= spec.baseline_high).all()
+    torch.testing.assert_close(spec.baseline_mean, spec.marchenko_pastur, rtol=0.05, atol=0.02)
+    # a random matrix looks like its own baseline
+    assert spec.concentration() == pytest.approx(1.0, abs=0.05)
+    tall = random_unit_spectrum(3000, 300, seed=0)  # n > d
+    assert float((tall**2).sum()) == pytest.approx(3000, rel=1e-5)
+    torch.testing.assert_close(tall, marchenko_pastur(3000, 300), rtol=0.05, atol=0.05)
+
+
+def test_summaries():
+    eye = torch.eye(8)
+    spec = bg.spectrum(eye, baseline_draws=0)
+    assert spec.effective_rank == pytest.approx(8.0)
+    assert spec.dim(0.5) == 4 and spec.energy(2) == pytest.approx(0.25)
+    line = torch.ones(10, 8)  # one direction
+    spec = bg.spectrum(line, baseline_draws=4)
+    assert spec.effective_rank == pytest.approx(1.0) and spec.dim(0.9) == 1
+    assert spec.concentration() == spec.dim(0.9, baseline=True) / 1 > 1
+    assert spec.summary()["concentration"] == spec.concentration()
+
+
+def test_same_seed_same_baseline_and_round_trip(net_points, tmp_path):
+    a = bg.spectrum(net_points, baseline_draws=3, seed=7)
+    b = bg.spectrum(net_points, baseline_draws=3, seed=7)
+    assert torch.equal(a.baseline_mean, b.baseline_mean)
+    loaded = bg.Spectrum.load(a.save(tmp_path / "spec"))
+    assert torch.equal(loaded.singular_values, a.singular_values)
+    assert torch.equal(loaded.components, a.components)
+    assert loaded.input_shape == a.input_shape == (1, 8, 8) and loaded.route == a.route
+    assert a.basis(3, reshape=True).shape == (3, 1, 8, 8)
+    frame = a.to_frame()
+    assert set(frame.source) == {"normals", "random", "marchenko-pastur"}
+
+
+@pytest.mark.parametrize(
+    "rows, kwargs, match",
+    [
+        (torch.cat([torch.randn(5, 4), torch.zeros(2, 4)]), {}, "2 rows .* are zero"),
+        (torch.tensor([[1.0, float("nan")], [1.0, 0.0]]), {}, "NaN"),
+        (torch.randn(5, 4), {"k": 5}, r"min\(n, d\) = min\(5, 4\) = 4"),
+        (torch.randn(5, 4), {"route": "randomized"}, "pass k="),
+        (torch.randn(5, 4), {"route": "qr"}, "route must be"),
+        (torch.randn(5, 4), {"kind": "gradient"}, "kind must be"),
+        (torch.zeros(0, 4), {}, "non-empty"),
+    ],
+)
+def test_bad_input_raises(rows, kwargs, match):
+    with pytest.raises(bg.BoundgeoError, match=match):
+        bg.spectrum(rows, **kwargs)
+
+
+def test_basis_beyond_what_was_kept_raises():
+    spec = bg.spectrum(torch.randn(30, 10), k=3, baseline_draws=0)
+    with pytest.raises(bg.BoundgeoError, match="components kept"):
+        spec.basis(4)

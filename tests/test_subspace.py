@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import boundgeo as bg
+from boundgeo.subspace import halfspace_fooling_probability
+
+
+def _binary_affine(d, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(d, generator=gen)
+    model = nn.Linear(d, 2)
+    with torch.no_grad():
+        model.weight.copy_(torch.stack([torch.zeros(d), w]))
+        model.bias.copy_(torch.tensor([0.0, 0.1]))
+    x = 2 * torch.rand(400, d, generator=gen) - 1
+    margin = (x @ w + 0.1).abs() / w.norm()
+    return bg.Classifier(model.eval(), bounds=(-1000, 1000)), x, margin, w / w.norm()
+
+
+def test_full_space_rate_matches_the_closed_form():
+    d = 30
+    clf, x, margin, _ = _binary_affine(d)
+    radii = [1.0, 3.0, 6.0]
+    result = bg.subspace_fooling(clf, x, torch.eye(d)[:2], radii=radii, draws=60, independent=True)
+    expected = [halfspace_fooling_probability(margin.numpy(), r, d).mean() for r in radii]
+    np.testing.assert_allclose(result.full_rate.numpy(), expected, atol=0.015)
+    assert expected[0] < expected[1] < expected[2] < 0.5
+
+
+def test_normal_subspace_fools_at_the_margin_whatever_the_dimension():
+    d = 200
+    clf, x, margin, normal = _binary_affine(d, seed=1)
+    radius = float(margin.median())
+    inside = bg.subspace_fooling(clf, x, normal[None], radii=[radius], draws=40, independent=True)
+    # ±normal with probability ½ each: half of the inputs within the radius are fooled
+    expected = 0.5 * float((margin <= radius).float().mean())
+    assert float(inside.subspace_rate[0]) == pytest.approx(expected, abs=0.03)
+    assert float(inside.full_rate[0]) < 0.02  # in R^200 a random direction barely moves
+
+
+def test_closed_form_edges():
+    assert halfspace_fooling_probability(0.0, 1.0, 10) == pytest.approx(0.5)
+    assert halfspace_fooling_probability(1.0, 1.0, 10) == 0.0
+    # d = 3: ⟨u, n⟩ is uniform on [-1, 1] (Archimedes), so P(t >= a) = (1 - a) / 2
+    assert halfspace_fooling_probability(0.4, 1.0, 3) == pytest.approx(0.3)
+
+
+def test_deterministic_and_tidy(small_net):
+    model, x, _ = small_net
+    clf = bg.Classifier(model)
+    basis = torch.linalg.qr(torch.randn(64, 5, generator=torch.Generator().manual_seed(0)))[0].T
+    a = bg.subspace_fooling(clf, x[:100], basis, radii=[0.5, 2.0], draws=3, seed=1)
+    b = bg.subspace_fooling(clf, x[:100], basis.reshape(5, 1, 8, 8), radii=[0.5, 2.0], draws=3, seed=1)
+    assert torch.equal(a.subspace_rates, b.subspace_rates) and torch.equal(a.full_rates, b.full_rates)
+    frame = a.to_frame()
+    assert len(frame) == 2 * 2 * 3 and set(frame.space) == {"subspace", "full"}
+    assert a.k == 5 and a.d == 64 and a.n == 100
+
+
+def test_basis_checks(small_net):
+    model, x, _ = small_net
+    clf = bg.Classifier(model)
+    skewed = torch.randn(3, 64, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(UserWarning, match="orthonormalised"):
+        bg.subspace_fooling(clf, x[:10], skewed, radii=[1.0], draws=1)
+    with pytest.raises(bg.BoundgeoError, match="rank-deficient"):
+        bg.subspace_fooling(clf, x[:10], torch.stack([skewed[0], 2 * skewed[0]]), radii=[1.0])
+    with pytest.raises(bg.BoundgeoError, match="NaN"):
+        bg.subspace_fooling(clf, x[:10], torch.full((2, 64), float("nan")), radii=[1.0])
+    with pytest.raises(bg.BoundgeoError, match="one input has 64"):
+        bg.subspace_fooling(clf, x[:10], torch.eye(10)[:2], radii=[1.0])
+    with pytest.raises(bg.BoundgeoError, match="radii"):
+        bg.subspace_fooling(clf, x[:10], torch.eye(64)[:2], radii=[0.0])
