@@ -189,12 +189,11 @@ def _vjp_rows(out: torch.Tensor, inp: torch.Tensor, grad_outputs: torch.Tensor) 
             return torch.autograd.grad(out, inp, grad_outputs, is_grads_batched=True)[0]
         except RuntimeError:  # an op without a batching rule: fall back to the loop
             pass
-    return torch.stack(
-        [
-            torch.autograd.grad(out, inp, grad_outputs[j], retain_graph=j < rows - 1)[0]
-            for j in range(rows)
-        ]
-    )
+    # written into one preallocated tensor: a list plus torch.stack would hold it twice
+    result = torch.empty((rows,) + tuple(inp.shape), dtype=inp.dtype, device=inp.device)
+    for j in range(rows):
+        result[j] = torch.autograd.grad(out, inp, grad_outputs[j], retain_graph=j < rows - 1)[0]
+    return result
 
 
 def _candidates(logits: torch.Tensor, candidates: int | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -278,10 +277,11 @@ def _deepfool_batch(
 
         if stepping.any():
             idx = active[stepping]
-            w = grads[:, stepping].transpose(0, 1).flatten(2)  # (m', rows, d)
+            # (rows, m', d): a view when every sample steps (the common case), else one copy
+            w = (grads if bool(stepping.all()) else grads[:, stepping]).flatten(2)
             f = (logits.detach()[stepping].gather(1, cand[idx, 1:])
                  - logits.detach()[stepping].gather(1, lab[stepping, None]))  # (m', rows)
-            w_norm = w.norm(dim=2) if norm == "l2" else w.abs().sum(dim=2)
+            w_norm = torch.linalg.vector_norm(w, ord=2 if norm == "l2" else 1, dim=2).T  # (m', rows)
             usable = w_norm > _TINY
             ratio = torch.where(usable, f.abs() / w_norm.clamp_min(_TINY), torch.full_like(f, float("inf")))
             flat = ~usable.any(dim=1)
@@ -289,7 +289,7 @@ def _deepfool_batch(
                 status[idx[flat]] = ZERO_GRADIENT
             best = ratio.argmin(dim=1)
             pick = torch.arange(len(idx), device=x.device)
-            w_best, f_best, n_best = w[pick, best], f[pick, best], w_norm[pick, best]
+            w_best, f_best, n_best = w[best, pick], f[pick, best], w_norm[pick, best]
             # step length in input units: the linearised distance plus the reference slack
             length = f_best.abs() / n_best.clamp_min(_TINY) + _STEP_SLACK
             if norm == "l2":
@@ -488,6 +488,7 @@ def boundary_normals(
 
         bar = tqdm(total=wanted, desc="boundary normals", unit="pt")
     parts: list[BoundaryPoints] = []
+    shard_counts: list[int] = []
     collected, skipped, k, start = 0, 0, 0, 0
     while collected < wanted and start < total:
         if out_path is not None and resume and _shard_done(out_path, k):
@@ -511,18 +512,20 @@ def boundary_normals(
                 part.save(_shard_stem(out_path, k))
         skipped += int(part.settings.get("skipped_misclassified", 0))
         take = min(len(part), wanted - collected)
-        if take < len(part):
-            part = _take(part, take)
-        if len(part):
-            parts.append(part)
-        collected += len(part)
+        if out_path is None:  # in memory; with out= the shards stay on disk only
+            if take < len(part):
+                part = _take(part, take)
+            if take:
+                parts.append(part)
+        shard_counts.append(take)
+        collected += take
         if bar is not None:
-            bar.update(len(part))
+            bar.update(take)
         start += shard_size
         k += 1
     if bar is not None:
         bar.close()
-    if not parts:
+    if collected == 0:
         raise BoundgeoError("no input left: the model misclassifies all of them "
                             "(pass keep_misclassified=True to use them anyway)")
     settings["skipped_misclassified"] = skipped
@@ -531,11 +534,10 @@ def boundary_normals(
               "(keep_misclassified=True keeps them)")
     if n is not None and collected < n:
         print(f"boundary_normals: only {collected} of the {n} wanted inputs are usable")
-    result = dataclasses.replace(BoundaryPoints.concat(parts), settings=settings)
     if out_path is not None:
-        _write_collection(out_path, result)
+        _write_collection(out_path, shard_counts, settings)
         return BoundaryPoints.load(out_path)
-    return result
+    return dataclasses.replace(BoundaryPoints.concat(parts), settings=settings)
 
 
 def shard_size_of(start: int, total: int, shard_size: int) -> int:
@@ -583,17 +585,43 @@ def _prepare_out(out: Path, settings: dict[str, Any], resume: bool) -> None:
     atomic_write_bytes(run_file, lambda h: h.write(record.encode()))
 
 
-def _write_collection(out: Path, points: BoundaryPoints) -> None:
-    """Store the finished result as one .npy per field (memory-mappable) plus meta.json."""
+def _write_collection(out: Path, shard_counts: list[int], settings: dict[str, Any]) -> None:
+    """Store the finished result as one .npy per field (memory-mappable) plus meta.json.
+
+    The files are written by streaming the shards one after another (the header first, then
+    each shard's rows as raw bytes), so memory stays at one shard however large the result.
+    """
     folder = out / _POINTS
     folder.mkdir(parents=True, exist_ok=True)
-    meta: dict[str, Any] = {"norm": points.norm, "settings": points.settings, "arrays": []}
-    for f in dataclasses.fields(points):
-        value = getattr(points, f.name)
-        if isinstance(value, torch.Tensor):
-            array = value.cpu().numpy()
-            atomic_write_bytes(folder / f"{f.name}.npy", lambda h, a=array: np.save(h, a))
-            meta["arrays"].append(f.name)
+    used = [k for k, count in enumerate(shard_counts) if count]
+    first = BoundaryPoints.load(_shard_stem(out, used[0]))
+    total = sum(shard_counts)
+    names = [f.name for f in dataclasses.fields(first) if isinstance(getattr(first, f.name), torch.Tensor)]
+    if "true_label" in names and any(
+        BoundaryPoints.load(_shard_stem(out, k)).true_label is None for k in used[1:]
+    ):
+        names.remove("true_label")
+    handles, temps = {}, {}
+    try:
+        for name in names:
+            array = getattr(first, name).numpy()
+            temps[name] = folder / f".{name}.npy.tmp"
+            handles[name] = open(temps[name], "wb")
+            header = {"descr": np.lib.format.dtype_to_descr(array.dtype), "fortran_order": False,
+                      "shape": (total,) + array.shape[1:]}
+            np.lib.format.write_array_header_2_0(handles[name], header)
+        for k in used:
+            shard = first if k == used[0] else BoundaryPoints.load(_shard_stem(out, k))
+            for name in names:
+                rows = getattr(shard, name)[: shard_counts[k]].numpy()
+                handles[name].write(np.ascontiguousarray(rows).tobytes())
+            del shard
+    finally:
+        for handle in handles.values():
+            handle.close()
+    for name in names:
+        os.replace(temps[name], folder / f"{name}.npy")
+    meta = {"norm": first.norm, "settings": settings, "arrays": names}
     atomic_write_bytes(folder / "meta.json", lambda h: h.write(json.dumps(meta, indent=2).encode()))
 
 
@@ -608,7 +636,8 @@ def _load_collection(out: Path) -> BoundaryPoints:
         # copy-on-write map: pages are read on demand and never written back
         arrays[name] = torch.from_numpy(np.load(folder / f"{name}.npy", mmap_mode="c"))
     arrays.setdefault("true_label", None)
-    return BoundaryPoints(**arrays, norm=meta["norm"], settings=meta["settings"])
+    settings = {**meta["settings"], "loaded_from": str(out)}
+    return BoundaryPoints(**arrays, norm=meta["norm"], settings=settings)
 
 
 def iter_shards(out: str | os.PathLike) -> Iterator[BoundaryPoints]:

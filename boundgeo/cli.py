@@ -34,11 +34,42 @@ def _load_model(args: argparse.Namespace):
     return trained, x_te, y_te
 
 
+def _split(args: argparse.Namespace):
+    """Inputs for the normals and disjoint held-out inputs for the fooling rates."""
+    from . import zoo
+
+    x_tr, y_tr, x_te, y_te = zoo.reference_split(args.dataset, root=args.data_dir)
+    if args.dataset == "digits":  # normals on the 1,257 training images, fooling on the 540 test ones
+        return x_tr, y_tr, x_te, y_te
+    order = torch.randperm(len(x_te), generator=torch.Generator().manual_seed(args.seed))
+    half = len(order) // 2
+    return x_te[order[:half]], y_te[order[:half]], x_te[order[half:]], y_te[order[half:]]
+
+
+def _save_figure(ax, out: Path, name: str) -> None:
+    fig = ax.figure
+    fig.tight_layout()
+    for suffix in ("png", "pdf"):
+        fig.savefig(out / f"{name}.{suffix}", dpi=130)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    import time
+
+    import numpy as np
+
+    from . import plot
+    from .boundary import boundary_normals
     from .classifier import Classifier
+    from .spectrum import spectrum
+    from .subspace import subspace_fooling
     from .zoo import accuracy
 
     _seed_everything(args.seed)
+    start = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     trained, x_te, y_te = _load_model(args)
@@ -46,7 +77,39 @@ def cmd_demo(args: argparse.Namespace) -> int:
     acc = accuracy(trained.model, x_te, y_te)
     print(f"model: {args.dataset} {trained.arch}, {sum(p.numel() for p in trained.model.parameters())} "
           f"parameters, held-out accuracy {acc:.4f} on {len(y_te)} images")
-    print(f"classifier: {clf}")
+    x_n, y_n, x_e, _ = _split(args)
+
+    print(f"[1/3] boundary normals of {len(x_n)} inputs (DeepFool, l2)")
+    pts = boundary_normals(clf, (x_n, y_n), out=out / "normals", resume=False, seed=args.seed)
+    ok = pts.converged
+    median = float(pts.margin[ok].median())
+    print(f"      {int(ok.sum())} converged, {pts.settings['skipped_misclassified']} misclassified "
+          f"skipped; median margin ‖r‖₂ = {median:.3f}")
+
+    print("[2/3] spectrum of r/‖r‖ against random unit vectors")
+    spec = spectrum(pts, kind="perturbation", seed=args.seed)
+    spec.save(out / "spectrum")
+    summary = spec.summary()
+    print(f"      90% of the energy in {summary['dim_90']} of {spec.d} dimensions "
+          f"(random: {summary['random_dim_90']}); top 10 hold {spec.energy(10):.0%} "
+          f"(random: {spec.energy(10, baseline=True):.0%})")
+
+    k = min(10, spec.d)
+    radii = [m * median for m in (0.5, 1, 1.5, 2, 3, 4, 6)]
+    print(f"[3/3] random vectors in the top-{k} subspace vs the full space, {len(x_e)} held-out inputs")
+    fool = subspace_fooling(clf, x_e, spec.basis(k), radii=radii, draws=10, seed=args.seed)
+    fool.save(out / "subspace_fooling")
+    low = (fool.full_rate < 0.10).nonzero().squeeze(1)
+    at = int(low[-1]) if len(low) else 0
+    print(f"      at radius {radii[at]:.2f}: subspace {float(fool.subspace_rate[at]):.1%} vs "
+          f"full space {float(fool.full_rate[at]):.1%}")
+
+    _save_figure(plot.plot_spectrum(spec), out, "spectrum")
+    _save_figure(plot.plot_subspace_fooling(fool), out, "subspace_fooling")
+    _save_figure(plot.plot_margins(pts), out, "margins")
+    axes = plot.plot_directions(spec.basis(k, reshape=True), titles=[f"v{i + 1}" for i in range(k)])
+    _save_figure(np.ravel(axes)[0], out, "principal_directions")
+    print(f"results and figures in {out}/ ({time.perf_counter() - start:.0f} s)")
     return 0
 
 

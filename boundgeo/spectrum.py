@@ -195,13 +195,86 @@ class _Rows:
             yield start, self.array[:, start : start + size][self.rows].double()
 
 
+class _FileRows(_Rows):
+    """Rows of a ``.npy`` file written by :func:`~boundgeo.boundary_normals`, read block by block.
+
+    Blocks are read with plain file reads into a buffer, not through a memory map: a column
+    block touches every row, and the kernel's read-ahead and fault-around would make nearly the
+    whole mapped file resident (and counted in RSS) for every block.
+    """
+
+    def __init__(self, path: Path, keep: torch.Tensor, input_shape) -> None:
+        self.path = path
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(handle)
+            self._offset = handle.tell()
+        if fortran or dtype.hasobject:
+            raise BoundgeoError(f"{path} is not a C-ordered numeric array")
+        self._dtype = dtype
+        self._shape = (shape[0], int(np.prod(shape[1:])))
+        self.keep, self.input_shape, self.unit = keep, tuple(input_shape), True
+        self.rows = keep.nonzero().squeeze(1)
+        self._rows_np = self.rows.numpy()
+
+    @property
+    def d(self) -> int:
+        return self._shape[1]
+
+    @property
+    def array(self):  # used by _check_rows on small files only
+        return torch.from_numpy(np.load(self.path).reshape(self._shape))
+
+    def _read(self, rows, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        stop = self.d if stop is None else stop
+        out = np.empty((len(rows), stop - start), dtype=self._dtype)
+        size = self._dtype.itemsize
+        with open(self.path, "rb", buffering=0) as handle:
+            for i, row in enumerate(rows):
+                handle.seek(self._offset + (int(row) * self.d + start) * size)
+                handle.readinto(memoryview(out[i]).cast("B"))
+        return torch.from_numpy(out.astype(np.float64))
+
+    def dense(self) -> torch.Tensor:
+        x = self._read(self._rows_np)
+        return x / x.norm(dim=1, keepdim=True)
+
+    def row_blocks(self, size: int):
+        for start in range(0, self.n, size):
+            block = self._read(self._rows_np[start : start + size])
+            yield block / block.norm(dim=1, keepdim=True)
+
+    def column_blocks(self, size: int):
+        for start in range(0, self.d, size):
+            yield start, self._read(self._rows_np, start, min(start + size, self.d))
+
+
 def _as_rows(normals, kind: str) -> _Rows:
     from .boundary import BoundaryPoints
 
     if kind not in KINDS:
         raise BoundgeoError(f"kind must be 'normal' or 'perturbation', got {kind!r}")
+    if isinstance(normals, BoundaryPoints) and normals.settings.get("loaded_from"):
+        folder = Path(normals.settings["loaded_from"])
+        if len(normals) * int(np.prod(normals.input_shape)) > _DENSE_LIMIT and folder.is_dir():
+            normals = folder  # large and on disk: read it block by block, not through the map
     if isinstance(normals, (str, os.PathLike)):
-        normals = BoundaryPoints.load(Path(normals))
+        folder = Path(normals) / "points"
+        if not (folder / "meta.json").exists():
+            raise BoundgeoError(f"{normals} holds no finished boundary_normals run ({folder / 'meta.json'} is missing)")
+        converged = torch.from_numpy(np.load(folder / "converged.npy")).bool()
+        status = torch.from_numpy(np.load(folder / "status.npy"))
+        keep = converged & (status == 0) if kind == "normal" else converged
+        if not keep.any():
+            raise BoundgeoError("no converged boundary point to take directions from")
+        field_path = folder / f"{kind}.npy"
+        shape = np.load(field_path, mmap_mode="r").shape[1:]
+        rows = _FileRows(field_path, keep, shape)
+        if rows.n * rows.d <= _DENSE_LIMIT:
+            _check_rows(rows)
+        return rows
     if isinstance(normals, BoundaryPoints):
         source = normals.normal if kind == "normal" else normals.perturbation
         array = source.reshape(len(normals), -1)
@@ -211,7 +284,7 @@ def _as_rows(normals, kind: str) -> _Rows:
         if not keep.any():
             raise BoundgeoError("no converged boundary point to take directions from")
         rows = _Rows(array.cpu(), keep, normals.input_shape, unit=True)
-        if kind == "perturbation" or rows.n * rows.d <= _DENSE_LIMIT:
+        if rows.n * rows.d <= _DENSE_LIMIT:
             _check_rows(rows)
         return rows
     if isinstance(normals, np.ndarray):

@@ -1,0 +1,145 @@
+"""Figures of boundgeo results. The only module that imports matplotlib and seaborn.
+
+Every function takes a result (or several) and ``ax=None``, draws, and returns the Axes; none
+computes anything beyond reading the result's fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import matplotlib.pyplot as plt  # picks a headless backend by itself where there is no display
+import numpy as np
+import seaborn as sns
+
+from .boundary import BoundaryPoints
+from .spectrum import Spectrum
+from .subspace import SubspaceFooling
+
+
+_KIND_LABEL = {"normal": "unit boundary normals", "perturbation": "unit directions r(x)/‖r(x)‖"}
+
+
+def _axes(ax):
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 4))
+    return ax
+
+
+def plot_spectrum(spectrum: Spectrum | Mapping[str, Spectrum], *, ax=None, band: bool = True,
+                  marchenko_pastur: bool = True, normalise: bool = False):
+    """Singular values σ_i (log scale) of the normals against the random band.
+
+    Args:
+        spectrum: one :class:`Spectrum`, or a mapping label → Spectrum to overlay several models.
+        band: shade the 5-95% band of the random baseline and draw its mean.
+        marchenko_pastur: draw the Marchenko-Pastur prediction.
+        normalise: divide by σ_1 of each spectrum (compare shapes across n).
+    """
+    ax = _axes(ax)
+    spectra = dict(spectrum) if isinstance(spectrum, Mapping) else {None: spectrum}
+    palette = sns.color_palette("deep", max(len(spectra), 1))
+    first = next(iter(spectra.values()))
+    scale0 = float(first.singular_values[0]) if normalise else 1.0
+    # the reference curves first, so that the models are drawn (and listed) on top of them
+    if band and len(first.baseline_mean):
+        rindex = np.arange(1, len(first.baseline_mean) + 1)
+        ax.fill_between(rindex, first.baseline_low.double().numpy() / scale0,
+                        first.baseline_high.double().numpy() / scale0, color="0.6", alpha=0.35, lw=0,
+                        label="random unit vectors (5-95%)")
+        ax.plot(rindex, first.baseline_mean.double().numpy() / scale0, color="0.35", lw=1, ls="--",
+                label="random mean")
+    if marchenko_pastur:
+        mp = first.marchenko_pastur.double().numpy() / scale0
+        ax.plot(np.arange(1, len(mp) + 1), mp, color="0.1", lw=0.8, ls=":", label="Marchenko-Pastur")
+    for color, (label, spec) in zip(palette, spectra.items()):
+        scale = float(spec.singular_values[0]) if normalise else 1.0
+        index = np.arange(1, len(spec.singular_values) + 1)
+        ax.plot(index, spec.singular_values.double().numpy() / scale, color=color, lw=2,
+                label=label or _KIND_LABEL[spec.kind])
+    ax.set_yscale("log")
+    # values at rounding level (an affine model's σ_C onwards) would flatten the picture
+    top = max(float(s.singular_values[0]) / (float(s.singular_values[0]) if normalise else 1.0)
+              for s in spectra.values())
+    lows = [float(s.singular_values.min()) / (float(s.singular_values[0]) if normalise else 1.0)
+            for s in spectra.values()]
+    ax.set_ylim(bottom=max(min(lows), 1e-4 * top) * 0.5)
+    ax.set_xlabel("index i")
+    ax.set_ylabel("singular value σ_i" + (" / σ_1" if normalise else ""))
+    ax.set_title(f"Spectrum of {first.n} {_KIND_LABEL[first.kind]} in R^{first.d}")
+    ax.legend(frameon=False, fontsize=8)
+    return ax
+
+
+def plot_subspace_fooling(results: SubspaceFooling | Mapping[str, SubspaceFooling], *, ax=None):
+    """Fooling rate against radius: random vectors inside the subspace(s) and in the full space.
+
+    Args:
+        results: one :class:`SubspaceFooling`, or a mapping label → result (e.g. one per d');
+            the full-space curve is drawn once, from the first.
+    """
+    ax = _axes(ax)
+    items = dict(results) if isinstance(results, Mapping) else {None: results}
+    palette = sns.color_palette("crest", max(len(items), 1))
+    for color, (label, res) in zip(palette, items.items()):
+        radii = res.radii.double().numpy()
+        sd = res.subspace_rates.double().numpy().std(axis=1)
+        mean = res.subspace_rate.double().numpy()
+        ax.plot(radii, mean, marker="o", ms=3, color=color, label=label or f"subspace (d'={res.k})")
+        ax.fill_between(radii, np.clip(mean - sd, 0, 1), np.clip(mean + sd, 0, 1), color=color, alpha=0.15, lw=0)
+    first = next(iter(items.values()))
+    radii = first.radii.double().numpy()
+    ax.plot(radii, first.full_rate.double().numpy(), marker="s", ms=3, color="0.3", ls="--",
+            label=f"full space (d={first.d})")
+    ax.set_xlabel(f"radius ({'ℓ2' if first.norm == 'l2' else 'ℓ∞'} norm)")
+    ax.set_ylabel("fooling rate")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"Random vectors on {first.n} held-out inputs")
+    ax.legend(frameon=False, fontsize=8)
+    return ax
+
+
+def plot_margins(points: BoundaryPoints, *, ax=None, by: str = "label"):
+    """Histogram of the DeepFool margins ‖r(x)‖, stacked by ``by`` (``"label"`` or ``"target"``)."""
+    ax = _axes(ax)
+    frame = points.to_frame()
+    frame = frame[frame.converged]
+    sns.histplot(frame, x="margin", hue=by, multiple="stack", palette="tab10", bins=30, ax=ax)
+    ax.set_xlabel(f"margin ‖r(x)‖ ({points.norm})")
+    ax.set_title(f"DeepFool margins of {len(frame)} inputs")
+    return ax
+
+
+def plot_directions(directions, *, titles=None, axes=None, ncols: int = 5, cmap: str = "RdBu_r"):
+    """Show directions (k, C, H, W) or (k, H, W) as images with a symmetric colour scale.
+
+    Args:
+        directions: e.g. ``spectrum.basis(10, reshape=True)`` or a universal perturbation.
+        titles: one per image.
+        axes: an array of Axes to draw into; created when None.
+
+    Returns:
+        The array of Axes.
+    """
+    images = np.asarray(directions.detach().cpu() if hasattr(directions, "detach") else directions, dtype=float)
+    if images.ndim == 4:
+        images = images.mean(axis=1) if images.shape[1] != 3 else images.transpose(0, 2, 3, 1)
+    count = images.shape[0]
+    if axes is None:
+        rows = int(np.ceil(count / ncols))
+        _, axes = plt.subplots(rows, min(ncols, count), figsize=(1.6 * min(ncols, count), 1.7 * rows), squeeze=False)
+    flat_axes = np.ravel(axes)
+    for i, ax in enumerate(flat_axes):
+        ax.axis("off")
+        if i >= count:
+            continue
+        img = images[i]
+        if img.ndim == 3:  # RGB: rescale to [0, 1] around grey
+            lim = np.abs(img).max() or 1.0
+            ax.imshow(0.5 + 0.5 * img / lim)
+        else:
+            lim = np.abs(img).max() or 1.0
+            ax.imshow(img, cmap=cmap, vmin=-lim, vmax=lim)
+        if titles is not None:
+            ax.set_title(str(titles[i]), fontsize=8)
+    return axes

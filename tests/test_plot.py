@@ -1,0 +1,57 @@
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import boundgeo as bg  # noqa: E402
+from boundgeo import plot  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def results(small_net):
+    model, x, _ = small_net
+    clf = bg.Classifier(model)
+    pts = bg.deepfool(clf, x[:120])
+    spec = bg.spectrum(pts, baseline_draws=2)
+    fool = bg.subspace_fooling(clf, x[120:200], spec.basis(5), radii=[0.5, 1.0], draws=2)
+    return pts, spec, fool
+
+
+def _saved(ax, tmp_path, name):
+    path = tmp_path / f"{name}.png"
+    ax.figure.savefig(path)
+    plt.close(ax.figure)
+    return path.stat().st_size
+
+
+def test_plots_draw_headless_into_non_empty_files(results, tmp_path):
+    pts, spec, fool = results
+    ax = plot.plot_spectrum(spec)
+    assert ax.get_yscale() == "log" and len(ax.lines) >= 3
+    assert _saved(ax, tmp_path, "spectrum") > 5000
+    ax = plot.plot_spectrum({"a": spec, "b": spec}, normalise=True)
+    assert {"a", "b"} <= {t.get_text() for t in ax.get_legend().get_texts()}
+    assert _saved(ax, tmp_path, "two") > 5000
+    ax = plot.plot_subspace_fooling({"d'=5": fool})
+    assert len(ax.lines) == 2 and _saved(ax, tmp_path, "fooling") > 5000
+    assert _saved(plot.plot_margins(pts), tmp_path, "margins") > 5000
+    axes = plot.plot_directions(spec.basis(4, reshape=True), titles=list("abcd"))
+    assert axes.size == 4 and _saved(axes.flat[0], tmp_path, "directions") > 2000
+
+
+def test_plots_draw_into_a_given_axes(results):
+    _, spec, _ = results
+    fig, ax = plt.subplots()
+    assert plot.plot_spectrum(spec, ax=ax) is ax
+    plt.close(fig)
+
+
+def test_computation_never_imports_plotting():
+    import subprocess
+    import sys
+
+    code = "import sys, boundgeo; assert 'matplotlib' not in sys.modules and 'seaborn' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
