@@ -486,7 +486,7 @@ def boundary_normals(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=wanted, desc="boundary normals", unit="pt")
+        bar = tqdm(total=wanted, desc="boundary normals", unit="pt" if n is not None else "input")
     parts: list[BoundaryPoints] = []
     shard_counts: list[int] = []
     collected, skipped, k, start = 0, 0, 0, 0
@@ -519,8 +519,8 @@ def boundary_normals(
                 parts.append(part)
         shard_counts.append(take)
         collected += take
-        if bar is not None:
-            bar.update(take)
+        if bar is not None:  # without n the bar counts inputs processed, with n points collected
+            bar.update(take if n is not None else shard_size_of(start, total, shard_size))
         start += shard_size
         k += 1
     if bar is not None:
