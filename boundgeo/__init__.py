@@ -18,6 +18,7 @@ from .classifier import Classifier
 from .datasets import load_dataset
 from .spectrum import Spectrum, spectrum
 from .subspace import SubspaceFooling, subspace_fooling
+from .universal import UniversalPerturbation, fooling_rate, transfer_matrix, universal_perturbation
 from . import zoo
 
 __all__ = [
@@ -32,5 +33,9 @@ __all__ = [
     "spectrum",
     "SubspaceFooling",
     "subspace_fooling",
+    "UniversalPerturbation",
+    "fooling_rate",
+    "transfer_matrix",
+    "universal_perturbation",
     "zoo",
 ]

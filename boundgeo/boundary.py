@@ -63,6 +63,8 @@ class BoundaryPoints(Result):
         index: (n,) position of each x in the data it came from.
         true_label: (n,) the data's labels when they were given, else None.
         norm: ``"l2"`` or ``"linf"``. settings: the arguments of the run.
+        cost: passes through the model, in rows (one input through the network):
+            ``forward_rows`` and ``backward_rows`` (vector-Jacobian products).
     """
 
     perturbation: torch.Tensor
@@ -77,6 +79,7 @@ class BoundaryPoints(Result):
     norm: str = "l2"
     true_label: torch.Tensor | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    cost: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.margin.shape[0])
@@ -148,7 +151,8 @@ class BoundaryPoints(Result):
                 tensors[f.name] = torch.cat(values)
             elif isinstance(first, torch.Tensor) or f.name == "true_label":
                 tensors[f.name] = None  # labels known for some parts only: drop them
-        return dataclasses.replace(parts[0], **tensors)
+        cost = {key: sum(p.cost.get(key, 0) for p in parts) for key in parts[0].cost}
+        return dataclasses.replace(parts[0], cost=cost, **tensors)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "BoundaryPoints":
@@ -229,10 +233,12 @@ def _deepfool_batch(
     active = torch.arange(n, device=x.device)
     low, high = clf.bounds
 
+    forward_rows = backward_rows = 0
     for it in range(max_iter + 1):
         if active.numel() == 0:
             break
         xa = x_adv[active].detach().requires_grad_(True)
+        forward_rows += active.numel()
         logits = clf.forward(xa)
         detached = logits.detach()
         pred = detached.argmax(1)
@@ -262,6 +268,7 @@ def _deepfool_batch(
         grad_outputs[0, arange_m, pred] += crossed.to(logits.dtype)
         grad_outputs[0, arange_m, lab] -= crossed.to(logits.dtype)
         grads = _vjp_rows(logits, xa, grad_outputs)
+        backward_rows += rows * m
         assert grads.shape == (rows,) + tuple(xa.shape), (grads.shape, rows, xa.shape)
 
         done = active[crossed]
@@ -329,6 +336,7 @@ def _deepfool_batch(
         "iterations": iterations,
         "converged": status == CONVERGED,
         "status": status,
+        "cost": {"forward_rows": forward_rows, "backward_rows": backward_rows},
     }
 
 
@@ -396,9 +404,11 @@ def deepfool(
                         candidates=candidates, clip=clip, nearest=nearest)
         for chunk in chunks
     ]
-    fields_ = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
+    fields_ = {key: torch.cat([p[key] for p in parts]) for key in parts[0] if key != "cost"}
+    cost = {key: sum(p["cost"][key] for p in parts) for key in parts[0]["cost"]}
     return BoundaryPoints(
         **fields_,
+        cost=cost,
         index=torch.arange(x.shape[0], device=x.device),
         norm=norm,
         settings=settings,

@@ -1,0 +1,114 @@
+"""Universal perturbations: boundgeo's three methods against ART on the same MNIST CNN.
+
+    python analysis/benchmarks/bench_universal.py [--data-dir data/mnist] [--skip-art]
+
+Setup: the reference MNIST CNN (trained on the first 8,000 images of the MNIST test split); the
+perturbation is fitted on images [8000, 9000) and evaluated on the held-out [9000, 10000) by one
+evaluator for everyone (``bg.fooling_rate``: prediction changes after adding v and clipping).
+Settings: ℓ2 ξ in {3, 5} and ℓ∞ ξ in {0.1, 0.2}; δ = 0.2; 5 passes. ART runs
+``UniversalPerturbation(attacker="deepfool", delta=0.2, max_iter=5, eps=ξ, norm=...)`` with its
+default DeepFool. Every library gets the same images; the results are written to
+analysis/results/bench_universal.json after every row (ART's rows take minutes each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+import boundgeo as bg
+from boundgeo import zoo
+from boundgeo.universal import METHODS
+
+ROOT = Path(__file__).resolve().parents[2]
+SETTINGS = [("l2", 3.0), ("l2", 5.0), ("linf", 0.1), ("linf", 0.2)]
+PASSES, DELTA = 5, 0.2
+
+
+def run_art(model, x_fit, norm, xi):
+    from art.attacks.evasion import UniversalPerturbation
+    from art.estimators.classification import PyTorchClassifier
+
+    classifier = PyTorchClassifier(model=model, loss=nn.CrossEntropyLoss(), input_shape=tuple(x_fit.shape[1:]),
+                                   nb_classes=10, clip_values=(0.0, 1.0), device_type="cpu")
+    random.seed(0)  # ART shuffles with the global random module
+    attack = UniversalPerturbation(classifier, attacker="deepfool", delta=DELTA, max_iter=PASSES, eps=xi,
+                                   norm=2 if norm == "l2" else np.inf, verbose=False)
+    start = time.perf_counter()
+    attack.generate(x_fit.numpy())
+    seconds = time.perf_counter() - start
+    return torch.from_numpy(attack.noise[0]).float(), seconds, attack.fooling_rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=str(ROOT / "data" / "mnist"))
+    parser.add_argument("--skip-art", action="store_true")
+    parser.add_argument("--out", default=str(ROOT / "analysis" / "results" / "bench_universal.json"))
+    args = parser.parse_args()
+
+    trained = zoo.train_reference("mnist", "cnn", root=args.data_dir)
+    model = trained.model.eval()
+    clf = bg.Classifier(model)
+    _, _, x_te, _ = zoo.reference_split("mnist", root=args.data_dir)
+    x_fit, x_eval = x_te[:1000].contiguous(), x_te[1000:].contiguous()
+    print(f"MNIST CNN (held-out accuracy {trained.accuracy:.4f}); fit on 1000 images, evaluate on 1000 "
+          f"held-out; {PASSES} passes, delta {DELTA}; torch threads {torch.get_num_threads()}")
+    import art
+
+    result = {
+        "benchmark": "universal",
+        "setup": {"model": "reference MNIST CNN, trained on MNIST test images [0, 8000)",
+                  "fit": "MNIST test images [8000, 9000)", "eval": "MNIST test images [9000, 10000)",
+                  "passes": PASSES, "delta": DELTA, "evaluator": "bg.fooling_rate (prediction change, clipped)"},
+        "machine": {"platform": platform.platform(), "torch": torch.__version__, "art": art.__version__,
+                    "boundgeo": bg.__version__, "threads": torch.get_num_threads()},
+        "rows": [],
+    }
+    out = Path(args.out)
+
+    def record(row):
+        result["rows"].append(row)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"{row['library']:>10} {row['method']:>9} {row['norm']:>4} xi={row['xi']:<4}: held-out fooling "
+              f"{row['eval_fooling_rate']:.3f} (fit {row['fit_fooling_rate']:.3f}), ‖v‖ {row['norm_of_v']:.3f}, "
+              f"{row['seconds']:.1f} s", flush=True)
+
+    for norm, xi in SETTINGS:
+        for method in METHODS:
+            uap = bg.universal_perturbation(clf, x_fit, xi=xi, norm=norm, delta=DELTA, max_passes=PASSES,
+                                            method=method, eval_data=x_eval, seed=0, progress=False)
+            record({"library": "boundgeo", "method": method, "norm": norm, "xi": xi,
+                    "eval_fooling_rate": uap.eval_fooling_rate, "fit_fooling_rate": uap.fooling_rate,
+                    "norm_of_v": float(uap.perturbation.norm() if norm == "l2" else uap.perturbation.abs().max()),
+                    "seconds": uap.seconds,
+                    "passes": uap.passes, "history": uap.history})
+    if not args.skip_art:
+        for norm, xi in SETTINGS:
+            v, seconds, art_rate = run_art(model, x_fit, norm, xi)
+            size = float(v.norm()) if norm == "l2" else float(v.abs().max())
+            record({"library": "art", "method": "deepfool", "norm": norm, "xi": xi,
+                    "eval_fooling_rate": bg.fooling_rate(clf, x_eval, v),
+                    "fit_fooling_rate": bg.fooling_rate(clf, x_fit, v), "art_reported_fooling_rate": art_rate,
+                    "norm_of_v": size, "seconds": seconds, "passes": PASSES})
+    # speed ratios against ART at the same setting
+    art_rows = {(r["norm"], r["xi"]): r for r in result["rows"] if r["library"] == "art"}
+    for row in result["rows"]:
+        ref = art_rows.get((row["norm"], row["xi"]))
+        if ref is not None and row["library"] == "boundgeo":
+            row["speedup_vs_art"] = ref["seconds"] / row["seconds"]
+            row["fooling_minus_art"] = row["eval_fooling_rate"] - ref["eval_fooling_rate"]
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import boundgeo as bg
+from boundgeo.universal import project
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_projection(norm):
+    gen = torch.Generator().manual_seed(0)
+    for scale in (0.01, 1.0, 100.0):
+        v = scale * torch.randn(3, 5, 5, generator=gen)
+        p = project(v, 0.7, norm)
+        size = float(p.norm()) if norm == "l2" else float(p.abs().max())
+        assert size <= 0.7 + 1e-6
+        torch.testing.assert_close(project(p, 0.7, norm), p)  # idempotent
+        if norm == "linf":
+            torch.testing.assert_close(p, v.clamp(-0.7, 0.7))
+        inside = v * (0.5 / float(v.norm() if norm == "l2" else v.abs().max()))
+        assert torch.equal(project(inside, 0.7, norm), inside)  # unchanged inside the ball
+    assert torch.equal(project(torch.zeros(4), 1.0, "l2"), torch.zeros(4))
+
+
+def _binary_affine(d=20, n=300, seed=0):
+    """f = [0, w·x + b]: every input in class 1, at margins spread over [0.1, 2.1] (ℓ2)."""
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(d, generator=gen)
+    model = nn.Linear(d, 2)
+    with torch.no_grad():
+        model.weight.copy_(torch.stack([torch.zeros(d), w]))
+        model.bias.zero_()
+    base = torch.randn(n, d, generator=gen)
+    base -= (base @ w)[:, None] * w / w.dot(w)              # onto the boundary
+    margin = 0.1 + 2.0 * torch.rand(n, generator=gen)
+    x = base + margin[:, None] * w / w.norm()                # then out along the normal
+    return bg.Classifier(model.eval(), bounds=(-100, 100)), x, w
+
+
+@pytest.mark.parametrize("method", ["deepfool", "batched", "sgd"])
+@pytest.mark.parametrize("norm, xi", [("l2", 1.0), ("linf", 0.3)])
+def test_affine_binary_aligns_with_the_normal_and_fools_the_predicted_share(method, norm, xi):
+    clf, x, w = _binary_affine()
+    uap = bg.universal_perturbation(clf, x, xi=xi, norm=norm, method=method, delta=0.05,
+                                    max_passes=4, progress=False)
+    v = uap.perturbation
+    target = -w / w.norm() if norm == "l2" else -w.sign() / w.numel() ** 0.5
+    cosine = float(torch.dot(v, target) / v.norm())
+    assert cosine > 0.99, cosine
+    # the geometry: v = -ξ ŵ crosses where the ℓ2 margin is below ξ; v = -ξ sign(w) where
+    # |w·x| < ξ ‖w‖₁, i.e. where the ℓ∞ margin |w·x| / ‖w‖₁ is below ξ
+    score = x @ w
+    dual = w.norm() if norm == "l2" else w.abs().sum()
+    predicted = float((score / dual < xi).double().mean())
+    assert uap.fooling_rate == pytest.approx(predicted, abs=0.01)
+    assert 0.2 < predicted < 0.95 and not uap.reached and uap.passes == 4
+
+
+def test_same_seed_same_v_and_data_untouched(small_net):
+    model, x, _ = small_net
+    clf = bg.Classifier(model)
+    data = x[:80].clone()
+    a = bg.universal_perturbation(clf, data, xi=1.0, norm="l2", max_passes=2, progress=False)
+    b = bg.universal_perturbation(clf, data, xi=1.0, norm="l2", max_passes=2, progress=False)
+    c = bg.universal_perturbation(clf, data, xi=1.0, norm="l2", max_passes=2, seed=1, progress=False)
+    assert torch.equal(a.perturbation, b.perturbation)
+    assert not torch.equal(a.perturbation, c.perturbation)
+    assert torch.equal(data, x[:80])
+
+
+def test_stopping_rule_is_honoured(small_net):
+    model, x, _ = small_net
+    clf = bg.Classifier(model)
+    easy = bg.universal_perturbation(clf, x[:80], xi=20.0, norm="l2", delta=0.9, max_passes=5,
+                                     method="sgd", progress=False)
+    assert easy.reached and easy.passes == 1 and easy.fooling_rate >= 0.1
+    hard = bg.universal_perturbation(clf, x[:80], xi=0.05, norm="l2", delta=0.01, max_passes=3,
+                                     progress=False)
+    assert not hard.reached and hard.passes == 3 and len(hard.to_frame()) == 3
+    assert set(hard.to_frame()) >= {"pass", "fooling_rate", "norm", "seconds", "gradient_evaluations"}
+    assert all(row["norm"] <= 0.05 + 1e-6 for row in hard.history)
+
+
+def test_fooling_rate_matches_a_hand_computation(small_net):
+    model, x, _ = small_net
+    clf = bg.Classifier(model)
+    v = 0.4 * torch.randn(1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        by_hand = (model((x + v).clamp(0, 1)).argmax(1) != model(x).argmax(1)).double().mean()
+    assert bg.fooling_rate(clf, x, v) == pytest.approx(float(by_hand))
+    assert bg.fooling_rate(clf, x, torch.zeros(1, 8, 8)) == 0.0
+
+
+def test_eval_data_save_load_and_transfer(small_net, tmp_path):
+    model, x, y = small_net
+    clf = bg.Classifier(model)
+    uap = bg.universal_perturbation(clf, (x[:100], y[:100]), xi=2.0, norm="l2", method="batched",
+                                    max_passes=2, eval_data=x[100:200], progress=False)
+    assert uap.eval_fooling_rate == pytest.approx(bg.fooling_rate(clf, x[100:200], uap))
+    loaded = bg.UniversalPerturbation.load(uap.save(tmp_path / "uap"))
+    assert torch.equal(loaded.perturbation, uap.perturbation) and loaded.history == uap.history
+    assert loaded.eval_fooling_rate == uap.eval_fooling_rate
+    other = bg.Classifier(bg.zoo.train("affine", *bg.load_dataset("digits", split="train"), epochs=3).model)
+    frame = bg.transfer_matrix({"mlp": clf, "affine": other}, {"mlp": uap, "zero": torch.zeros(1, 8, 8)},
+                               x[100:200])
+    assert frame.shape == (2, 2) and frame.loc["zero"].eq(0).all()
+    assert frame.loc["mlp", "mlp"] == pytest.approx(uap.eval_fooling_rate)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(xi=0.0), "xi must be a positive"),
+        (dict(xi=-1.0), "xi must be a positive"),
+        (dict(xi=1.0, delta=0.0), r"delta must be in \(0, 1\)"),
+        (dict(xi=1.0, delta=1.0), r"delta must be in \(0, 1\)"),
+        (dict(xi=1.0, method="gd"), "method must be one of"),
+        (dict(xi=1.0, norm="l1"), "norm must be"),
+        (dict(xi=1.0, max_passes=0), "max_passes"),
+    ],
+)
+def test_bad_input_raises(small_net, kwargs, match):
+    model, x, _ = small_net
+    with pytest.raises(bg.BoundgeoError, match=match):
+        bg.universal_perturbation(bg.Classifier(model), x[:5], progress=False, **kwargs)
+
+
+def test_fooling_rate_rejects_a_wrong_shape(small_net):
+    model, x, _ = small_net
+    with pytest.raises(bg.BoundgeoError, match=r"shape \(64,\)"):
+        bg.fooling_rate(bg.Classifier(model), x, torch.zeros(64))
