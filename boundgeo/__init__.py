@@ -14,16 +14,21 @@ __version__ = "0.1.0"
 
 from ._errors import BoundgeoError
 from .boundary import BoundaryPoints, boundary_normals, deepfool
+from .categories import Category, RobustnessProfile, categorize, robustness_profile
 from .classifier import Classifier
 from .datasets import load_dataset
 from .spectrum import Spectrum, spectrum
 from .subspace import SubspaceFooling, subspace_fooling
 from .universal import UniversalPerturbation, fooling_rate, transfer_matrix, universal_perturbation
-from . import zoo
+from . import toys, zoo
 
 __all__ = [
     "__version__",
     "BoundgeoError",
+    "Category",
+    "RobustnessProfile",
+    "categorize",
+    "robustness_profile",
     "BoundaryPoints",
     "boundary_normals",
     "deepfool",
@@ -37,5 +42,6 @@ __all__ = [
     "fooling_rate",
     "transfer_matrix",
     "universal_perturbation",
+    "toys",
     "zoo",
 ]

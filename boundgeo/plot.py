@@ -13,6 +13,7 @@ import numpy as np
 import seaborn as sns
 
 from .boundary import BoundaryPoints
+from .categories import NAMES, RobustnessProfile
 from .spectrum import Spectrum
 from .subspace import SubspaceFooling
 
@@ -143,3 +144,84 @@ def plot_directions(directions, *, titles=None, axes=None, ncols: int = 5, cmap:
         if titles is not None:
             ax.set_title(str(titles[i]), fontsize=8)
     return axes
+
+
+_CATEGORY_COLORS = {1: "#4c9f70", 2: "#e0b040", 3: "#e07b39", 4: "#c0392b"}
+
+
+def plot_profile(profile: RobustnessProfile, *, ax=None, bands: bool = True, log_eps: bool = False):
+    """The per-image, universal and random rates against ε, with the category bands shaded and
+    the transitions ε₂, ε₃, ε₄ marked (dotted lines).
+
+    Read from left to right: below ε₂ no attack finds adversarial perturbations for τ of the data
+    (category 1); between ε₂ and ε₃ they exist per image only (2); from ε₃ one universal
+    perturbation suffices (3); from ε₄ random perturbations fool (4). The rates are witnessed by
+    attacks, so the bands are evidence, not proof.
+    """
+    ax = _axes(ax)
+    eps = profile.epsilons.double().numpy()
+    if bands:
+        edges = np.concatenate([[eps[0]], (eps[1:] + eps[:-1]) / 2, [eps[-1]]]) if len(eps) > 1 else np.array([eps[0] * 0.9, eps[0] * 1.1])
+        for i, cat in enumerate(profile.category.tolist()):
+            ax.axvspan(edges[i], edges[i + 1], color=_CATEGORY_COLORS[cat], alpha=0.13, lw=0)
+        for cat in sorted(set(profile.category.tolist())):
+            ax.fill_between([], [], color=_CATEGORY_COLORS[cat], alpha=0.3, label=f"category {cat}: {NAMES[cat]}")
+    styles = (("per-image", profile.per_image_rate, "o", "C0"), ("universal", profile.universal_rate, "s", "C1"),
+              ("random", profile.random_rate, "^", "C3"))
+    for name, rates, marker, color in styles:
+        ax.plot(eps, rates.double().numpy(), marker=marker, ms=4, color=color, lw=1.8, label=f"{name} rate")
+    ax.axhline(profile.threshold, color="0.4", lw=0.8, ls="--")
+    for label, value, color in (("ε₂", profile.eps2, "C0"), ("ε₃", profile.eps3, "C1"), ("ε₄", profile.eps4, "C3")):
+        if value is not None:
+            ax.axvline(value, color=color, lw=1, ls=":")
+            ax.annotate(f"{label}={value:.3g}", (value, 1.02), xycoords=("data", "axes fraction"),
+                        ha="center", fontsize=8, color=color)
+    if log_eps:
+        ax.set_xscale("log")
+    ax.set_xlim(eps[0], eps[-1])
+    ax.set_ylim(0, 1.0)
+    ax.set_xlabel(f"budget ε ({'ℓ2' if profile.norm == 'l2' else 'ℓ∞'})")
+    ax.set_ylabel("share of inputs fooled")
+    ax.legend(frameon=False, fontsize=7, loc="center right")
+    return ax
+
+
+def plot_regions_2d(toy, *, ax=None, resolution: int = 300, category=None):
+    """A 2-D classifier's regions with its data, like the figures of the four categories.
+
+    Args:
+        toy: a :class:`boundgeo.toys.Toy` with 2-D inputs (or any object with ``model``, ``x``,
+            ``window``, ``eps`` and ``name``).
+        resolution: grid points per axis.
+        category: a measured :class:`~boundgeo.Category` to put in the title.
+
+    The model is evaluated on a grid here: drawing a decision region needs its values, which no
+    result holds. Each input is drawn with a circle of radius ε (the budget).
+    """
+    import torch
+    from matplotlib.patches import Circle
+
+    if toy.x.shape[1] != 2:
+        raise ValueError(f"plot_regions_2d draws 2-D toys; this one has {toy.x.shape[1]} dimensions")
+    ax = _axes(ax)
+    x0, x1, y0, y1 = toy.window
+    gx, gy = np.meshgrid(np.linspace(x0, x1, resolution), np.linspace(y0, y1, resolution))
+    grid = torch.tensor(np.stack([gx.ravel(), gy.ravel()], 1), dtype=torch.float32)
+    with torch.no_grad():
+        labels = torch.cat([toy.model(chunk).argmax(1) for chunk in grid.split(20000)]).numpy()
+    ax.contourf(gx, gy, labels.reshape(gx.shape), levels=[-0.5, 0.5, 1.5], colors=["#d6e4f0", "#f4d6c6"])
+    ax.contour(gx, gy, labels.reshape(gx.shape), levels=[0.5], colors="0.3", linewidths=0.8)
+    with torch.no_grad():
+        data_labels = toy.model(toy.x).argmax(1).numpy()
+    pts = toy.x.numpy()
+    ax.scatter(pts[:, 0], pts[:, 1], c=np.where(data_labels == 0, "#1f5f99", "#a0441a"), s=6, zorder=3)
+    for p in pts:
+        ax.add_patch(Circle(p, toy.eps, fill=False, lw=0.4, color="0.2", alpha=0.6))
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    ax.set_aspect("equal")
+    title = f"{toy.name}: built as category {toy.category} at ε={toy.eps:.3g}"
+    if category is not None:
+        title += f"\nmeasured: category {category.value}"
+    ax.set_title(title, fontsize=9)
+    return ax

@@ -1,0 +1,82 @@
+import pytest
+import torch
+
+import boundgeo as bg
+from boundgeo.categories import category_of, transition
+
+
+@pytest.mark.parametrize(
+    "rates, expected",
+    [
+        ((0.1, 0.0, 0.0), 1),
+        ((0.49, 0.3, 0.2), 1),
+        ((0.5, 0.3, 0.2), 2),
+        ((0.9, 0.5, 0.2), 3),
+        ((1.0, 1.0, 0.5), 4),
+        ((1.0, 0.2, 0.7), 4),  # random ≥ τ decides first, whatever the others say
+    ],
+)
+def test_category_logic_on_hand_made_rates(rates, expected):
+    assert category_of(*rates, threshold=0.5) == expected
+
+
+def test_transition_interpolates_linearly():
+    eps = [1.0, 2.0, 3.0, 4.0]
+    assert transition(eps, [0.0, 0.2, 0.6, 1.0], 0.5) == pytest.approx(2.75)
+    assert transition(eps, [0.0, 0.5, 0.6, 1.0], 0.5) == pytest.approx(2.0)
+    assert transition(eps, [0.7, 0.8, 0.9, 1.0], 0.5) == 1.0  # at or below the first budget
+    assert transition(eps, [0.0, 0.1, 0.2, 0.3], 0.5) is None
+
+
+@pytest.mark.parametrize("dim", [2, 100])
+@pytest.mark.parametrize("build", bg.toys.ALL, ids=lambda b: b.__name__)
+def test_each_toy_lands_in_its_own_category(build, dim):
+    toy = build(dim=dim)
+    found = bg.categorize(toy.classifier, toy.x, eps=toy.eps)
+    assert found.value == toy.category, str(found)
+    assert found.name == bg.categories.NAMES[toy.category]
+    assert found.formula.startswith(bg.categories.FORMULAS[toy.category])
+    assert "evidence" in found.note and "not a proof" in found.note
+
+
+def test_rates_nest_and_profiles_are_deterministic(small_net, tmp_path):
+    model, x, _ = small_net
+    clf = bg.Classifier(model)
+    eps = [0.1, 0.3, 0.6, 1.0, 2.0, 4.0]
+    a = bg.robustness_profile(clf, x[:120], epsilons=eps, draws=4, universal_passes=2, seed=3)
+    b = bg.robustness_profile(clf, x[:120], epsilons=eps, draws=4, universal_passes=2, seed=3)
+    assert (a.per_image_rate >= a.universal_rate).all() and (a.universal_rate >= a.random_rate).all()
+    for name in ("per_image_rate", "universal_rate", "random_rate", "category"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert (a.category[1:] >= a.category[:-1]).all(), a.category  # larger budgets, weaker category
+    assert a.eps2 is not None and a.eps2 <= (a.eps3 or float("inf")) <= (a.eps4 or float("inf"))
+    loaded = bg.RobustnessProfile.load(a.save(tmp_path / "profile"))
+    assert torch.equal(loaded.category, a.category) and loaded.eps2 == a.eps2
+    assert len(a.to_frame()) == 3 * len(eps)
+    assert "not a proof" in a.summary() and "ε₂" in a.summary()
+    assert a.category_at(0.35) == int(a.category[1])
+
+
+def test_category_round_trip(tmp_path):
+    toy = bg.toys.stacked_slabs(dim=2)
+    cat = bg.categorize(toy.classifier, toy.x, eps=toy.eps)
+    loaded = bg.Category.load(cat.save(tmp_path / "cat"))
+    import dataclasses
+
+    assert dataclasses.asdict(loaded) == dataclasses.asdict(cat) and "category 3" in str(cat)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(epsilons=[]), "epsilons"),
+        (dict(epsilons=[-1.0]), "epsilons"),
+        (dict(epsilons=[1.0], norm="l1"), "norm"),
+        (dict(epsilons=[1.0], threshold=0.0), "threshold"),
+        (dict(epsilons=[1.0], fit_fraction=1.0), "fit_fraction"),
+    ],
+)
+def test_bad_input_raises(small_net, kwargs, match):
+    model, x, _ = small_net
+    with pytest.raises(bg.BoundgeoError, match=match):
+        bg.robustness_profile(bg.Classifier(model), x[:20], **kwargs)
