@@ -213,9 +213,10 @@ def robustness_profile(
     The data are split (seeded) into a fit part, on which the universal perturbations are
     computed, and an evaluation part, on which all three rates are measured:
     - per-image: DeepFool margins ≤ ε (one pass gives every ε), pooled with every input fooled
-      by the universal or a random witness below;
+      by the universal or a random witness below, at this budget or a smaller one;
     - universal: the held-out fooling rate of a universal perturbation with ξ = ε
-      (``universal_method``), or of the best random vector if that fools more;
+      (``universal_method``), or of the best random vector if that fools more, or of the best
+      witness at a smaller budget (which lies in B_ε too);
     - random: the fooling rate of ``draws`` uniformly random directions scaled to norm ε, each
       applied to every evaluated input.
 
@@ -263,6 +264,9 @@ def robustness_profile(
     directions = scale_to_norm(torch.randn(draws, d, generator=generator).to(x.device), norm)
 
     per_image, universal, random = [], [], []
+    # B_ε' ⊂ B_ε for ε' ≤ ε: a witness found at a smaller budget stands at every larger one
+    hit_so_far = torch.zeros(n, dtype=torch.bool, device=x.device)
+    universal_so_far = 0.0
     steps = eps.tolist()
     if progress:
         from tqdm.auto import tqdm
@@ -279,10 +283,10 @@ def robustness_profile(
                                      max_passes=universal_passes, seed=seed, progress=False)
         uap_hits = fooled(clf, x_eval, clean, uap.perturbation, batch_size=batch_size)
         best_random = random_hits.double().mean(1).max()
-        universal_rate = max(float(uap_hits.double().mean()), float(best_random))
-        hit_any = hit_any | uap_hits | random_hits.any(0)
-        per_image.append(float(hit_any.double().mean()))
-        universal.append(universal_rate)
+        universal_so_far = max(universal_so_far, float(uap_hits.double().mean()), float(best_random))
+        hit_so_far = hit_so_far | hit_any | uap_hits | random_hits.any(0)
+        per_image.append(float(hit_so_far.double().mean()))
+        universal.append(universal_so_far)
         random.append(random_rate)
 
     per_image_t = torch.tensor(per_image, dtype=torch.float64)

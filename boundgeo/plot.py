@@ -161,7 +161,11 @@ def plot_profile(profile: RobustnessProfile, *, ax=None, bands: bool = True, log
     ax = _axes(ax)
     eps = profile.epsilons.double().numpy()
     if bands:
-        edges = np.concatenate([[eps[0]], (eps[1:] + eps[:-1]) / 2, [eps[-1]]]) if len(eps) > 1 else np.array([eps[0] * 0.9, eps[0] * 1.1])
+        if len(eps) > 1:  # band edges halfway between budgets (geometrically on a log axis)
+            mid = np.sqrt(eps[1:] * eps[:-1]) if log_eps else (eps[1:] + eps[:-1]) / 2
+            edges = np.concatenate([[eps[0]], mid, [eps[-1]]])
+        else:
+            edges = np.array([eps[0] * 0.9, eps[0] * 1.1])
         for i, cat in enumerate(profile.category.tolist()):
             ax.axvspan(edges[i], edges[i + 1], color=_CATEGORY_COLORS[cat], alpha=0.13, lw=0)
         for cat in sorted(set(profile.category.tolist())):
@@ -182,7 +186,7 @@ def plot_profile(profile: RobustnessProfile, *, ax=None, bands: bool = True, log
     ax.set_ylim(0, 1.0)
     ax.set_xlabel(f"budget ε ({'ℓ2' if profile.norm == 'l2' else 'ℓ∞'})")
     ax.set_ylabel("share of inputs fooled")
-    ax.legend(frameon=False, fontsize=7, loc="center right")
+    ax.legend(frameon=False, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     return ax
 
 
@@ -224,4 +228,31 @@ def plot_regions_2d(toy, *, ax=None, resolution: int = 300, category=None):
     if category is not None:
         title += f"\nmeasured: category {category.value}"
     ax.set_title(title, fontsize=9)
+    return ax
+
+
+def plot_perturbation(perturbation, *, ax=None, cmap: str = "RdBu_r", title: str | None = None):
+    """A perturbation (a :class:`~boundgeo.UniversalPerturbation` or a tensor of one input's
+    shape) as an image on a symmetric colour scale, with its norm in the title."""
+    from .universal import UniversalPerturbation
+
+    ax = _axes(ax)
+    v = perturbation.perturbation if isinstance(perturbation, UniversalPerturbation) else perturbation
+    image = np.asarray(v.detach().cpu() if hasattr(v, "detach") else v, dtype=float)
+    if image.ndim == 3:
+        image = image.mean(axis=0) if image.shape[0] != 3 else image.transpose(1, 2, 0)
+    lim = np.abs(image).max() or 1.0
+    if image.ndim == 3:
+        ax.imshow(0.5 + 0.5 * image / lim)
+    else:
+        shown = ax.imshow(image, cmap=cmap, vmin=-lim, vmax=lim)
+        ax.figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
+    ax.axis("off")
+    if title is None and isinstance(perturbation, UniversalPerturbation):
+        title = (f"universal perturbation ({perturbation.method}), ‖v‖ ≤ {perturbation.xi:.3g} "
+                 f"({perturbation.norm})\nfooling rate {perturbation.fooling_rate:.1%}"
+                 + (f", held-out {perturbation.eval_fooling_rate:.1%}"
+                    if perturbation.eval_fooling_rate is not None else ""))
+    if title:
+        ax.set_title(title, fontsize=9)
     return ax
