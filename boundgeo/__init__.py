@@ -19,7 +19,14 @@ from .classifier import Classifier
 from .datasets import load_dataset
 from .spectrum import Spectrum, spectrum
 from .subspace import SubspaceFooling, subspace_fooling
-from .universal import UniversalPerturbation, fooling_rate, transfer_matrix, universal_perturbation
+from .universal import (
+    PerturbedExamples,
+    UniversalPerturbation,
+    fooling_rate,
+    perturbed_examples,
+    transfer_matrix,
+    universal_perturbation,
+)
 from . import toys, zoo
 
 __all__ = [
@@ -38,7 +45,9 @@ __all__ = [
     "spectrum",
     "SubspaceFooling",
     "subspace_fooling",
+    "PerturbedExamples",
     "UniversalPerturbation",
+    "perturbed_examples",
     "fooling_rate",
     "transfer_matrix",
     "universal_perturbation",

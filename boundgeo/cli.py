@@ -142,7 +142,7 @@ def stage_subspace(clf, x_eval, out: Path, seed: int):
 
 def stage_uap(clf, x_fit, x_eval, out: Path, seed: int, xi: float | None = None, norm: str = "l2",
               method: str = "sgd"):
-    from .universal import universal_perturbation
+    from .universal import perturbed_examples, universal_perturbation
 
     if xi is None:
         xi = 3 * _median_margin(out)
@@ -150,6 +150,7 @@ def stage_uap(clf, x_fit, x_eval, out: Path, seed: int, xi: float | None = None,
     uap = universal_perturbation(clf, x_fit, xi=xi, norm=norm, method=method, eval_data=x_eval,
                                  seed=seed, progress=True)
     uap.save(out / "universal")
+    perturbed_examples(clf, x_eval, uap, k=8, seed=seed).save(out / "examples")
     print(f"      fools {uap.fooling_rate:.1%} of the fit inputs and {uap.eval_fooling_rate:.1%} of the "
           f"held-out ones ({uap.seconds:.1f} s)")
     return uap

@@ -256,3 +256,34 @@ def plot_perturbation(perturbation, *, ax=None, cmap: str = "RdBu_r", title: str
     if title:
         ax.set_title(title, fontsize=9)
     return ax
+
+
+def plot_examples(examples, *, axes=None, class_names=None):
+    """Inputs before and after a perturbation, with the predicted labels (the paper's Figure 1).
+
+    Args:
+        examples: a :class:`~boundgeo.PerturbedExamples`.
+        axes: a (2, k) array of Axes; created when None.
+        class_names: names for the class indices.
+
+    Returns:
+        The (2, k) array of Axes: clean inputs on top, perturbed ones below.
+    """
+    k = len(examples.before)
+    if axes is None:
+        _, axes = plt.subplots(2, k, figsize=(1.5 * k, 3.4), squeeze=False)
+    name = (lambda c: class_names[c]) if class_names is not None else str
+    for row, (images, labels) in enumerate(((examples.clean, examples.before), (examples.perturbed, examples.after))):
+        for i in range(k):
+            ax = axes[row][i]
+            img = np.asarray(images[i], dtype=float)
+            if img.ndim == 3 and img.shape[0] == 3:
+                ax.imshow(img.transpose(1, 2, 0).clip(0, 1))
+            else:
+                ax.imshow(img.reshape(img.shape[-2:]), cmap="gray", vmin=0, vmax=1)
+            changed = row == 1 and int(examples.after[i]) != int(examples.before[i])
+            ax.set_title(name(int(labels[i])), fontsize=9, color="#c0392b" if changed else "black")
+            ax.axis("off")
+    axes[0][0].text(-0.15, 0.5, "clean", transform=axes[0][0].transAxes, rotation=90, va="center", ha="right")
+    axes[1][0].text(-0.15, 0.5, "+ v", transform=axes[1][0].transAxes, rotation=90, va="center", ha="right")
+    return axes

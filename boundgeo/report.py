@@ -22,13 +22,14 @@ def _load(out: Path):
     from .categories import RobustnessProfile
     from .spectrum import Spectrum
     from .subspace import SubspaceFooling
-    from .universal import UniversalPerturbation
+    from .universal import PerturbedExamples, UniversalPerturbation
 
     found = {}
     for name, cls, path in (("spectrum", Spectrum, out / "spectrum"),
                             ("subspace", SubspaceFooling, out / "subspace_fooling"),
                             ("universal", UniversalPerturbation, out / "universal"),
-                            ("profile", RobustnessProfile, out / "profile")):
+                            ("profile", RobustnessProfile, out / "profile"),
+                            ("examples", PerturbedExamples, out / "examples")):
         if path.with_suffix(".json").exists():
             found[name] = cls.load(path)
     if (out / "normals" / "points" / "meta.json").exists():
@@ -68,6 +69,8 @@ def draw_figures(out: str | Path) -> list[str]:
         save(plot.plot_perturbation(res["universal"]), "universal")
     if "profile" in res:
         save(plot.plot_profile(res["profile"], log_eps=True), "profile")
+    if "examples" in res:
+        save(plot.plot_examples(res["examples"])[0][0], "examples")
     if "normals" in res:
         save(plot.plot_margins(res["normals"]), "margins")
     return drawn
@@ -112,11 +115,18 @@ def findings(out: str | Path) -> list[tuple[str, list[str], str | None]]:
     if "universal" in res:
         uap = res["universal"]
         held = (f" and {uap.eval_fooling_rate:.1%} of held-out inputs" if uap.eval_fooling_rate is not None else "")
+        examples = res.get("examples")
+        shown = (f" Of {len(examples.before)} held-out examples shown, {int((examples.before != examples.after).sum())} "
+                 "change class (red labels)." if examples is not None else "")
         sections.append(("Universal perturbation", [
             f"One perturbation with ‖v‖_{'2' if uap.norm == 'l2' else '∞'} ≤ {uap.xi:.4g} "
             f"(method {uap.method}) changes the prediction of {uap.fooling_rate:.1%} of the inputs it was "
-            f"fitted on{held}, after {uap.passes} passes ({uap.seconds:.1f} s).",
+            f"fitted on{held}, after {uap.passes} passes ({uap.seconds:.1f} s).{shown}",
         ], "universal"))
+        if examples is not None:
+            sections.append(("Perturbed examples", [
+                "Held-out inputs before (top) and after (bottom) adding the universal perturbation, "
+                "with the predicted classes."], "examples"))
     if "profile" in res:
         prof = res["profile"]
         fmt = lambda v: "not reached" if v is None else f"{v:.4g}"

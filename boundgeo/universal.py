@@ -337,6 +337,40 @@ def universal_perturbation(
     )
 
 
+# ============================================================================== examples
+@dataclass(frozen=True, eq=False)
+class PerturbedExamples(Result):
+    """A few inputs with a perturbation added, and the predictions before and after (the
+    paper's Figure 1). Fields: clean (k, *S), perturbed (k, *S) clipped to the bounds,
+    before (k,), after (k,)."""
+
+    clean: torch.Tensor
+    perturbed: torch.Tensor
+    before: torch.Tensor
+    after: torch.Tensor
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame({"before": self.before.numpy(), "after": self.after.numpy(),
+                             "fooled": (self.before != self.after).numpy()})
+
+
+def perturbed_examples(clf: Classifier, x, v, *, k: int = 8, seed: int = 0) -> PerturbedExamples:
+    """Pick ``k`` inputs (seeded) and record their predictions before and after adding ``v``."""
+    if isinstance(v, UniversalPerturbation):
+        v = v.perturbation
+    inputs, _ = as_tensors(x)
+    inputs = clf.check_inputs(inputs)
+    if k < 1:
+        raise BoundgeoError(f"k must be >= 1, got {k}")
+    pick = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(seed))[:k].to(inputs.device)
+    clean = inputs[pick]
+    perturbed = clf.clip(clean + torch.as_tensor(v, dtype=clean.dtype, device=clean.device))
+    return PerturbedExamples(clean=clean.cpu(), perturbed=perturbed.cpu(),
+                             before=clf.predict(clean).cpu(), after=clf.predict(perturbed).cpu())
+
+
 # ============================================================================== transfer
 def transfer_matrix(classifiers: Mapping[str, Classifier], perturbations: Mapping[str, Any], x):
     """Fooling rate of every perturbation on every classifier (the paper's Table 2).

@@ -28,7 +28,7 @@ def test_demo_runs_end_to_end(demo_dir):
 
     for name in ("spectrum.png", "spectrum.pdf", "subspace_fooling.png", "margins.png", "universal.png",
                  "profile.png", "principal_directions.png", "spectrum.json", "subspace_fooling.npz",
-                 "universal.json", "profile.npz", "report.md", "report.html"):
+                 "universal.json", "profile.npz", "examples.png", "report.md", "report.html"):
         assert (demo_dir / name).stat().st_size > 0, name
     spec = bg.Spectrum.load(demo_dir / "spectrum")
     pts = bg.BoundaryPoints.load(demo_dir / "normals")

@@ -17,7 +17,9 @@ def results(small_net):
     pts = bg.deepfool(clf, x[:120])
     spec = bg.spectrum(pts, baseline_draws=2)
     fool = bg.subspace_fooling(clf, x[120:200], spec.basis(5), radii=[0.5, 1.0], draws=2)
-    return pts, spec, fool
+    examples = bg.perturbed_examples(clf, x, 0.8 * torch.ones(1, 8, 8), k=4)
+    profile = bg.robustness_profile(clf, x[:60], epsilons=[0.3, 1.0, 3.0], draws=2, universal_passes=1)
+    return pts, spec, fool, examples, profile
 
 
 def _saved(ax, tmp_path, name):
@@ -28,7 +30,7 @@ def _saved(ax, tmp_path, name):
 
 
 def test_plots_draw_headless_into_non_empty_files(results, tmp_path):
-    pts, spec, fool = results
+    pts, spec, fool, examples, profile = results
     ax = plot.plot_spectrum(spec)
     assert ax.get_yscale() == "log" and len(ax.lines) >= 3
     assert _saved(ax, tmp_path, "spectrum") > 5000
@@ -40,10 +42,16 @@ def test_plots_draw_headless_into_non_empty_files(results, tmp_path):
     assert _saved(plot.plot_margins(pts), tmp_path, "margins") > 5000
     axes = plot.plot_directions(spec.basis(4, reshape=True), titles=list("abcd"))
     assert axes.size == 4 and _saved(axes.flat[0], tmp_path, "directions") > 2000
+    axes = plot.plot_examples(examples)
+    assert axes.shape == (2, 4) and _saved(axes[0][0], tmp_path, "examples") > 2000
+    toy = bg.toys.stacked_slabs(dim=2)
+    assert _saved(plot.plot_regions_2d(toy), tmp_path, "regions") > 10_000
+    ax = plot.plot_profile(profile)
+    assert len(ax.lines) >= 4 and _saved(ax, tmp_path, "profile") > 5000
 
 
 def test_plots_draw_into_a_given_axes(results):
-    _, spec, _ = results
+    _, spec, _, _, _ = results
     fig, ax = plt.subplots()
     assert plot.plot_spectrum(spec, ax=ax) is ax
     plt.close(fig)

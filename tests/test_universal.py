@@ -130,3 +130,15 @@ def test_fooling_rate_rejects_a_wrong_shape(small_net):
     model, x, _ = small_net
     with pytest.raises(bg.BoundgeoError, match=r"shape \(64,\)"):
         bg.fooling_rate(bg.Classifier(model), x, torch.zeros(64))
+
+
+def test_perturbed_examples(small_net, tmp_path):
+    model, x, _ = small_net
+    clf = bg.Classifier(model)
+    v = 0.6 * torch.ones(1, 8, 8)
+    ex = bg.perturbed_examples(clf, x, v, k=5, seed=2)
+    assert ex.clean.shape == (5, 1, 8, 8) and float(ex.perturbed.max()) <= 1.0
+    assert torch.equal(ex.before, clf.predict(ex.clean)) and torch.equal(ex.after, clf.predict(ex.perturbed))
+    torch.testing.assert_close(ex.perturbed, (ex.clean + v).clamp(0, 1))
+    loaded = bg.PerturbedExamples.load(ex.save(tmp_path / "ex"))
+    assert torch.equal(loaded.after, ex.after) and len(ex.to_frame()) == 5
