@@ -186,7 +186,7 @@ def plot_profile(profile: RobustnessProfile, *, ax=None, bands: bool = True, log
     ax.set_ylim(0, 1.0)
     ax.set_xlabel(f"budget ε ({'ℓ2' if profile.norm == 'l2' else 'ℓ∞'})")
     ax.set_ylabel("share of inputs fooled")
-    ax.legend(frameon=False, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
+    ax.legend(frameon=False, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     return ax
 
 
