@@ -518,7 +518,7 @@ def boundary_normals(
                 found = deepfool(clf, x, norm=norm, batch_size=batch_size, **df_kwargs)
                 part = dataclasses.replace(
                     found.to("cpu"), index=idx, true_label=None if y is None else y.cpu().long(),
-                    settings={"skipped_misclassified": int(shard_size_of(start, total, shard_size) - idx.numel())},
+                    settings={"skipped_misclassified": int(_shard_size_of(start, total, shard_size) - idx.numel())},
                 )
             else:
                 part = _empty_like_shard(source, start, total, shard_size)
@@ -534,7 +534,7 @@ def boundary_normals(
         shard_counts.append(take)
         collected += take
         if bar is not None:  # without n the bar counts inputs processed, with n points collected
-            bar.update(take if n is not None else shard_size_of(start, total, shard_size))
+            bar.update(take if n is not None else _shard_size_of(start, total, shard_size))
         start += shard_size
         k += 1
     if bar is not None:
@@ -554,7 +554,7 @@ def boundary_normals(
     return dataclasses.replace(BoundaryPoints.concat(parts), settings=settings)
 
 
-def shard_size_of(start: int, total: int, shard_size: int) -> int:
+def _shard_size_of(start: int, total: int, shard_size: int) -> int:
     return min(shard_size, total - start)
 
 
@@ -576,7 +576,7 @@ def _empty_like_shard(source, start: int, total: int, shard_size: int) -> Bounda
         target=empty_long.clone(), iterations=empty_long.clone(),
         converged=torch.zeros(0, dtype=torch.bool), status=torch.zeros(0, dtype=torch.int8),
         index=empty_long.clone(), true_label=empty_long.clone(),
-        settings={"skipped_misclassified": shard_size_of(start, total, shard_size)},
+        settings={"skipped_misclassified": _shard_size_of(start, total, shard_size)},
     )
 
 

@@ -18,7 +18,6 @@ added and the result clipped to the bounds, not an error rate against labels.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
