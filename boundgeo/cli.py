@@ -131,7 +131,7 @@ def stage_subspace(clf, x_eval, out: Path, seed: int):
     k = min(10, spec.d)
     radii = [m * median for m in (0.5, 1, 1.5, 2, 3, 4, 6)]
     print(f"[subspace] random vectors in the top-{k} subspace vs the full space, {len(x_eval)} held-out inputs")
-    fool = subspace_fooling(clf, x_eval, spec.basis(k), radii=radii, draws=10, seed=seed)
+    fool = subspace_fooling(clf, x_eval, spec.basis(k), radii=radii, draws=10, seed=seed, progress=True)
     fool.save(out / "subspace_fooling")
     low = (fool.full_rate < 0.10).nonzero().squeeze(1)
     at = int(low[-1]) if len(low) else 0

@@ -122,6 +122,7 @@ def subspace_fooling(
     seed: int = 0,
     independent: bool = False,
     batch_size: int = 512,
+    progress: bool = False,
 ) -> SubspaceFooling:
     """Fooling rate of random vectors in span(basis) beside random vectors in the full space.
 
@@ -144,6 +145,7 @@ def subspace_fooling(
         independent: draw a separate direction for every input (estimates each input's
             probability of being fooled) instead of one per draw for all inputs.
         batch_size: inputs per forward pass.
+        progress: a progress bar over draws.
 
     Returns:
         :class:`SubspaceFooling`.
@@ -169,7 +171,12 @@ def subspace_fooling(
     count = n if independent else 1
     sub_rates = torch.zeros(len(radii_t), draws, dtype=torch.float64)
     full_rates = torch.zeros_like(sub_rates)
-    for j in range(draws):
+    draw_range = range(draws)
+    if progress:
+        from tqdm.auto import tqdm
+
+        draw_range = tqdm(draw_range, desc="subspace fooling", unit="draw")
+    for j in draw_range:
         z_sub = torch.randn(count, k, generator=generator).to(inputs.device)
         z_full = torch.randn(count, d, generator=generator).to(inputs.device)
         directions = {"subspace": scale_to_norm(z_sub @ rows, norm), "full": scale_to_norm(z_full, norm)}
