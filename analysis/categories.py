@@ -82,9 +82,10 @@ def profile_part(data_dir) -> tuple[list[dict], dict]:
         for c, arch in enumerate(zoo.ARCHITECTURES):
             ax = plot.plot_profile(profiles[(dataset, arch)], ax=axes[r, c], log_eps=True)
             ax.set_title(f"{dataset} {arch}", fontsize=10)
-            if (r, c) != (0, 0):
-                ax.get_legend().remove()
-    fig.tight_layout()
+            handles, labels = ax.get_legend_handles_labels()
+            ax.get_legend().remove()
+    fig.legend(handles, labels, loc="lower center", ncol=4, frameon=False, fontsize=8)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(RESULTS / "categories_profiles.png", dpi=120)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(7.5, 4.6))

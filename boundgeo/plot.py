@@ -178,8 +178,8 @@ def plot_profile(profile: RobustnessProfile, *, ax=None, bands: bool = True, log
     for label, value, color in (("ε₂", profile.eps2, "C0"), ("ε₃", profile.eps3, "C1"), ("ε₄", profile.eps4, "C3")):
         if value is not None:
             ax.axvline(value, color=color, lw=1, ls=":")
-            ax.annotate(f"{label}={value:.3g}", (value, 1.02), xycoords=("data", "axes fraction"),
-                        ha="center", fontsize=8, color=color)
+            ax.annotate(f"{label} = {value:.3g}", (value, 0.97), xycoords=("data", "axes fraction"),
+                        rotation=90, ha="right", va="top", fontsize=8, color=color)
     if log_eps:
         ax.set_xscale("log")
     ax.set_xlim(eps[0], eps[-1])
