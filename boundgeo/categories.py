@@ -192,6 +192,43 @@ def _formula(value: int, threshold: float) -> str:
     return f"{FORMULAS[value]}   ({share})"
 
 
+# ============================================================================== PGD witness
+def pgd_fooled(clf: Classifier, x: torch.Tensor, clean: torch.Tensor, eps: float, *, norm: str = "l2",
+               steps: int = 20, step_size: float | None = None, batch_size: int = 256) -> torch.Tensor:
+    """Which inputs projected gradient ascent (Madry et al. 2018) fools within B_ε.
+
+    Ascent on the cross-entropy of the clean prediction: ℓ2 normalised-gradient steps or ℓ∞
+    sign steps of ``step_size`` (default 2.5 ε / steps), projected onto the ball and the bounds
+    after each step. Returns a bool tensor (n,): True where some iterate changed the class.
+    """
+    from .universal import project  # exact ℓ2 / ℓ∞ ball projection
+
+    alpha = step_size if step_size is not None else 2.5 * eps / steps
+    out = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start : start + batch_size], clean[start : start + batch_size]
+        delta = torch.zeros_like(xb)
+        hit = torch.zeros(len(xb), dtype=torch.bool, device=x.device)
+        for _ in range(steps):
+            delta.requires_grad_(True)
+            logits = clf.forward(clf.clip(xb + delta))
+            hit |= logits.detach().argmax(1) != yb
+            loss = torch.nn.functional.cross_entropy(logits, yb)
+            (grad,) = torch.autograd.grad(loss, delta)
+            with torch.no_grad():
+                if norm == "l2":
+                    size = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
+                    delta = delta + alpha * grad / size.view((-1,) + (1,) * (grad.dim() - 1))
+                    delta = torch.stack([project(d, eps, "l2") for d in delta])
+                else:
+                    delta = project(delta + alpha * grad.sign(), eps, "linf")
+                delta = clf.clip(xb + delta) - xb
+        with torch.no_grad():
+            hit |= clf.forward(clf.clip(xb + delta)).argmax(1) != yb
+        out[start : start + batch_size] = hit
+    return out
+
+
 # ============================================================================== measurement
 def robustness_profile(
     clf: Classifier,
@@ -206,6 +243,8 @@ def robustness_profile(
     universal_passes: int = 5,
     fit_fraction: float = 0.5,
     batch_size: int = 256,
+    refine: bool = False,
+    pgd_steps: int = 20,
     progress: bool = False,
 ) -> RobustnessProfile:
     """Per-image, universal and random fooling rates and the category at every budget ε.
@@ -213,7 +252,8 @@ def robustness_profile(
     The data are split (seeded) into a fit part, on which the universal perturbations are
     computed, and an evaluation part, on which all three rates are measured:
     - per-image: DeepFool margins ≤ ε (one pass gives every ε), pooled with every input fooled
-      by the universal or a random witness below, at this budget or a smaller one;
+      by the universal or a random witness below, at this budget or a smaller one, and, with
+      ``refine=True``, by PGD inside B_ε;
     - universal: the held-out fooling rate of a universal perturbation with ξ = ε
       (``universal_method``), or of the best random vector if that fools more, or of the best
       witness at a smaller budget (which lies in B_ε too);
@@ -231,6 +271,10 @@ def robustness_profile(
         universal_method, universal_passes: how the universal witnesses are computed.
         fit_fraction: share of the data used to fit the universal perturbations.
         batch_size: inputs per forward pass.
+        refine: also attack, at every ε, the inputs no witness has fooled yet with PGD
+            (``pgd_steps`` steps): DeepFool's linear steps can miss adversarials that a
+            gradient-ascent attack inside the ball finds.
+        pgd_steps: PGD steps per ε when ``refine``.
         progress: a progress bar over ε.
 
     Returns:
@@ -285,6 +329,10 @@ def robustness_profile(
         best_random = random_hits.double().mean(1).max()
         universal_so_far = max(universal_so_far, float(uap_hits.double().mean()), float(best_random))
         hit_so_far = hit_so_far | hit_any | uap_hits | random_hits.any(0)
+        if refine and not hit_so_far.all():
+            rest = (~hit_so_far).nonzero().squeeze(1)
+            hit_so_far[rest] = pgd_fooled(clf, x_eval[rest], clean[rest], e, norm=norm, steps=pgd_steps,
+                                          batch_size=batch_size)
         per_image.append(float(hit_so_far.double().mean()))
         universal.append(universal_so_far)
         random.append(random_rate)
@@ -309,7 +357,8 @@ def robustness_profile(
         n=n,
         d=d,
         margin_median=float(finite.median()) if len(finite) else float("inf"),
-        settings={"seed": seed, "draws": draws, "universal_method": universal_method,
+        settings={"seed": seed, "draws": draws, "universal_method": universal_method, "refine": refine,
+                  "pgd_steps": pgd_steps,
                   "universal_passes": universal_passes, "fit_fraction": fit_fraction, "n_fit": n_fit},
     )
 

@@ -80,3 +80,24 @@ def test_bad_input_raises(small_net, kwargs, match):
     model, x, _ = small_net
     with pytest.raises(bg.BoundgeoError, match=match):
         bg.robustness_profile(bg.Classifier(model), x[:20], **kwargs)
+
+
+def test_pgd_refinement_only_adds_witnesses(small_net):
+    from boundgeo.categories import pgd_fooled
+
+    model, x, _ = small_net
+    clf = bg.Classifier(model)
+    eps = [0.2, 0.4, 0.8]
+    plain = bg.robustness_profile(clf, x[:100], epsilons=eps, draws=3, universal_passes=1, seed=1)
+    refined = bg.robustness_profile(clf, x[:100], epsilons=eps, draws=3, universal_passes=1, seed=1,
+                                    refine=True, pgd_steps=10)
+    assert (refined.per_image_rate >= plain.per_image_rate).all()
+    assert torch.equal(refined.universal_rate, plain.universal_rate)
+    # PGD is an independent attack: it fools the inputs DeepFool puts well inside the ball, and
+    # nothing at a budget far below every margin
+    clean = clf.predict(x[:100])
+    margins = bg.deepfool(clf, x[:100]).margin
+    hits = pgd_fooled(clf, x[:100], clean, 0.8, steps=20)
+    inside = margins < 0.6
+    assert inside.sum() > 20 and hits[inside].float().mean() > 0.9
+    assert not pgd_fooled(clf, x[:100], clean, 1e-4, steps=5).any()
