@@ -14,6 +14,15 @@ def scale_to_norm(v: torch.Tensor, norm: str) -> torch.Tensor:
     return (flat / size.clamp_min(1e-30)[:, None]).reshape(v.shape)
 
 
+def project_rows(v: torch.Tensor, radius: float, norm: str) -> torch.Tensor:
+    """Each row of ``v`` (m, *S) projected onto the ℓ2 or ℓ∞ ball of radius ``radius``."""
+    if norm == "linf":
+        return v.clamp(-radius, radius)
+    size = v.reshape(v.shape[0], -1).norm(dim=1)
+    scale = torch.where(size > radius, radius / size.clamp_min(1e-30), torch.ones_like(size))
+    return v * scale.view((-1,) + (1,) * (v.dim() - 1))
+
+
 @torch.no_grad()
 def fooled(
     clf: Classifier, x: torch.Tensor, clean: torch.Tensor, v: torch.Tensor, *, batch_size: int = 512

@@ -129,16 +129,17 @@ class BoundaryPoints(Result):
             frame.insert(1, "true_label", self.true_label.cpu().numpy())
         return frame
 
-    def to(self, device: str | torch.device) -> "BoundaryPoints":
-        """The same points with every tensor on ``device``."""
+    def _map_tensors(self, fn) -> "BoundaryPoints":
+        """The same points with ``fn`` applied to every tensor field."""
         return dataclasses.replace(
             self,
-            **{
-                f.name: getattr(self, f.name).to(device)
-                for f in dataclasses.fields(self)
-                if isinstance(getattr(self, f.name), torch.Tensor)
-            },
+            **{f.name: fn(getattr(self, f.name)) for f in dataclasses.fields(self)
+               if isinstance(getattr(self, f.name), torch.Tensor)},
         )
+
+    def to(self, device: str | torch.device) -> "BoundaryPoints":
+        """The same points with every tensor on ``device``."""
+        return self._map_tensors(lambda t: t.to(device))
 
     @classmethod
     def concat(cls, parts: list["BoundaryPoints"]) -> "BoundaryPoints":
@@ -528,7 +529,7 @@ def boundary_normals(
         take = min(len(part), wanted - collected)
         if out_path is None:  # in memory; with out= the shards stay on disk only
             if take < len(part):
-                part = _take(part, take)
+                part = part._map_tensors(lambda t: t[:take])
             if take:
                 parts.append(part)
         shard_counts.append(take)
@@ -556,14 +557,6 @@ def boundary_normals(
 
 def _shard_size_of(start: int, total: int, shard_size: int) -> int:
     return min(shard_size, total - start)
-
-
-def _take(part: BoundaryPoints, count: int) -> BoundaryPoints:
-    return dataclasses.replace(
-        part,
-        **{f.name: getattr(part, f.name)[:count] for f in dataclasses.fields(part)
-           if isinstance(getattr(part, f.name), torch.Tensor)},
-    )
 
 
 def _empty_like_shard(source, start: int, total: int, shard_size: int) -> BoundaryPoints:

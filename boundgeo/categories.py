@@ -28,7 +28,7 @@ import torch
 
 from ._data import as_tensors
 from ._errors import BoundgeoError
-from ._perturb import fooled, scale_to_norm
+from ._perturb import fooled, project_rows, scale_to_norm
 from ._results import Result
 from .boundary import deepfool
 from .classifier import Classifier
@@ -201,8 +201,6 @@ def pgd_fooled(clf: Classifier, x: torch.Tensor, clean: torch.Tensor, eps: float
     sign steps of ``step_size`` (default 2.5 ε / steps), projected onto the ball and the bounds
     after each step. Returns a bool tensor (n,): True where some iterate changed the class.
     """
-    from .universal import project  # exact ℓ2 / ℓ∞ ball projection
-
     alpha = step_size if step_size is not None else 2.5 * eps / steps
     out = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     for start in range(0, len(x), batch_size):
@@ -216,12 +214,8 @@ def pgd_fooled(clf: Classifier, x: torch.Tensor, clean: torch.Tensor, eps: float
             loss = torch.nn.functional.cross_entropy(logits, yb)
             (grad,) = torch.autograd.grad(loss, delta)
             with torch.no_grad():
-                if norm == "l2":
-                    size = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
-                    delta = delta + alpha * grad / size.view((-1,) + (1,) * (grad.dim() - 1))
-                    delta = torch.stack([project(d, eps, "l2") for d in delta])
-                else:
-                    delta = project(delta + alpha * grad.sign(), eps, "linf")
+                step = scale_to_norm(grad, "l2") if norm == "l2" else grad.sign()
+                delta = project_rows(delta + alpha * step, eps, norm)
                 delta = clf.clip(xb + delta) - xb
         with torch.no_grad():
             hit |= clf.forward(clf.clip(xb + delta)).argmax(1) != yb
@@ -301,9 +295,8 @@ def robustness_profile(
     x_fit, x_eval = x[order[:n_fit]], x[order[n_fit:]]
     n, shape = x_eval.shape[0], tuple(x_eval.shape[1:])
     d = int(np.prod(shape))
-    clean = clf.predict(x_eval, batch_size=batch_size)
-
     pts = deepfool(clf, x_eval, norm=norm, batch_size=batch_size)
+    clean = pts.label  # DeepFool's first forward is the clean prediction
     margins = torch.where(pts.converged, pts.margin, torch.full_like(pts.margin, float("inf")))
     directions = scale_to_norm(torch.randn(draws, d, generator=generator).to(x.device), norm)
 

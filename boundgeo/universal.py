@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from ._data import as_tensors
 from ._errors import BoundgeoError
-from ._perturb import fooled
+from ._perturb import fooled, project_rows
 from ._results import Result
 from .boundary import BoundaryPoints, deepfool
 from .classifier import Classifier
@@ -44,12 +44,9 @@ def project(v: torch.Tensor, xi: float, norm: str) -> torch.Tensor:
 
     ℓ2: v · min(1, ξ/‖v‖₂); ℓ∞: clip(v, −ξ, ξ). Exact, idempotent, and the identity inside.
     """
-    if norm == "l2":
-        size = float(v.norm())
-        return v * (xi / size) if size > xi else v
-    if norm == "linf":
-        return v.clamp(-xi, xi)
-    raise BoundgeoError(f"norm must be 'l2' or 'linf', got {norm!r}")
+    if norm not in NORMS:
+        raise BoundgeoError(f"norm must be 'l2' or 'linf', got {norm!r}")
+    return project_rows(v[None], xi, norm)[0]
 
 
 def _norm_of(v: torch.Tensor, norm: str) -> float:
@@ -389,9 +386,17 @@ def transfer_matrix(classifiers: Mapping[str, Classifier], perturbations: Mappin
     if not classifiers or not perturbations:
         raise BoundgeoError("transfer_matrix needs at least one classifier and one perturbation")
     inputs, _ = as_tensors(x)
-    rows = {}
-    for pname, v in perturbations.items():
-        rows[pname] = {cname: fooling_rate(clf, inputs, v) for cname, clf in classifiers.items()}
+    rows: dict[str, dict[str, float]] = {pname: {} for pname in perturbations}
+    for cname, clf in classifiers.items():
+        checked = clf.check_inputs(inputs)
+        clean = clf.predict(checked)  # once per model, not once per perturbation
+        for pname, v in perturbations.items():
+            v = v.perturbation if isinstance(v, UniversalPerturbation) else torch.as_tensor(v)
+            if tuple(v.shape) != tuple(checked.shape[1:]):
+                raise BoundgeoError(f"perturbation {pname!r} of shape {tuple(v.shape)} does not match "
+                                    f"inputs of shape {tuple(checked.shape)}")
+            hit = fooled(clf, checked, clean, v.to(checked.device, checked.dtype))
+            rows[pname][cname] = float(hit.double().mean())
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index.name = "perturbation from"
     frame.columns.name = "fooling rate on"
