@@ -16,6 +16,7 @@ from ._errors import BoundgeoError
 from .boundary import BoundaryPoints, boundary_normals, deepfool
 from .categories import Category, RobustnessProfile, categorize, robustness_profile
 from .classifier import Classifier
+from .curvature import Curvature, boundary_curvature
 from .datasets import load_dataset
 from .spectrum import Spectrum, spectrum
 from .subspace import SubspaceFooling, subspace_fooling
@@ -40,6 +41,8 @@ __all__ = [
     "boundary_normals",
     "deepfool",
     "Classifier",
+    "Curvature",
+    "boundary_curvature",
     "load_dataset",
     "Spectrum",
     "spectrum",

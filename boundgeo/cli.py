@@ -2,7 +2,7 @@
 
     boundgeo demo                         # the whole analysis on the embedded digits CNN
     boundgeo analyze --model pkg.mod:make_net --weights net.pt --dataset mnist --out DIR
-    boundgeo normals | spectrum | uap | profile ...   # one stage, reading/writing DIR
+    boundgeo normals | spectrum | curvature | uap | profile ...   # one stage, reading/writing DIR
     boundgeo report DIR                   # re-render the report from the results saved in DIR
 """
 
@@ -140,6 +140,33 @@ def stage_subspace(clf, x_eval, out: Path, seed: int):
     return fool
 
 
+def stage_curvature(clf, x, out: Path, seed: int, n: int = 200, k: int = 10):
+    """Principal curvatures at up to ``n`` of the saved boundary points (seeded choice), and the
+    curvature along the top-10 principal directions of the normals beside random directions."""
+    from .boundary import BoundaryPoints
+    from .curvature import boundary_curvature
+    from .spectrum import Spectrum
+
+    pts = BoundaryPoints.load(out / "normals")
+    spec = Spectrum.load(out / "spectrum")
+    converged = pts.converged.nonzero().squeeze(1)
+    generator = torch.Generator().manual_seed(seed)
+    chosen = converged[torch.randperm(len(converged), generator=generator)[:n]].sort().values
+    subset = pts._map_tensors(lambda t: t[chosen])
+    m = min(10, spec.d)
+    random = torch.randn(m, spec.d, generator=generator)
+    along = {f"top-{m} principal directions of the normals": spec.basis(m),
+             "random directions": random / random.norm(dim=1, keepdim=True)}
+    print(f"[curvature] top-{k} principal curvatures at {len(chosen)} boundary points (finite differences)")
+    curv = boundary_curvature(clf, subset, inputs=x, k=k, along=along, seed=seed, progress=True)
+    curv.save(out / "curvature")
+    frame = curv.along_frame()
+    means = frame.groupby("group", sort=False).curvature.mean()
+    print("      mean curvature along " + "; ".join(f"{g}: {v:.3g}" for g, v in means.items())
+          + f" ({curv.seconds:.1f} s)")
+    return curv
+
+
 def stage_uap(clf, x_fit, x_eval, out: Path, seed: int, xi: float | None = None, norm: str = "l2",
               method: str = "sgd"):
     from .universal import perturbed_examples, universal_perturbation
@@ -189,6 +216,7 @@ def _whole_analysis(args: argparse.Namespace) -> int:
     stage_normals(clf, x_n, y_n, out, args.seed)
     stage_spectrum(out, args.seed)
     stage_subspace(clf, x_e, out, args.seed)
+    stage_curvature(clf, x_n, out, args.seed)
     stage_uap(clf, x_n, x_e, out, args.seed)
     stage_profile(clf, x_e, out, args.seed)
     md, page = render(out)
@@ -217,6 +245,14 @@ def cmd_normals(args: argparse.Namespace) -> int:
 
 def cmd_spectrum(args: argparse.Namespace) -> int:
     stage_spectrum(Path(args.out), args.seed)
+    return 0
+
+
+def cmd_curvature(args: argparse.Namespace) -> int:
+    _seed_everything(args.seed)
+    clf, _ = _classifier(args)
+    x_n, _, _, _ = _split(args)
+    stage_curvature(clf, x_n, Path(args.out), args.seed, n=args.points, k=args.k)
     return 0
 
 
@@ -279,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.set_defaults(func=cmd_analyze)
 
     for name, func, helptext in (("normals", cmd_normals, "stage 1: boundary points and normals"),
+                                 ("curvature", cmd_curvature, "principal curvatures at saved boundary "
+                                  "points (needs normals/ and spectrum in --out)"),
                                  ("uap", cmd_uap, "a universal perturbation"),
                                  ("profile", cmd_profile, "the robustness profile")):
         stage = sub.add_parser(name, help=helptext)
@@ -290,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
             stage.add_argument("--method", choices=["deepfool", "batched", "sgd"], default="sgd")
         if name == "profile":
             stage.add_argument("--epsilons", type=float, nargs="+", default=None)
+        if name == "curvature":
+            stage.add_argument("--points", type=int, default=200, help="boundary points to measure")
+            stage.add_argument("-k", type=int, default=10, help="principal curvatures per point")
         stage.set_defaults(func=func)
 
     spec = sub.add_parser("spectrum", help="the spectrum of saved normals (DIR/normals)")

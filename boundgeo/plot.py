@@ -14,6 +14,7 @@ import seaborn as sns
 
 from .boundary import BoundaryPoints
 from .categories import NAMES, RobustnessProfile
+from .curvature import Curvature
 from .spectrum import Spectrum
 from .subspace import SubspaceFooling
 
@@ -187,6 +188,65 @@ def plot_profile(profile: RobustnessProfile, *, ax=None, bands: bool = True, log
     ax.set_xlabel(f"budget ε ({'ℓ2' if profile.norm == 'l2' else 'ℓ∞'})")
     ax.set_ylabel("share of inputs fooled")
     ax.legend(frameon=False, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+    return ax
+
+
+def plot_curvature(curvature: Curvature, *, ax=None):
+    """The principal curvatures by rank (largest |κ| first) across boundary points: a box per
+    rank over the signed values, with the points on top. Above zero the boundary bends towards
+    the input, so that moving along that direction alone crosses it."""
+    ax = _axes(ax)
+    frame = curvature.to_frame()
+    ranks = sorted(frame["rank"].unique())
+    values = [frame.loc[frame["rank"] == r, "curvature"].to_numpy() for r in ranks]
+    ax.boxplot(values, positions=ranks, widths=0.6, showfliers=False, patch_artist=True,
+               boxprops={"facecolor": "0.88", "edgecolor": "0.4", "linewidth": 0.8},
+               medianprops={"color": "0.1"}, whiskerprops={"color": "0.4"}, capprops={"color": "0.4"})
+    jitter = np.random.default_rng(0).uniform(-0.25, 0.25, len(frame))  # display only
+    positive = frame["curvature"].to_numpy() > 0
+    ax.scatter(frame["rank"].to_numpy() + jitter, frame["curvature"], s=4, alpha=0.5, lw=0,
+               c=np.where(positive, "C3", "C0"))
+    ax.set_xticks(ranks, [str(r) for r in ranks])
+    ax.axhline(0, color="0.3", lw=0.8)
+    _clip_outliers(ax, frame["curvature"].to_numpy(), axis="y")
+    ax.set_xlabel("rank by |κ|")
+    ax.set_ylabel("principal curvature κ (1 / input units)")
+    how = ("autograd Hessian" if curvature.method == "autograd"
+           else f"finite differences, median h = {float(curvature.step[curvature.valid].median()):.3g}")
+    ax.set_title(f"Boundary curvature at {int(curvature.valid.sum())} points\n({how})", fontsize=10)
+    return ax
+
+
+def _clip_outliers(ax, values: np.ndarray, *, axis: str, keep: float = 0.5, top: bool = False) -> None:
+    """Limit an axis to the central 100 − 2·keep percent of ``values`` (padded), saying how
+    many values lie outside, so that a few extreme points do not flatten the rest."""
+    low, high = np.percentile(values, [keep, 100 - keep])
+    pad = 0.08 * (high - low) or 1.0
+    low, high = min(low - pad, -pad), max(high + pad, pad)
+    outside = int(((values < low) | (values > high)).sum())
+    (ax.set_ylim if axis == "y" else ax.set_xlim)(low, high)
+    if outside:
+        ax.annotate(f"{outside} of {len(values)} values outside the axis", (0.99, 0.98 if top else 0.01),
+                    xycoords="axes fraction", ha="right", va="top" if top else "bottom", fontsize=7, color="0.4")
+
+
+def plot_section_curvature(curvature: Curvature, *, ax=None):
+    """Distribution of the boundary's curvature along the directions given as ``along=``, one
+    curve per group (e.g. the principal directions of the normals against random ones)."""
+    ax = _axes(ax)
+    frame = curvature.along_frame()
+    groups = list(dict.fromkeys(frame["group"]))
+    low, high = np.percentile(frame["curvature"], [0.5, 99.5])
+    sns.histplot(frame, x="curvature", hue="group", hue_order=groups, element="step", stat="density",
+                 common_norm=False, bins=np.linspace(low, high, 50), palette=sns.color_palette("deep", len(groups)),
+                 ax=ax)
+    _clip_outliers(ax, frame["curvature"].to_numpy(), axis="x", top=True)
+    for color, group in zip(sns.color_palette("deep", len(groups)), groups):
+        ax.axvline(float(frame.loc[frame.group == group, "curvature"].mean()), color=color, lw=1.2, ls="--")
+    sns.move_legend(ax, "upper left", frameon=False, fontsize=7, title=None)
+    ax.axvline(0, color="0.3", lw=0.8)
+    ax.set_xlabel("curvature along the direction κ(u) (dashed: means)")
+    ax.set_title(f"Curvature along chosen directions\nat {int(curvature.valid.sum())} boundary points", fontsize=10)
     return ax
 
 

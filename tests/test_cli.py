@@ -28,7 +28,8 @@ def test_demo_runs_end_to_end(demo_dir):
 
     for name in ("spectrum.png", "spectrum.pdf", "subspace_fooling.png", "margins.png", "universal.png",
                  "profile.png", "principal_directions.png", "spectrum.json", "subspace_fooling.npz",
-                 "universal.json", "profile.npz", "examples.png", "report.md", "report.html"):
+                 "universal.json", "profile.npz", "examples.png", "curvature.png", "section_curvature.png",
+                 "curvature.npz", "report.md", "report.html"):
         assert (demo_dir / name).stat().st_size > 0, name
     spec = bg.Spectrum.load(demo_dir / "spectrum")
     pts = bg.BoundaryPoints.load(demo_dir / "normals")
@@ -40,6 +41,9 @@ def test_demo_runs_end_to_end(demo_dir):
     assert f"{uap.fooling_rate:.1%}" in report
     prof = bg.RobustnessProfile.load(demo_dir / "profile")
     assert f"ε₂ = {prof.eps2:.4g}" in report and "not proofs" in report
+    curv = bg.Curvature.load(demo_dir / "curvature")
+    assert int(curv.valid.sum()) == min(200, spec.n) and curv.along_names[0].startswith("top-10")
+    assert f"At {int(curv.valid.sum())} boundary points" in report
     assert "data:image/png;base64," in (demo_dir / "report.html").read_text()
 
 
@@ -104,6 +108,8 @@ def test_analyze_and_stage_commands_on_a_users_model(user_model, tmp_path, capsy
     stages = tmp_path / "stages"
     assert main(["normals", "--out", str(stages), *common]) == 0
     assert main(["spectrum", "--out", str(stages)]) == 0
+    assert main(["curvature", "--out", str(stages), "--points", "20", "-k", "3", *common]) == 0
+    assert bg.Curvature.load(stages / "curvature").curvature.shape == (20, 3)
     assert main(["uap", "--out", str(stages), "--xi", "0.5", "--norm", "linf", *common]) == 0
     assert main(["profile", "--out", str(stages), "--epsilons", "0.5", "1", "2", *common]) == 0
     assert main(["report", str(stages)]) == 0

@@ -63,3 +63,17 @@ def test_computation_never_imports_plotting():
 
     code = "import sys, boundgeo; assert 'matplotlib' not in sys.modules and 'seaborn' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_curvature_plots(small_net, tmp_path):
+    model, x, _ = small_net
+    clf = bg.Classifier(model)
+    gen = torch.Generator().manual_seed(0)
+    curv = bg.boundary_curvature(clf, x[:20], k=4, lanczos_steps=12,
+                                 along={"random": torch.randn(3, 64, generator=gen), "pixels": torch.eye(64)[:3]})
+    ax = plot.plot_curvature(curv)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "3", "4"]
+    assert _saved(ax, tmp_path, "curvature") > 5000
+    ax = plot.plot_section_curvature(curv)
+    assert {"random", "pixels"} <= {t.get_text() for t in ax.get_legend().get_texts()}
+    assert _saved(ax, tmp_path, "section") > 5000

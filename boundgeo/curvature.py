@@ -1,0 +1,477 @@
+"""Principal curvatures of the decision boundary at boundary points.
+
+At a point z on the boundary between the predicted class l of x and the class k across it, the
+boundary is the zero set of F = f_k − f_l. Its principal curvatures are the eigenvalues of the
+shape operator
+
+    S = P ∇²F(z) P / ‖∇F(z)‖,    P = I − n nᵀ,  n = ∇F(z)/‖∇F(z)‖,
+
+restricted to the tangent space n⊥, and the principal directions are its eigenvectors
+(Moosavi-Dezfooli et al., ICLR 2018, arXiv 1705.09554; Fawzi et al., CVPR 2018). Along a tangent
+unit vector u, F(z + t u) ≈ ½ t² ‖∇F‖ uᵀS u: **a positive curvature means that moving along u
+alone, with no normal component, crosses into class k**, as when the region of x is convex
+around it. The universal-perturbation papers tie small universal perturbations to directions
+along which the boundary is positively curved at many points at once.
+
+The top curvatures come from a batched Lanczos iteration with full reorthogonalisation, one
+Hessian-vector product per point per iteration. For networks with ReLU the Hessian is zero almost
+everywhere, so the products are finite differences of gradients at a scale h (as in the authors'
+code): S u ≈ P (∇F(z + h u) − ∇F(z − h u)) / (2h ‖∇F(z)‖), the curvature of the boundary seen
+at the scale h. For smooth models ``method="autograd"`` gives exact products by double
+backpropagation.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._data import as_source
+from ._errors import BoundgeoError
+from ._results import Result
+from .boundary import BoundaryPoints, deepfool
+from .classifier import Classifier
+
+METHODS = ("finite_difference", "autograd")
+_BISECTION_STEPS = 30
+_TINY = 1e-12
+
+
+# ============================================================================== result
+@dataclass(frozen=True, eq=False)
+class Curvature(Result):
+    """Principal curvatures of the decision boundary at boundary points.
+
+    Fields (n points, k curvatures each, ``*S`` one input's shape):
+        curvature: (n, k) the top-k principal curvatures by magnitude, in 1/input units,
+            sorted by decreasing |κ|; positive where moving along the direction alone crosses
+            into ``target`` (see the module docstring). NaN for points without a boundary point.
+        direction: (n, k, *S) unit principal directions, tangent to the boundary.
+        residual: (n, k) Lanczos residual ‖S u − κ u‖ of each pair; small means converged.
+        point: (n, *S) the boundary point z (on the segment from x to x + r, where the logits
+            of ``label`` and ``target`` are equal); x itself where not ``valid``.
+        gradient_norm: (n,) ‖∇(f_target − f_label)‖ at z.
+        label, target: (n,) the two classes the boundary separates.
+        index: (n,) position of each x in the data it came from.
+        valid: (n,) bool: a boundary point was found (DeepFool converged).
+        on_boundary: (n,) bool: at z no third class beats ``label`` and ``target``, so z is on
+            the decision boundary and not only on the level set f_target = f_label.
+        step: (n,) the finite-difference scale h per point (NaN for ``"autograd"``).
+        along: (n, m) the normal-section curvature uᵀSu/uᵀu along each of the m directions given
+            as ``along=`` (each projected onto the tangent space first), or None.
+        along_names: (m,) the group of each of those directions (the keys when ``along`` was a
+            mapping, else ``"along"``), or None.
+        method: ``"finite_difference"`` or ``"autograd"``.
+        settings: the arguments. seconds: wall time. cost: ``forward_rows``, ``backward_rows``.
+    """
+
+    curvature: torch.Tensor
+    direction: torch.Tensor
+    residual: torch.Tensor
+    point: torch.Tensor
+    gradient_norm: torch.Tensor
+    label: torch.Tensor
+    target: torch.Tensor
+    index: torch.Tensor
+    valid: torch.Tensor
+    on_boundary: torch.Tensor
+    step: torch.Tensor
+    along: torch.Tensor | None = None
+    along_names: tuple[str, ...] | None = None
+    method: str = "finite_difference"
+    seconds: float = 0.0
+    settings: dict[str, Any] = field(default_factory=dict)
+    cost: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.curvature.shape[0])
+
+    @property
+    def k(self) -> int:
+        return int(self.curvature.shape[1])
+
+    def directions(self, *, positive: bool | None = None) -> torch.Tensor:
+        """Principal directions of the valid points as unit rows (m, d).
+
+        Args:
+            positive: True keeps directions of positive curvature, False of negative
+                curvature, None all of them. The rows of positive curvature are the ones whose
+                shared span the universal-perturbation papers relate to universal perturbations.
+        """
+        keep = self.valid[:, None].expand_as(self.curvature).clone()
+        if positive is True:
+            keep &= self.curvature > 0
+        elif positive is False:
+            keep &= self.curvature < 0
+        return self.direction.reshape(len(self), self.k, -1)[keep]
+
+    def to_frame(self):
+        """Tidy rows, one per (valid point, rank): index, label, target, rank, curvature, residual,
+        gradient_norm, step, on_boundary."""
+        import pandas as pd
+
+        n, k = self.curvature.shape
+        ok = self.valid.cpu().numpy()
+        frame = pd.DataFrame({
+            "index": np.repeat(self.index.cpu().numpy(), k),
+            "label": np.repeat(self.label.cpu().numpy(), k),
+            "target": np.repeat(self.target.cpu().numpy(), k),
+            "rank": np.tile(np.arange(1, k + 1), n),
+            "curvature": self.curvature.cpu().numpy().reshape(-1),
+            "residual": self.residual.cpu().numpy().reshape(-1),
+            "gradient_norm": np.repeat(self.gradient_norm.cpu().numpy(), k),
+            "step": np.repeat(self.step.cpu().numpy(), k),
+            "on_boundary": np.repeat(self.on_boundary.cpu().numpy(), k),
+        })
+        return frame[np.repeat(ok, k)].reset_index(drop=True)
+
+    def along_frame(self):
+        """Tidy rows, one per (valid point, given direction): index, group, direction (its
+        position in ``along``), curvature. Raises if no ``along`` directions were given."""
+        import pandas as pd
+
+        if self.along is None:
+            raise BoundgeoError("no curvature along given directions: pass along= to boundary_curvature")
+        n, m = self.along.shape
+        ok = np.repeat(self.valid.cpu().numpy(), m)
+        frame = pd.DataFrame({
+            "index": np.repeat(self.index.cpu().numpy(), m),
+            "group": np.tile(np.asarray(self.along_names, dtype=object), n),
+            "direction": np.tile(np.arange(m), n),
+            "curvature": self.along.cpu().numpy().reshape(-1),
+        })
+        return frame[ok].reset_index(drop=True)
+
+
+# ============================================================================== pieces
+def _gap(clf: Classifier, z: torch.Tensor, label: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """F(z) = f_target(z) − f_label(z), one value per row."""
+    logits = clf.forward(z)
+    return logits.gather(1, target[:, None]).squeeze(1) - logits.gather(1, label[:, None]).squeeze(1)
+
+
+@torch.no_grad()
+def _boundary_point(clf, x, r, label, target, cost) -> torch.Tensor:
+    """The point of the segment x → x + r where F = 0, by bisection (forward passes only).
+
+    DeepFool's x + r lies slightly across (overshoot); the curvature belongs on the boundary.
+    F < 0 at x (label wins) and F > 0 at x + r (target wins), so a root lies in between.
+    """
+    lo = torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
+    hi = torch.ones_like(lo)
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    for _ in range(_BISECTION_STEPS):
+        mid = (lo + hi) / 2
+        across = _gap(clf, x + mid.view(shape) * r, label, target) > 0
+        cost["forward_rows"] += x.shape[0]
+        hi = torch.where(across, mid, hi)
+        lo = torch.where(across, lo, mid)
+    return x + ((lo + hi) / 2).view(shape) * r
+
+
+@torch.no_grad()
+def _no_third_class(clf, z, label, target) -> torch.Tensor:
+    logits = clf.forward(z)
+    pair = torch.maximum(logits.gather(1, label[:, None]), logits.gather(1, target[:, None])).squeeze(1)
+    others = logits.scatter(1, label[:, None], float("-inf")).scatter(1, target[:, None], float("-inf"))
+    return others.amax(1) <= pair
+
+
+def _gradient(clf, z, label, target, *, create_graph: bool = False):
+    z = z.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(_gap(clf, z, label, target).sum(), z, create_graph=create_graph)
+    return z, grad
+
+
+def _tangent(v: torch.Tensor, normal: torch.Tensor) -> torch.Tensor:
+    """Rows of v (n, d) with their component along the unit rows of ``normal`` removed."""
+    return v - (v * normal).sum(1, keepdim=True) * normal
+
+
+def _lanczos(apply, start: torch.Tensor, normal: torch.Tensor, steps: int, generator):
+    """Batched Lanczos with full reorthogonalisation for n symmetric operators on n⊥ at once.
+
+    ``apply`` maps (n, d) tangent rows to (n, d) tangent rows. Returns the tridiagonal matrices
+    (n, m, m), the Lanczos bases (n, m, d) and the last off-diagonal β_m (n,). When a row's
+    Krylov space is exhausted (β ≈ 0), it restarts from a fresh random tangent vector
+    orthogonal to its basis, which keeps T block-diagonal and exact.
+    """
+    n, d = start.shape
+    basis = torch.zeros(n, steps, d, dtype=start.dtype, device=start.device)
+    alpha = torch.zeros(n, steps, dtype=start.dtype, device=start.device)
+    beta = torch.zeros(n, steps, dtype=start.dtype, device=start.device)
+    q = start / start.norm(dim=1, keepdim=True)
+    for j in range(steps):
+        basis[:, j] = q
+        w = apply(q)
+        alpha[:, j] = (w * q).sum(1)
+        w = _tangent(w, normal)
+        for _ in range(2):  # twice is enough (Kahan): the basis stays orthonormal to rounding
+            w = w - torch.einsum("njd,nj->nd", basis[:, : j + 1], torch.einsum("njd,nd->nj", basis[:, : j + 1], w))
+        size = w.norm(dim=1)
+        beta[:, j] = size
+        if j + 1 == steps:
+            break
+        scale = torch.maximum(alpha[:, : j + 1].abs().amax(1), beta[:, : j + 1].amax(1)).clamp_min(_TINY)
+        exhausted = size <= 1e-6 * scale
+        if exhausted.any():
+            fresh = torch.randn(int(exhausted.sum()), d, generator=generator, dtype=start.dtype).to(start.device)
+            fresh = _tangent(fresh, normal[exhausted])
+            for _ in range(2):
+                b = basis[exhausted, : j + 1]
+                fresh = fresh - torch.einsum("njd,nj->nd", b, torch.einsum("njd,nd->nj", b, fresh))
+            w = w.clone()
+            w[exhausted] = fresh
+            beta[exhausted, j] = 0.0  # block boundary: the new vector does not couple to the old
+            size = torch.where(exhausted, w.norm(dim=1), size)
+        q = w / size.clamp_min(_TINY)[:, None]
+    tri = torch.diag_embed(alpha) + torch.diag_embed(beta[:, :-1], 1) + torch.diag_embed(beta[:, :-1], -1)
+    return tri, basis, beta[:, -1]
+
+
+def _as_directions(along, d: int, shape: tuple[int, ...], like: torch.Tensor):
+    """``along`` (None, a tensor or a mapping name → tensor) as rows (m, d) and their names."""
+    if along is None:
+        return None, None
+    groups = dict(along) if isinstance(along, Mapping) else {"along": along}
+    rows, names = [], []
+    for name, value in groups.items():
+        value = torch.as_tensor(value).to(like.device, like.dtype)
+        value = value.reshape(1, -1) if value.dim() == 1 else value.reshape(value.shape[0], -1)
+        if value.shape[1] != d or value.shape[0] == 0 or not torch.isfinite(value).all():
+            raise BoundgeoError(f"along must be finite directions of shape (m, {d}) or (m, *{shape}); "
+                                f"{name!r} has shape {tuple(value.shape)}")
+        rows.append(value)
+        names += [str(name)] * value.shape[0]
+    return torch.cat(rows), tuple(names)
+
+
+def _along(apply, directions: torch.Tensor, normal: torch.Tensor) -> torch.Tensor:
+    """uᵀSu/uᵀu for each direction u (m, d) made tangent at each point: (n, m)."""
+    values = []
+    with torch.enable_grad():
+        for u in directions:
+            t = _tangent(u.expand_as(normal), normal)
+            size = t.norm(dim=1, keepdim=True)
+            t = t / size.clamp_min(_TINY)
+            kappa = (apply(t).detach() * t).sum(1)
+            values.append(torch.where(size.squeeze(1) > _TINY, kappa, torch.full_like(kappa, float("nan"))))
+    return torch.stack(values, 1)
+
+
+def _check(k, method, steps, step, relative_step) -> None:
+    if method not in METHODS:
+        raise BoundgeoError(f"method must be one of {METHODS}, got {method!r}")
+    if int(k) != k or k < 1:
+        raise BoundgeoError(f"k must be an integer >= 1, got {k!r}")
+    if steps is not None and (int(steps) != steps or steps < 1):
+        raise BoundgeoError(f"lanczos_steps must be an integer >= 1, got {steps!r}")
+    if step is not None and not (np.isfinite(step) and step > 0):
+        raise BoundgeoError(f"step must be a positive number, got {step!r}")
+    if not (np.isfinite(relative_step) and relative_step > 0):
+        raise BoundgeoError(f"relative_step must be a positive number, got {relative_step!r}")
+
+
+# ============================================================================== public
+def boundary_curvature(
+    clf: Classifier,
+    points,
+    *,
+    k: int = 10,
+    inputs=None,
+    method: str = "finite_difference",
+    step: float | None = None,
+    relative_step: float = 0.1,
+    lanczos_steps: int | None = None,
+    along=None,
+    batch_size: int = 64,
+    seed: int = 0,
+    progress: bool = False,
+    **deepfool_kwargs,
+) -> Curvature:
+    """Top-k principal curvatures of the decision boundary, and their directions, at each
+    input's nearest boundary point.
+
+    Args:
+        clf: the classifier.
+        points: a :class:`BoundaryPoints` (then ``inputs`` is the data they were computed from,
+            rows taken at ``points.index``), or data in any accepted form, in which case
+            :func:`deepfool` (ℓ2) finds the boundary points first.
+        k: how many curvatures per point, the largest in magnitude.
+        inputs: the data behind ``points`` when ``points`` is a :class:`BoundaryPoints`.
+        method: ``"finite_difference"`` (default; works for ReLU networks, whose Hessian is
+            zero almost everywhere) or ``"autograd"`` (exact Hessian-vector products by double
+            backpropagation, for smooth models).
+        step: the finite-difference scale h in input units, the same for every point.
+        relative_step: when ``step`` is None, h = relative_step · ‖r(x)‖₂ per point: the
+            curvature seen at a tenth of the distance to the boundary by default.
+        lanczos_steps: Lanczos iterations m (default max(2k + 10, 30), at most d − 1). With
+            m = d − 1 the curvatures are exact up to the Hessian-vector products.
+        along: optional directions (m, *S) or (m, d), or a mapping name → directions, e.g.
+            ``{"principal": spec.basis(10), "random": ...}``: the curvature of the boundary along
+            each, one extra Hessian-vector product per direction and point (fields ``along``
+            and ``along_names``).
+        batch_size: points per batch; each Lanczos step runs 2·batch_size rows through the
+            model for finite differences.
+        seed: seeds the Lanczos start vectors.
+        progress: a progress bar over batches.
+        **deepfool_kwargs: passed to :func:`deepfool` when ``points`` is data.
+
+    Returns:
+        :class:`Curvature`, tensors on the classifier's device.
+
+    Shape:
+        points: n boundary points of inputs (n, *S) → curvature (n, k), direction (n, k, *S).
+
+    Example:
+        >>> import torch, boundgeo as bg
+        >>> clf = bg.Classifier(torch.nn.Linear(4, 2).eval(), bounds=(-9, 9))
+        >>> curv = bg.boundary_curvature(clf, torch.zeros(2, 4), k=2)
+        >>> bool(curv.curvature.abs().max() < 1e-3)  # an affine boundary is flat
+        True
+    """
+    _check(k, method, lanczos_steps, step, relative_step)
+    start_time = time.perf_counter()
+    if isinstance(points, BoundaryPoints):
+        if inputs is None:
+            raise BoundgeoError(
+                "boundary_curvature needs the inputs behind the BoundaryPoints (inputs=...), "
+                "since a boundary point is x + r; or pass the data itself as points"
+            )
+        if deepfool_kwargs:
+            raise BoundgeoError(f"DeepFool settings {sorted(deepfool_kwargs)} only apply when points is data")
+        source = as_source(inputs)
+        if len(points) and int(points.index.max()) >= len(source):
+            raise BoundgeoError(
+                f"points.index goes up to {int(points.index.max())}, but inputs has {len(source)} rows; "
+                f"pass the data the points were computed from"
+            )
+        x, _ = source.get(points.index.cpu())
+        x = clf.check_inputs(x)
+        pts = points.to(x.device)
+        if tuple(x.shape[1:]) != pts.input_shape:
+            raise BoundgeoError(f"inputs of shape {tuple(x.shape)} do not match points of input shape {pts.input_shape}")
+    else:
+        from ._data import as_tensors
+
+        x, _ = as_tensors(points)
+        x = clf.check_inputs(x)
+        pts = deepfool(clf, x, norm="l2", **deepfool_kwargs)
+    n = x.shape[0]
+    d = int(np.prod(x.shape[1:]))
+    if d < 2:
+        raise BoundgeoError(f"curvature needs inputs of dimension >= 2, got {d}")
+    m = min(int(lanczos_steps) if lanczos_steps is not None else max(2 * int(k) + 10, 30), d - 1)
+    kk = min(int(k), m)
+    generator = torch.Generator().manual_seed(seed)
+    cost = {"forward_rows": 0, "backward_rows": 0}
+
+    curvature = torch.full((n, kk), float("nan"), device=x.device)
+    direction = torch.zeros((n, kk) + tuple(x.shape[1:]), device=x.device)
+    residual = torch.full((n, kk), float("nan"), device=x.device)
+    point = x.clone()
+    gradient_norm = torch.full((n,), float("nan"), device=x.device)
+    steps_h = torch.full((n,), float("nan"), device=x.device)
+    on_boundary = torch.zeros(n, dtype=torch.bool, device=x.device)
+    valid = pts.converged.to(x.device) & (pts.label != pts.target).to(x.device)
+    along, along_names = _as_directions(along, d, tuple(x.shape[1:]), x)
+    along_out = None if along is None else torch.full((n, along.shape[0]), float("nan"), device=x.device)
+
+    chunks = list(valid.nonzero().squeeze(1).split(batch_size))
+    if progress:
+        from tqdm.auto import tqdm
+
+        chunks = tqdm(chunks, desc="curvature", unit="batch")
+    zero_hessian = True
+    for rows in chunks:
+        xb, rb = x[rows], pts.perturbation[rows].to(x.dtype)
+        lab, tgt = pts.label[rows], pts.target[rows]
+        z = _boundary_point(clf, xb, rb, lab, tgt, cost)
+        on_boundary[rows] = _no_third_class(clf, z, lab, tgt)
+        cost["forward_rows"] += len(rows)
+        zg, grad = _gradient(clf, z, lab, tgt, create_graph=(method == "autograd"))
+        cost["forward_rows"] += len(rows)
+        cost["backward_rows"] += len(rows)
+        flat = grad.detach().reshape(len(rows), -1)
+        gnorm = flat.norm(dim=1)
+        normal = flat / gnorm.clamp_min(_TINY)[:, None]
+        shape = (len(rows),) + tuple(x.shape[1:])
+        if method == "finite_difference":
+            h = (torch.full_like(gnorm, float(step)) if step is not None
+                 else relative_step * rb.reshape(len(rows), -1).norm(dim=1))
+            h = h.clamp_min(1e-6)
+
+            def apply(u, z=z, h=h, lab=lab, tgt=tgt, gnorm=gnorm, normal=normal, shape=shape):
+                shift = (h[:, None] * u).reshape(shape)
+                both = torch.cat([z + shift, z - shift])
+                _, g2 = _gradient(clf, both, torch.cat([lab, lab]), torch.cat([tgt, tgt]))
+                cost["forward_rows"] += 2 * len(u)
+                cost["backward_rows"] += 2 * len(u)
+                g2 = g2.reshape(2 * len(u), -1)
+                hv = (g2[: len(u)] - g2[len(u):]) / (2 * h[:, None])
+                return _tangent(hv, normal) / gnorm.clamp_min(_TINY)[:, None]
+        else:
+            h = torch.full_like(gnorm, float("nan"))
+
+            def apply(u, zg=zg, grad=grad, gnorm=gnorm, normal=normal, shape=shape):
+                hv = None
+                if grad.requires_grad:  # an affine model's gradient does not depend on z at all
+                    (hv,) = torch.autograd.grad(grad, zg, grad_outputs=u.reshape(shape), retain_graph=True,
+                                                allow_unused=True)
+                    cost["backward_rows"] += len(u)
+                hv = torch.zeros_like(u) if hv is None else hv.reshape(len(u), -1)
+                return _tangent(hv, normal) / gnorm.clamp_min(_TINY)[:, None]
+
+        start = torch.randn(len(rows), d, generator=generator).to(x.device, x.dtype)
+        start = _tangent(start, normal)
+        with torch.enable_grad():
+            tri, basis, last_beta = _lanczos(lambda u: apply(u).detach(), start, normal, m, generator)
+        theta, s = torch.linalg.eigh(tri.double())
+        order = theta.abs().argsort(dim=1, descending=True)[:, :kk]
+        theta = theta.gather(1, order).float()
+        s = s.gather(2, order[:, None, :].expand(-1, m, -1)).float()
+        vectors = torch.einsum("nmd,nmk->nkd", basis, s)
+        vectors = vectors / vectors.norm(dim=2, keepdim=True).clamp_min(_TINY)
+        if bool((theta != 0).any()):
+            zero_hessian = False
+        curvature[rows] = theta
+        direction[rows] = vectors.reshape((len(rows), kk) + tuple(x.shape[1:]))
+        residual[rows] = (last_beta[:, None] * s[:, -1, :]).abs()
+        if along is not None:
+            along_out[rows] = _along(apply, along, normal)
+        point[rows] = z
+        gradient_norm[rows] = gnorm
+        steps_h[rows] = h
+    if method == "autograd" and chunks and zero_hessian:
+        warnings.warn(
+            "every Hessian-vector product was zero: the model is piecewise linear (ReLU, max "
+            "pooling) and its Hessian vanishes almost everywhere; use method='finite_difference'",
+            stacklevel=2,
+        )
+    return Curvature(
+        curvature=curvature,
+        direction=direction,
+        residual=residual,
+        point=point,
+        gradient_norm=gradient_norm,
+        label=pts.label.to(x.device),
+        target=pts.target.to(x.device),
+        index=pts.index.to(x.device),
+        valid=valid,
+        on_boundary=on_boundary,
+        step=steps_h,
+        along=along_out,
+        along_names=along_names,
+        method=method,
+        seconds=time.perf_counter() - start_time,
+        settings={"k": int(k), "method": method, "step": step, "relative_step": relative_step,
+                  "lanczos_steps": m, "batch_size": batch_size, "seed": seed,
+                  "along": None if along is None else int(along.shape[0])},
+        cost=cost,
+    )

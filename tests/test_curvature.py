@@ -1,0 +1,253 @@
+"""Principal curvatures of the boundary against closed forms: quadrics, spheres, hyperplanes."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import boundgeo as bg
+
+
+class Quadric(nn.Module):
+    """Two classes with F = f_1 − f_0 = ½ xᵀAx + bᵀx + c: the Hessian is A everywhere."""
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor, c: float) -> None:
+        super().__init__()
+        self.register_buffer("a", a)
+        self.register_buffer("b", b)
+        self.c = c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1)
+        f = 0.5 * ((x @ self.a) * x).sum(1) + x @ self.b + self.c
+        return torch.stack([torch.zeros_like(f), f], 1)
+
+
+class Ball(nn.Module):
+    """Class 0 inside the ball |x − c| < R, class 1 outside: every principal curvature is 1/R."""
+
+    def __init__(self, center: torch.Tensor, radius: float) -> None:
+        super().__init__()
+        self.register_buffer("center", center)
+        self.radius = radius
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = (x.flatten(1) - self.center).norm(dim=1) - self.radius
+        return torch.stack([torch.zeros_like(f), f], 1)
+
+
+def _quadric(d: int = 6, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    m = torch.randn(d, d, generator=gen)
+    a, b = (m + m.T) / 2, torch.randn(d, generator=gen)
+    clf = bg.Classifier(Quadric(a, b, -3.0).eval(), bounds=(-20, 20))
+    x = 0.3 * torch.randn(5, d, generator=gen)
+    return clf, x, a, b
+
+
+def _shape_operator(a: torch.Tensor, b: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    a, b, z = a.double(), b.double(), z.double()
+    grad = a @ z + b
+    normal = grad / grad.norm()
+    proj = torch.eye(len(z), dtype=torch.float64) - torch.outer(normal, normal)
+    return proj @ a @ proj / grad.norm()
+
+
+@pytest.mark.parametrize("method", ["finite_difference", "autograd"])
+def test_quadric_curvatures_match_the_shape_operator(method):
+    clf, x, a, b = _quadric()
+    curv = bg.boundary_curvature(clf, x, k=5, method=method)
+    assert curv.valid.all() and curv.on_boundary.all()
+    for i in range(len(x)):
+        z = curv.point[i]
+        f = clf.logits(z[None])[0]
+        assert abs(float(f[1] - f[0])) < 1e-5  # the point is on the boundary
+        shape_op = _shape_operator(a, b, z)
+        eig, vec = torch.linalg.eigh(shape_op)
+        order = eig.abs().argsort(descending=True)[:5]
+        np.testing.assert_allclose(curv.curvature[i].numpy(), eig[order].numpy(), atol=2e-4, rtol=1e-3)
+        # each direction is an eigenvector: |cos| with the true one ≈ 1 (eigenvalues are distinct)
+        cos = (curv.direction[i].double() @ vec[:, order]).diagonal().abs()
+        assert cos.min() > 0.999
+    assert curv.residual.max() < 1e-3
+
+
+def test_ball_is_positively_curved_with_curvature_one_over_radius():
+    # x inside the ball (its region is convex around it): moving tangentially leaves the ball,
+    # i.e. crosses into the other class, which is what a positive curvature means here
+    d, radius = 10, 2.0
+    clf = bg.Classifier(Ball(torch.zeros(d), radius).eval(), bounds=(-9, 9))
+    x = torch.randn(4, d, generator=torch.Generator().manual_seed(1))
+    x = 0.5 * x / x.norm(dim=1, keepdim=True)
+    for method, tol in [("finite_difference", 2e-3), ("autograd", 1e-4)]:
+        curv = bg.boundary_curvature(clf, x, k=3, method=method)
+        np.testing.assert_allclose(curv.curvature.numpy(), 1 / radius, atol=tol)
+        np.testing.assert_allclose(curv.point.norm(dim=1).numpy(), radius, atol=1e-4)
+
+
+def test_ball_seen_from_outside_is_negatively_curved():
+    d, radius = 8, 1.5
+
+    class Outside(Ball):
+        def forward(self, x):
+            return super().forward(x).flip(1)  # class 0 outside, class 1 inside
+
+    clf = bg.Classifier(Outside(torch.zeros(d), radius).eval(), bounds=(-9, 9))
+    x = torch.randn(3, d, generator=torch.Generator().manual_seed(2))
+    x = 3.0 * x / x.norm(dim=1, keepdim=True)
+    # finite differences at h = 0.1·‖r‖ see the sphere with a relative error O((h/R)²) ...
+    coarse = bg.boundary_curvature(clf, x, k=2)
+    np.testing.assert_allclose(coarse.curvature.numpy(), -1 / radius, rtol=1e-2)
+    # ... which shrinks with the step
+    fine = bg.boundary_curvature(clf, x, k=2, relative_step=0.02)
+    np.testing.assert_allclose(fine.curvature.numpy(), -1 / radius, rtol=1e-3)
+    assert (fine.curvature + 1 / radius).abs().max() < (coarse.curvature + 1 / radius).abs().max()
+
+
+def test_affine_boundary_is_flat_and_directions_are_tangent(affine_model):
+    clf = bg.Classifier(affine_model.eval(), bounds=(-50, 50))
+    x = torch.randn(6, 16, generator=torch.Generator().manual_seed(3))
+    pts = bg.deepfool(clf, x, clip=False)
+    curv = bg.boundary_curvature(clf, pts, inputs=x, k=4)
+    assert curv.valid.all()
+    assert curv.curvature.abs().max() < 1e-3
+    normals = pts.normal.reshape(6, 1, -1)
+    dirs = curv.direction.reshape(6, 4, -1)
+    assert (dirs * normals).sum(2).abs().max() < 1e-4  # tangent to the boundary
+    np.testing.assert_allclose(dirs.norm(dim=2).numpy(), 1.0, atol=1e-5)
+    gram = dirs @ dirs.transpose(1, 2)
+    np.testing.assert_allclose(gram.numpy(), np.broadcast_to(np.eye(4), gram.shape), atol=1e-4)
+
+
+def test_points_or_data_give_the_same_result_and_seed_is_reproducible(small_net):
+    model, x, _ = small_net
+    clf = bg.Classifier(model.eval())
+    data = x[:12]
+    from_data = bg.boundary_curvature(clf, data, k=3, seed=4)
+    pts = bg.deepfool(clf, data)
+    from_points = bg.boundary_curvature(clf, pts, inputs=data, k=3, seed=4)
+    torch.testing.assert_close(from_data.curvature, from_points.curvature, equal_nan=True)
+    again = bg.boundary_curvature(clf, data, k=3, seed=4)
+    torch.testing.assert_close(from_data.direction, again.direction)
+
+
+def test_points_from_a_subset_take_their_rows_from_the_whole_data(small_net):
+    model, x, _ = small_net
+    clf = bg.Classifier(model.eval())
+    pts = bg.boundary_normals(clf, x[:40], n=8, seed=0, progress=False)
+    curv = bg.boundary_curvature(clf, pts, inputs=x[:40], k=2)
+    direct = bg.boundary_curvature(clf, x[:40][pts.index], k=2)
+    torch.testing.assert_close(curv.curvature, direct.curvature, atol=1e-4, rtol=1e-3)
+    assert torch.equal(curv.index, pts.index)
+
+
+def test_relu_network_has_curvature_only_by_finite_differences(small_net):
+    model, x, _ = small_net
+    clf = bg.Classifier(model.eval())
+    fd = bg.boundary_curvature(clf, x[:8], k=3)
+    assert fd.valid.any() and fd.curvature[fd.valid].abs().max() > 0
+    with pytest.warns(UserWarning, match="piecewise linear"):
+        exact = bg.boundary_curvature(clf, x[:8], k=3, method="autograd")
+    assert exact.curvature[exact.valid].abs().max() == 0
+
+
+def test_smooth_model_does_not_warn():
+    clf, x, _, _ = _quadric()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bg.boundary_curvature(clf, x, k=2, method="autograd")
+
+
+def test_unconverged_points_are_nan_and_left_out_of_frames_and_directions():
+    clf, x, _, _ = _quadric()
+    pts = bg.deepfool(clf, x)
+    broken = bg.BoundaryPoints(**{**{f: getattr(pts, f) for f in (
+        "perturbation", "normal", "margin", "label", "target", "iterations", "status", "index")},
+        "converged": torch.tensor([True, False, True, True, False])})
+    curv = bg.boundary_curvature(clf, broken, inputs=x, k=2)
+    assert curv.valid.tolist() == [True, False, True, True, False]
+    assert torch.isnan(curv.curvature[~curv.valid]).all()
+    assert torch.isfinite(curv.curvature[curv.valid]).all()
+    frame = curv.to_frame()
+    assert len(frame) == 3 * 2 and set(frame["index"]) == {0, 2, 3}
+    assert curv.directions().shape == (6, 6)
+    assert len(curv.directions(positive=True)) + len(curv.directions(positive=False)) == 6
+
+
+def test_save_load_round_trip(tmp_path):
+    clf, x, _, _ = _quadric()
+    curv = bg.boundary_curvature(clf, x, k=3, along={"first": torch.eye(6)[:2], "last": torch.eye(6)[5]})
+    curv.save(tmp_path / "curv")
+    back = bg.Curvature.load(tmp_path / "curv")
+    torch.testing.assert_close(back.curvature, curv.curvature)
+    torch.testing.assert_close(back.direction, curv.direction)
+    torch.testing.assert_close(back.along, curv.along)
+    assert back.along_names == ("first", "first", "last") == curv.along_names
+    assert back.method == curv.method and back.settings == curv.settings
+    frame = back.along_frame()
+    assert list(frame.columns) == ["index", "group", "direction", "curvature"]
+    assert len(frame) == 5 * 3 and frame.groupby("group").size().to_dict() == {"first": 10, "last": 5}
+
+
+def test_caller_data_unchanged():
+    clf, x, _, _ = _quadric()
+    before = x.clone()
+    bg.boundary_curvature(clf, x, k=2)
+    assert torch.equal(x, before)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"k": 0}, "k must be"),
+        ({"method": "lanczos"}, "method must be"),
+        ({"step": -1.0}, "step must be"),
+        ({"relative_step": 0.0}, "relative_step"),
+        ({"lanczos_steps": 0}, "lanczos_steps"),
+    ],
+)
+def test_bad_settings_raise(kwargs, match):
+    clf, x, _, _ = _quadric()
+    with pytest.raises(bg.BoundgeoError, match=match):
+        bg.boundary_curvature(clf, x, **kwargs)
+
+
+def test_boundary_points_need_their_inputs():
+    clf, x, _, _ = _quadric()
+    pts = bg.deepfool(clf, x)
+    with pytest.raises(bg.BoundgeoError, match="inputs="):
+        bg.boundary_curvature(clf, pts)
+    with pytest.raises(bg.BoundgeoError, match="inputs has 3 rows"):
+        bg.boundary_curvature(clf, pts, inputs=x[:3])
+    with pytest.raises(bg.BoundgeoError, match="only apply when points is data"):
+        bg.boundary_curvature(clf, pts, inputs=x, overshoot=0.1)
+
+
+def test_curvature_along_given_directions_is_the_normal_section():
+    clf, x, a, b = _quadric()
+    along = torch.randn(4, 6, generator=torch.Generator().manual_seed(5))
+    curv = bg.boundary_curvature(clf, x, k=2, along=along)
+    assert curv.along.shape == (5, 4)
+    for i in range(len(x)):
+        z = curv.point[i].double()
+        shape_op = _shape_operator(a, b, z)
+        grad = a.double() @ z + b.double()
+        normal = grad / grad.norm()
+        for j, u in enumerate(along.double()):
+            t = u - (u @ normal) * normal
+            expected = float(t @ shape_op @ t / (t @ t))
+            assert abs(float(curv.along[i, j]) - expected) < 1e-3 * max(1.0, abs(expected))
+    back = bg.boundary_curvature(clf, x, k=2)
+    assert back.along is None
+    with pytest.raises(bg.BoundgeoError, match="pass along="):
+        back.along_frame()
+
+
+def test_along_must_match_the_input_dimension():
+    clf, x, _, _ = _quadric()
+    with pytest.raises(bg.BoundgeoError, match="along must be"):
+        bg.boundary_curvature(clf, x, along=torch.ones(2, 5))
