@@ -1,10 +1,14 @@
 """Universal perturbations: boundgeo's three methods against ART on the same MNIST CNN.
 
     python analysis/benchmarks/bench_universal.py [--data-dir data/mnist] [--skip-art]
+        [--reuse-art [--rerun-art linf:0.1 ...]] [--seeds 5]
 
 Setup: the reference MNIST CNN (trained on the first 8,000 images of the MNIST test split); the
 perturbation is fitted on images [8000, 9000) and evaluated on the held-out [9000, 10000) by one
 evaluator for everyone (``bg.fooling_rate``: prediction changes after adding v and clipping).
+boundgeo's methods run with seeds 0..seeds-1 (the order of the inputs in each pass), since one
+run of Algorithm 1 is chaotic: rounding differences alone move its held-out rate by a few points.
+ART runs once (its own shuffle, seeded through ``random.seed(0)``).
 Settings: ℓ2 ξ in {3, 5} and ℓ∞ ξ in {0.1, 0.2}; δ = 0.2; 5 passes. ART runs
 ``UniversalPerturbation(attacker="deepfool", delta=0.2, max_iter=5, eps=ξ, norm=...)`` with its
 default DeepFool. Every library gets the same images; the results are written to
@@ -48,6 +52,52 @@ def run_art(model, x_fit, norm, xi):
     return torch.from_numpy(attack.noise[0]).float(), seconds, attack.fooling_rate
 
 
+def summarise(rows: list[dict]) -> list[dict]:
+    """One line per (setting, library, method): held-out rates over seeds and the median time."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["norm"], row["xi"], row["library"], row["method"]), []).append(row)
+    art = {(norm, xi): runs[0] for (norm, xi, lib, _), runs in groups.items() if lib == "art"}
+    out = []
+    for (norm, xi, library, method), runs in groups.items():
+        rates = np.array([r["eval_fooling_rate"] for r in runs])
+        seconds = float(np.median([r["seconds"] for r in runs]))
+        line = {"norm": norm, "xi": xi, "library": library, "method": method, "runs": len(runs),
+                "eval_fooling_mean": float(rates.mean()), "eval_fooling_min": float(rates.min()),
+                "eval_fooling_max": float(rates.max()),
+                "fit_fooling_mean": float(np.mean([r["fit_fooling_rate"] for r in runs])),
+                "median_seconds": seconds}
+        ref = art.get((norm, xi))
+        if ref is not None and library == "boundgeo":
+            line["speedup_vs_art"] = ref["seconds"] / seconds
+            line["mean_minus_art"] = line["eval_fooling_mean"] - ref["eval_fooling_rate"]
+            line["runs_at_or_above_art"] = int((rates >= ref["eval_fooling_rate"]).sum())
+        out.append(line)
+    return out
+
+
+NAMES = {"deepfool": "Algorithm 1", "batched": "batched", "sgd": "SGD"}
+
+
+def table(result: dict) -> str:
+    """The README's Markdown table, built from the JSON (seed 0 and the spread over seeds)."""
+    lines = ["| norm | ξ | method | held-out fooling: seed 0 | mean over seeds (min–max) | fit (mean) "
+             "| seconds (median) | speed-up vs ART |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    first = {(r["norm"], r["xi"], r["library"], r["method"]): r for r in reversed(result["rows"])
+             if r.get("seed", 0) == 0}
+    for norm, xi in SETTINGS:
+        for line in [s for s in result["summary"] if (s["norm"], s["xi"]) == (norm, xi)]:
+            row = first[(norm, xi, line["library"], line["method"])]
+            name = (f"boundgeo {NAMES[line['method']]}" if line["library"] == "boundgeo"
+                    else f"ART {result['machine']['art']} (Algorithm 1)")
+            spread = (f"{line['eval_fooling_mean']:.1%} ({line['eval_fooling_min']:.1%}–{line['eval_fooling_max']:.1%})"
+                      if line["runs"] > 1 else "one run")
+            speed = f"**{line['speedup_vs_art']:.0f}x**" if "speedup_vs_art" in line else "—"
+            lines.append(f"| {'ℓ2' if norm == 'l2' else 'ℓ∞'} | {xi:g} | {name} | {row['eval_fooling_rate']:.1%} | "
+                         f"{spread} | {line['fit_fooling_mean']:.1%} | {line['median_seconds']:.1f} | {speed} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=str(ROOT / "data" / "mnist"))
@@ -56,8 +106,15 @@ def main() -> None:
     parser.add_argument("--reuse-art", action="store_true",
                         help="take ART's rows from the existing JSON (same model, images and settings) "
                              "instead of running ART again; they are marked as reused")
+    parser.add_argument("--rerun-art", nargs="+", default=[], metavar="NORM:XI",
+                        help="with --reuse-art: run these ART settings again instead of reusing them")
+    parser.add_argument("--table", action="store_true", help="print the Markdown table of --out and exit")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds per boundgeo method")
     parser.add_argument("--out", default=str(ROOT / "analysis" / "results" / "bench_universal.json"))
     args = parser.parse_args()
+    if args.table:
+        print(table(json.loads(Path(args.out).read_text())))
+        return
 
     trained = zoo.train_reference("mnist", "cnn", root=args.data_dir)
     model = trained.model.eval()
@@ -83,28 +140,32 @@ def main() -> None:
         previous = json.loads(out.read_text())
         when = previous.get("finished_at") or time.strftime(
             "%Y-%m-%dT%H:%M:%SZ", time.gmtime(out.stat().st_mtime))
-        reused = [dict(r, reused_from_run_at=when) for r in previous["rows"] if r["library"] == "art"]
+        rerun = {(norm, float(xi)) for norm, xi in (item.split(":") for item in args.rerun_art)}
+        reused = [dict(r, reused_from_run_at=r.get("reused_from_run_at", when)) for r in previous["rows"]
+                  if r["library"] == "art" and (r["norm"], r["xi"]) not in rerun]
         if not reused:
             raise SystemExit(f"--reuse-art: {out} holds no ART rows")
 
     def record(row):
         result["rows"].append(row)
         out.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"{row['library']:>10} {row['method']:>9} {row['norm']:>4} xi={row['xi']:<4}: held-out fooling "
+        print(f"{row['library']:>10} {row['method']:>9} {row['norm']:>4} xi={row['xi']:<4} "
+              f"seed={row.get('seed', '-')}: held-out fooling "
               f"{row['eval_fooling_rate']:.3f} (fit {row['fit_fooling_rate']:.3f}), ‖v‖ {row['norm_of_v']:.3f}, "
               f"{row['seconds']:.1f} s", flush=True)
 
+    for row in reused:  # first, so that an interrupted run still has them in the JSON
+        record(row)
     for norm, xi in SETTINGS:
         for method in METHODS:
-            uap = bg.universal_perturbation(clf, x_fit, xi=xi, norm=norm, delta=DELTA, max_passes=PASSES,
-                                            method=method, eval_data=x_eval, seed=0, progress=False)
-            record({"library": "boundgeo", "method": method, "norm": norm, "xi": xi,
-                    "eval_fooling_rate": uap.eval_fooling_rate, "fit_fooling_rate": uap.fooling_rate,
-                    "norm_of_v": float(uap.perturbation.norm() if norm == "l2" else uap.perturbation.abs().max()),
-                    "seconds": uap.seconds,
-                    "passes": uap.passes, "history": uap.history})
-    for row in reused:
-        record(row)
+            for seed in range(args.seeds):
+                uap = bg.universal_perturbation(clf, x_fit, xi=xi, norm=norm, delta=DELTA, max_passes=PASSES,
+                                                method=method, eval_data=x_eval, seed=seed, progress=False)
+                record({"library": "boundgeo", "method": method, "norm": norm, "xi": xi, "seed": seed,
+                        "eval_fooling_rate": uap.eval_fooling_rate, "fit_fooling_rate": uap.fooling_rate,
+                        "norm_of_v": float(uap.perturbation.norm() if norm == "l2" else uap.perturbation.abs().max()),
+                        "seconds": uap.seconds,
+                        "passes": uap.passes, "history": uap.history})
     have = {(r["norm"], r["xi"]) for r in reused}
     if not args.skip_art:  # ART's missing settings (all of them without --reuse-art)
         for norm, xi in [setting for setting in SETTINGS if setting not in have]:
@@ -113,7 +174,8 @@ def main() -> None:
             record({"library": "art", "method": "deepfool", "norm": norm, "xi": xi,
                     "eval_fooling_rate": bg.fooling_rate(clf, x_eval, v),
                     "fit_fooling_rate": bg.fooling_rate(clf, x_fit, v), "art_reported_fooling_rate": art_rate,
-                    "norm_of_v": size, "seconds": seconds, "passes": PASSES})
+                    "norm_of_v": size, "seconds": seconds, "passes": PASSES,
+                    "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     # speed ratios against ART at the same setting
     art_rows = {(r["norm"], r["xi"]): r for r in result["rows"] if r["library"] == "art"}
     for row in result["rows"]:
@@ -121,8 +183,10 @@ def main() -> None:
         if ref is not None and row["library"] == "boundgeo":
             row["speedup_vs_art"] = ref["seconds"] / row["seconds"]
             row["fooling_minus_art"] = row["eval_fooling_rate"] - ref["eval_fooling_rate"]
+    result["summary"] = summarise(result["rows"])
     result["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     out.write_text(json.dumps(result, indent=2) + "\n")
+    print(table(result))
     print(f"wrote {out}")
 
 
