@@ -208,7 +208,9 @@ def plot_curvature(curvature: Curvature, *, ax=None):
                c=np.where(positive, "C3", "C0"))
     ax.set_xticks(ranks, [str(r) for r in ranks])
     ax.axhline(0, color="0.3", lw=0.8)
-    _clip_outliers(ax, frame["curvature"].to_numpy(), axis="y")
+    note = _clip_outliers(ax, frame["curvature"].to_numpy(), axis="y")
+    if note:
+        ax.annotate(note, (0.99, 0.01), xycoords="axes fraction", ha="right", va="bottom", fontsize=7, color="0.4")
     ax.set_xlabel("rank by |κ|")
     ax.set_ylabel("principal curvature κ (1 / input units)")
     how = ("autograd Hessian" if curvature.method == "autograd"
@@ -217,17 +219,15 @@ def plot_curvature(curvature: Curvature, *, ax=None):
     return ax
 
 
-def _clip_outliers(ax, values: np.ndarray, *, axis: str, keep: float = 0.5, top: bool = False) -> None:
-    """Limit an axis to the central 100 − 2·keep percent of ``values`` (padded), saying how
-    many values lie outside, so that a few extreme points do not flatten the rest."""
+def _clip_outliers(ax, values: np.ndarray, *, axis: str, keep: float = 0.5) -> str:
+    """Limit an axis to the central 100 − 2·keep percent of ``values`` (padded), so that a few
+    extreme points do not flatten the rest; returns a note saying how many lie outside ("" if none)."""
     low, high = np.percentile(values, [keep, 100 - keep])
     pad = 0.08 * (high - low) or 1.0
     low, high = min(low - pad, -pad), max(high + pad, pad)
     outside = int(((values < low) | (values > high)).sum())
     (ax.set_ylim if axis == "y" else ax.set_xlim)(low, high)
-    if outside:
-        ax.annotate(f"{outside} of {len(values)} values outside the axis", (0.99, 0.98 if top else 0.01),
-                    xycoords="axes fraction", ha="right", va="top" if top else "bottom", fontsize=7, color="0.4")
+    return f"{outside} of {len(values)} values outside the axis" if outside else ""
 
 
 def plot_section_curvature(curvature: Curvature, *, ax=None):
@@ -240,12 +240,12 @@ def plot_section_curvature(curvature: Curvature, *, ax=None):
     sns.histplot(frame, x="curvature", hue="group", hue_order=groups, element="step", stat="density",
                  common_norm=False, bins=np.linspace(low, high, 50), palette=sns.color_palette("deep", len(groups)),
                  ax=ax)
-    _clip_outliers(ax, frame["curvature"].to_numpy(), axis="x", top=True)
+    note = _clip_outliers(ax, frame["curvature"].to_numpy(), axis="x")
     for color, group in zip(sns.color_palette("deep", len(groups)), groups):
         ax.axvline(float(frame.loc[frame.group == group, "curvature"].mean()), color=color, lw=1.2, ls="--")
     sns.move_legend(ax, "upper left", frameon=False, fontsize=7, title=None)
     ax.axvline(0, color="0.3", lw=0.8)
-    ax.set_xlabel("curvature along the direction κ(u) (dashed: means)")
+    ax.set_xlabel("curvature along the direction κ(u) (dashed: means)" + (f"\n{note}" if note else ""))
     ax.set_title(f"Curvature along chosen directions\nat {int(curvature.valid.sum())} boundary points", fontsize=10)
     return ax
 
