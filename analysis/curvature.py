@@ -76,7 +76,7 @@ def analyse(dataset: str, root, n_points: int) -> tuple[dict, bg.Curvature, dict
     converged = pts.converged.nonzero().squeeze(1)
     generator = torch.Generator().manual_seed(0)
     chosen = converged[torch.randperm(len(converged), generator=generator)[:n_points]].sort().values
-    subset = pts._map_tensors(lambda t: t[chosen])
+    subset = pts.select(chosen)
     random = torch.randn(10, spec.d, generator=generator)
     along = {"top-10 principal directions of the normals": spec.basis(10),
              "random directions": random / random.norm(dim=1, keepdim=True)}

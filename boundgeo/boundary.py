@@ -137,6 +137,20 @@ class BoundaryPoints(Result):
                if isinstance(getattr(self, f.name), torch.Tensor)},
         )
 
+    def select(self, indices) -> "BoundaryPoints":
+        """The points at ``indices`` (positions in this result, a LongTensor, bool mask or
+        sequence), for example a seeded subset for a costlier analysis; ``index`` keeps
+        pointing into the original data."""
+        if isinstance(indices, torch.Tensor) and indices.dtype == torch.bool:
+            if indices.shape != (len(self),):
+                raise BoundgeoError(f"a mask of shape {tuple(indices.shape)} does not fit {len(self)} points")
+            indices = indices.nonzero().squeeze(1)
+        indices = torch.as_tensor(indices, dtype=torch.long)
+        if indices.numel() and (int(indices.min()) < -len(self) or int(indices.max()) >= len(self)):
+            raise BoundgeoError(f"indices span [{int(indices.min())}, {int(indices.max())}], but there are "
+                                f"{len(self)} points")
+        return self._map_tensors(lambda t: t[indices.to(t.device)])
+
     def to(self, device: str | torch.device) -> "BoundaryPoints":
         """The same points with every tensor on ``device``."""
         return self._map_tensors(lambda t: t.to(device))

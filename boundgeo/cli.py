@@ -152,7 +152,7 @@ def stage_curvature(clf, x, out: Path, seed: int, n: int = 200, k: int = 10):
     converged = pts.converged.nonzero().squeeze(1)
     generator = torch.Generator().manual_seed(seed)
     chosen = converged[torch.randperm(len(converged), generator=generator)[:n]].sort().values
-    subset = pts._map_tensors(lambda t: t[chosen])
+    subset = pts.select(chosen)
     m = min(10, spec.d)
     random = torch.randn(m, spec.d, generator=generator)
     along = {f"top-{m} principal directions of the normals": spec.basis(m),

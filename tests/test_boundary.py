@@ -236,3 +236,16 @@ def test_median_norm_matches_foolbox(small_net):
     assert ours.converged.float().mean() >= success.float().mean()
     ratio = float(ours.margin.median() / fb_norms.median())
     assert ratio < 1.01, ratio
+
+
+def test_select_takes_points_by_position_or_mask(affine_model):
+    clf = bg.Classifier(affine_model.eval(), bounds=(-50, 50))
+    pts = bg.deepfool(clf, torch.randn(6, 16, generator=torch.Generator().manual_seed(0)), clip=False)
+    some = pts.select(torch.tensor([4, 1]))
+    assert some.index.tolist() == [4, 1] and torch.equal(some.normal, pts.normal[[4, 1]])
+    mask = torch.tensor([True, False, True, False, False, True])
+    assert pts.select(mask).index.tolist() == [0, 2, 5]
+    with pytest.raises(bg.BoundgeoError, match="6 points"):
+        pts.select([7])
+    with pytest.raises(bg.BoundgeoError, match="does not fit"):
+        pts.select(torch.ones(3, dtype=torch.bool))
