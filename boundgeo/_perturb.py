@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import torch
 
+from ._errors import BoundgeoError
 from .classifier import Classifier
+
+NORMS = ("l2", "linf")
+
+
+def check_norm(norm: str) -> None:
+    """The one check of ``norm`` that every analysis shares."""
+    if norm not in NORMS:
+        raise BoundgeoError(f"norm must be 'l2' or 'linf', got {norm!r}")
 
 
 def scale_to_norm(v: torch.Tensor, norm: str) -> torch.Tensor:

@@ -30,10 +30,10 @@ import torch
 
 from ._data import as_source
 from ._errors import BoundgeoError
+from ._perturb import check_norm
 from ._results import Result, atomic_write_bytes
 from .classifier import Classifier
 
-NORMS = ("l2", "linf")
 CONVERGED, NOT_CONVERGED, ZERO_GRADIENT = 0, 1, 2
 STATUS_NAMES = ("converged", "not_converged", "zero_gradient")
 # Added to the linearised distance |f'|/‖w'‖ of every step (input units), as in the authors'
@@ -41,8 +41,8 @@ STATUS_NAMES = ("converged", "not_converged", "zero_gradient")
 # progress; with clipping it also keeps the iterations few.
 _STEP_SLACK = 1e-4
 _TINY = 1e-12
-# Relative logit gap that counts as crossed: ~32 float32 ulps of the largest logit.
-_CROSS_TOL = 32 * torch.finfo(torch.float32).eps
+# Relative logit gap that counts as crossed: ~32 ulps (of the logits' dtype) of the largest logit.
+_CROSS_ULPS = 32
 # On the CPU, batches up to this size take the vmapped backward (see _vjp_rows).
 _VMAP_MAX_BATCH_CPU = 4
 
@@ -183,8 +183,7 @@ class BoundaryPoints(Result):
 
 # ============================================================================== deepfool
 def _check_settings(norm, overshoot, max_iter, candidates, batch_size, nearest) -> None:
-    if norm not in NORMS:
-        raise BoundgeoError(f"norm must be 'l2' or 'linf', got {norm!r}")
+    check_norm(norm)
     if not overshoot >= 0:
         raise BoundgeoError(f"overshoot must be >= 0, got {overshoot!r}")
     if int(max_iter) != max_iter or max_iter < 1:
@@ -208,7 +207,9 @@ def _vjp_rows(out: torch.Tensor, inp: torch.Tensor, grad_outputs: torch.Tensor) 
     rows = grad_outputs.shape[0]
     if rows > 1 and (inp.device.type != "cpu" or inp.shape[0] <= _VMAP_MAX_BATCH_CPU):
         try:
-            return torch.autograd.grad(out, inp, grad_outputs, is_grads_batched=True)[0]
+            # retain_graph: if an op has no batching rule the error can come half way through the
+            # backward, and the loop below still needs the graph
+            return torch.autograd.grad(out, inp, grad_outputs, is_grads_batched=True, retain_graph=True)[0]
         except RuntimeError:  # an op without a batching rule: fall back to the loop
             pass
     # written into one preallocated tensor: a list plus torch.stack would hold it twice
@@ -249,7 +250,6 @@ def _deepfool_batch(
     iterations = torch.zeros(n, dtype=torch.long, device=x.device)
     status = torch.full((n,), NOT_CONVERGED, dtype=torch.int8, device=x.device)
     active = torch.arange(n, device=x.device)
-    low, high = clf.bounds
 
     forward_rows = backward_rows = 0
     for it in range(max_iter + 1):
@@ -268,7 +268,7 @@ def _deepfool_batch(
         # Crossed means across by more than float rounding: a point across by 1e-6 in logits
         # can flip back when the same input is evaluated in another batch.
         gap = detached.gather(1, pred[:, None]).squeeze(1) - detached.gather(1, lab[:, None]).squeeze(1)
-        tol = _CROSS_TOL * (1.0 + detached.abs().amax(dim=1))
+        tol = _CROSS_ULPS * torch.finfo(detached.dtype).eps * (1.0 + detached.abs().amax(dim=1))
         crossed = (pred != lab) & (gap > tol)
         stepping = ~crossed if it < max_iter else torch.zeros_like(crossed)
         if not crossed.any() and not stepping.any():
@@ -326,7 +326,7 @@ def _deepfool_batch(
             r_total[idx] += step.view((-1,) + tuple(x.shape[1:]))
             moved = x[idx] + (1.0 + overshoot) * r_total[idx]
             if clip:
-                moved = moved.clamp(low, high)
+                moved = clf.clip(moved)
             # Evaluate exactly x + r, the tensor a user rebuilds from the result, so that the
             # class found across the boundary is reproducible bit for bit.
             x_adv[idx] = x[idx] + (moved - x[idx])
@@ -519,6 +519,7 @@ def boundary_normals(
     parts: list[BoundaryPoints] = []
     shard_counts: list[int] = []
     collected, skipped, k, start = 0, 0, 0, 0
+    labelled, cost = True, {}
     while collected < wanted and start < total:
         if out_path is not None and resume and _shard_done(out_path, k):
             part = BoundaryPoints.load(_shard_stem(out_path, k))
@@ -526,25 +527,33 @@ def boundary_normals(
             idx = order[start : start + shard_size]
             x, y = source.get(idx)
             x = clf.check_inputs(x)
+            wrong = 0
             if filter_wrong:
                 right = clf.predict(x, batch_size=batch_size).cpu() == y.cpu()
+                wrong = int((~right).sum())
                 idx, x, y = idx[right], x[right], y[right]
+            # with n=, run DeepFool only on the inputs still wanted, so that the shards hold
+            # exactly the result's rows (and no work is thrown away)
+            keep = wanted - collected
+            idx, x = idx[:keep], x[:keep]
+            y = None if y is None else y[:keep]
             if idx.numel():
                 found = deepfool(clf, x, norm=norm, batch_size=batch_size, **df_kwargs)
                 part = dataclasses.replace(
                     found.to("cpu"), index=idx, true_label=None if y is None else y.cpu().long(),
-                    settings={"skipped_misclassified": int(_shard_size_of(start, total, shard_size) - idx.numel())},
+                    settings={"skipped_misclassified": wrong},
                 )
             else:
-                part = _empty_like_shard(source, start, total, shard_size)
+                part = _empty_like_shard(source, wrong)
             if out_path is not None:
                 part.save(_shard_stem(out_path, k))
         skipped += int(part.settings.get("skipped_misclassified", 0))
-        take = min(len(part), wanted - collected)
-        if out_path is None:  # in memory; with out= the shards stay on disk only
-            if take < len(part):
-                part = part._map_tensors(lambda t: t[:take])
-            if take:
+        take = len(part)
+        if take:
+            labelled &= part.true_label is not None
+            for key, value in part.cost.items():
+                cost[key] = cost.get(key, 0) + value
+            if out_path is None:  # in memory; with out= the shards stay on disk only
                 parts.append(part)
         shard_counts.append(take)
         collected += take
@@ -564,7 +573,7 @@ def boundary_normals(
     if n is not None and collected < n:
         print(f"boundary_normals: only {collected} of the {n} wanted inputs are usable")
     if out_path is not None:
-        _write_collection(out_path, shard_counts, settings)
+        _write_collection(out_path, shard_counts, settings, labelled=labelled, cost=cost)
         return BoundaryPoints.load(out_path)
     return dataclasses.replace(BoundaryPoints.concat(parts), settings=settings)
 
@@ -573,7 +582,7 @@ def _shard_size_of(start: int, total: int, shard_size: int) -> int:
     return min(shard_size, total - start)
 
 
-def _empty_like_shard(source, start: int, total: int, shard_size: int) -> BoundaryPoints:
+def _empty_like_shard(source, skipped: int) -> BoundaryPoints:
     x, _ = source.get(torch.tensor([0]))
     shape = tuple(x.shape[1:])
     zeros = torch.zeros((0,) + shape)
@@ -583,7 +592,7 @@ def _empty_like_shard(source, start: int, total: int, shard_size: int) -> Bounda
         target=empty_long.clone(), iterations=empty_long.clone(),
         converged=torch.zeros(0, dtype=torch.bool), status=torch.zeros(0, dtype=torch.int8),
         index=empty_long.clone(), true_label=empty_long.clone(),
-        settings={"skipped_misclassified": _shard_size_of(start, total, shard_size)},
+        settings={"skipped_misclassified": skipped},
     )
 
 
@@ -606,7 +615,8 @@ def _prepare_out(out: Path, settings: dict[str, Any], resume: bool) -> None:
     atomic_write_bytes(run_file, lambda h: h.write(record.encode()))
 
 
-def _write_collection(out: Path, shard_counts: list[int], settings: dict[str, Any]) -> None:
+def _write_collection(out: Path, shard_counts: list[int], settings: dict[str, Any], *, labelled: bool,
+                      cost: dict[str, int]) -> None:
     """Store the finished result as one .npy per field (memory-mappable) plus meta.json.
 
     The files are written by streaming the shards one after another (the header first, then
@@ -618,9 +628,7 @@ def _write_collection(out: Path, shard_counts: list[int], settings: dict[str, An
     first = BoundaryPoints.load(_shard_stem(out, used[0]))
     total = sum(shard_counts)
     names = [f.name for f in dataclasses.fields(first) if isinstance(getattr(first, f.name), torch.Tensor)]
-    if "true_label" in names and any(
-        BoundaryPoints.load(_shard_stem(out, k)).true_label is None for k in used[1:]
-    ):
+    if "true_label" in names and not labelled:  # labels known for some shards only: drop them
         names.remove("true_label")
     handles, temps = {}, {}
     try:
@@ -634,7 +642,7 @@ def _write_collection(out: Path, shard_counts: list[int], settings: dict[str, An
         for k in used:
             shard = first if k == used[0] else BoundaryPoints.load(_shard_stem(out, k))
             for name in names:
-                rows = getattr(shard, name)[: shard_counts[k]].numpy()
+                rows = getattr(shard, name).numpy()
                 handles[name].write(np.ascontiguousarray(rows).tobytes())
             del shard
     finally:
@@ -642,7 +650,7 @@ def _write_collection(out: Path, shard_counts: list[int], settings: dict[str, An
             handle.close()
     for name in names:
         os.replace(temps[name], folder / f"{name}.npy")
-    meta = {"norm": first.norm, "settings": settings, "arrays": names}
+    meta = {"norm": first.norm, "settings": settings, "arrays": names, "cost": cost}
     atomic_write_bytes(folder / "meta.json", lambda h: h.write(json.dumps(meta, indent=2).encode()))
 
 
@@ -658,7 +666,7 @@ def _load_collection(out: Path) -> BoundaryPoints:
         arrays[name] = torch.from_numpy(np.load(folder / f"{name}.npy", mmap_mode="c"))
     arrays.setdefault("true_label", None)
     settings = {**meta["settings"], "loaded_from": str(out)}
-    return BoundaryPoints(**arrays, norm=meta["norm"], settings=settings)
+    return BoundaryPoints(**arrays, norm=meta["norm"], settings=settings, cost=meta.get("cost", {}))
 
 
 def iter_shards(out: str | os.PathLike) -> Iterator[BoundaryPoints]:

@@ -28,7 +28,7 @@ import torch
 
 from ._data import as_tensors
 from ._errors import BoundgeoError
-from ._perturb import fooled, project_rows, scale_to_norm
+from ._perturb import check_norm, fooled, project_rows, scale_to_norm
 from ._results import Result
 from .boundary import deepfool
 from .classifier import Classifier
@@ -201,6 +201,7 @@ def pgd_fooled(clf: Classifier, x: torch.Tensor, clean: torch.Tensor, eps: float
     sign steps of ``step_size`` (default 2.5 ε / steps), projected onto the ball and the bounds
     after each step. Returns a bool tensor (n,): True where some iterate changed the class.
     """
+    check_norm(norm)
     alpha = step_size if step_size is not None else 2.5 * eps / steps
     out = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     for start in range(0, len(x), batch_size):
@@ -274,8 +275,7 @@ def robustness_profile(
     Returns:
         :class:`RobustnessProfile`. The categories are evidence from attacks, not proofs.
     """
-    if norm not in ("l2", "linf"):
-        raise BoundgeoError(f"norm must be 'l2' or 'linf', got {norm!r}")
+    check_norm(norm)
     if not 0 < threshold <= 1:
         raise BoundgeoError(f"threshold must be in (0, 1], got {threshold!r}")
     if not 0 < fit_fraction < 1:

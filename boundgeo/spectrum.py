@@ -263,9 +263,7 @@ def _as_rows(normals, kind: str) -> _Rows:
         folder = Path(normals) / "points"
         if not (folder / "meta.json").exists():
             raise BoundgeoError(f"{normals} holds no finished boundary_normals run ({folder / 'meta.json'} is missing)")
-        converged = torch.from_numpy(np.load(folder / "converged.npy")).bool()
-        status = torch.from_numpy(np.load(folder / "status.npy"))
-        keep = converged & (status == 0) if kind == "normal" else converged
+        keep = torch.from_numpy(np.load(folder / "converged.npy")).bool()
         if not keep.any():
             raise BoundgeoError("no converged boundary point to take directions from")
         field_path = folder / f"{kind}.npy"
@@ -279,7 +277,7 @@ def _as_rows(normals, kind: str) -> _Rows:
         array = source.reshape(len(normals), -1)
         keep = normals.converged.cpu().bool()
         if kind == "normal":  # a converged point with a vanishing gradient has no normal
-            keep = keep & (normals.status.cpu() == 0)
+            keep = keep & (array.detach().abs().amax(dim=1).cpu() > 0)
         if not keep.any():
             raise BoundgeoError("no converged boundary point to take directions from")
         rows = _Rows(array.cpu(), keep, normals.input_shape, unit=True)
@@ -336,12 +334,19 @@ def _route_exact(rows: _Rows, keep: int):
     return s, vh[:keep]
 
 
+def _within_rank(s: torch.Tensor, keep: int) -> int:
+    """Directions Nᵀu/σ exist only where σ is not zero: beyond the numerical rank they would
+    be rounding noise divided by ~0, so fewer components are kept (basis(k) then says so)."""
+    return max(1, min(keep, int((s > 1e-6 * s[0]).sum())))
+
+
 def _route_gram(rows: _Rows, keep: int):
     n_mat = rows.dense()
     if rows.d <= rows.n:  # d x d Gram: its eigenvectors are the right singular vectors
         s, v = _from_gram_rows(n_mat.T @ n_mat)
         return s, v[:, :keep].T.contiguous()
     s, u = _from_gram_rows(n_mat @ n_mat.T)  # n x n Gram: V = Nᵀ U / σ
+    keep = _within_rank(s, keep)
     top = u[:, :keep]
     v = (n_mat.T @ top) / s[:keep].clamp_min(1e-300)
     return s, v.T.contiguous()
@@ -375,6 +380,7 @@ def _route_stream(rows: _Rows, keep: int):
         raise BoundgeoError("the rows contain NaN or Inf")
     gram /= scale[:, None] * scale[None, :]
     s, u = _from_gram_rows(gram)
+    keep = _within_rank(s, keep)
     # second pass: V = Nᵀ U / σ with N = D⁻¹ A, one column block at a time
     coeff = u[:, :keep] / scale[:, None] / s[:keep].clamp_min(1e-300)
     v = torch.empty(keep, rows.d, dtype=torch.float32)

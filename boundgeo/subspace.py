@@ -19,7 +19,7 @@ import torch
 
 from ._data import as_tensors
 from ._errors import BoundgeoError
-from ._perturb import fooled, scale_to_norm
+from ._perturb import check_norm, fooled, scale_to_norm
 from ._results import Result
 from .classifier import Classifier
 
@@ -153,8 +153,7 @@ def subspace_fooling(
     Shape:
         x: (n, *S); basis: (k, d) with d = prod(S) → rates: (R,) and (R, draws).
     """
-    if norm not in ("l2", "linf"):
-        raise BoundgeoError(f"norm must be 'l2' or 'linf', got {norm!r}")
+    check_norm(norm)
     if draws < 1:
         raise BoundgeoError(f"draws must be >= 1, got {draws}")
     radii_t = torch.as_tensor(np.asarray(radii, dtype=np.float64).reshape(-1))
@@ -167,7 +166,10 @@ def subspace_fooling(
     rows = _check_basis(basis, d).to(inputs.device)
     k = rows.shape[0]
     clean = clf.predict(inputs, batch_size=batch_size)
-    generator = torch.Generator().manual_seed(seed)
+    # separate streams: the full-space draws must not depend on k, so that the baseline is the
+    # same for every subspace compared at one seed
+    gen_full = torch.Generator().manual_seed(seed)
+    gen_sub = torch.Generator().manual_seed(seed + 1_000_003)
     count = n if independent else 1
     sub_rates = torch.zeros(len(radii_t), draws, dtype=torch.float64)
     full_rates = torch.zeros_like(sub_rates)
@@ -177,8 +179,8 @@ def subspace_fooling(
 
         draw_range = tqdm(draw_range, desc="subspace fooling", unit="draw")
     for j in draw_range:
-        z_sub = torch.randn(count, k, generator=generator).to(inputs.device)
-        z_full = torch.randn(count, d, generator=generator).to(inputs.device)
+        z_sub = torch.randn(count, k, generator=gen_sub).to(inputs.device)
+        z_full = torch.randn(count, d, generator=gen_full).to(inputs.device)
         directions = {"subspace": scale_to_norm(z_sub @ rows, norm), "full": scale_to_norm(z_full, norm)}
         for i, radius in enumerate(radii_t.tolist()):
             for space, target in (("subspace", sub_rates), ("full", full_rates)):

@@ -29,13 +29,12 @@ import torch.nn.functional as F
 
 from ._data import as_tensors
 from ._errors import BoundgeoError
-from ._perturb import fooled, project_rows
+from ._perturb import check_norm, fooled, project_rows, scale_to_norm
 from ._results import Result
 from .boundary import BoundaryPoints, deepfool
 from .classifier import Classifier
 
 METHODS = ("deepfool", "batched", "sgd")
-NORMS = ("l2", "linf")
 
 
 # ============================================================================== basics
@@ -44,8 +43,7 @@ def project(v: torch.Tensor, xi: float, norm: str) -> torch.Tensor:
 
     ℓ2: v · min(1, ξ/‖v‖₂); ℓ∞: clip(v, −ξ, ξ). Exact, idempotent, and the identity inside.
     """
-    if norm not in NORMS:
-        raise BoundgeoError(f"norm must be 'l2' or 'linf', got {norm!r}")
+    check_norm(norm)
     return project_rows(v[None], xi, norm)[0]
 
 
@@ -67,19 +65,26 @@ def fooling_rate(clf: Classifier, x, v, *, batch_size: int = 512) -> float:
         >>> bg.fooling_rate(clf, torch.zeros(4, 2), torch.zeros(2))
         0.0
     """
-    if isinstance(v, UniversalPerturbation):
-        v = v.perturbation
     inputs, _ = as_tensors(x)
     inputs = clf.check_inputs(inputs)
-    v = torch.as_tensor(v, dtype=inputs.dtype)
+    v = _as_perturbation(v, inputs)
+    clean = clf.predict(inputs, batch_size=batch_size)
+    return float(fooled(clf, inputs, clean, v, batch_size=batch_size).double().mean())
+
+
+def _as_perturbation(v, inputs: torch.Tensor, name: str = "perturbation") -> torch.Tensor:
+    """``v`` (a tensor, array or :class:`UniversalPerturbation`) checked against the inputs: the
+    shape of one input, finite, on their device and dtype."""
+    if isinstance(v, UniversalPerturbation):
+        v = v.perturbation
+    v = torch.as_tensor(v).to(inputs.device, inputs.dtype)
     if tuple(v.shape) != tuple(inputs.shape[1:]):
         raise BoundgeoError(
-            f"perturbation of shape {tuple(v.shape)} does not match inputs of shape {tuple(inputs.shape)}"
+            f"{name} of shape {tuple(v.shape)} does not match inputs of shape {tuple(inputs.shape)}"
         )
     if not torch.isfinite(v).all():
-        raise BoundgeoError("the perturbation contains NaN or Inf")
-    clean = clf.predict(inputs, batch_size=batch_size)
-    return float(fooled(clf, inputs, clean, v.to(inputs.device), batch_size=batch_size).double().mean())
+        raise BoundgeoError(f"{name} contains NaN or Inf")
+    return v
 
 
 # ============================================================================== result
@@ -121,16 +126,22 @@ class UniversalPerturbation(Result):
 
 # ============================================================================== methods
 def _check(xi, delta, method, norm, max_passes) -> None:
-    if norm not in NORMS:
-        raise BoundgeoError(f"norm must be 'l2' or 'linf', got {norm!r}")
+    check_norm(norm)
     if method not in METHODS:
         raise BoundgeoError(f"method must be one of {METHODS}, got {method!r}")
-    if not (isinstance(xi, (int, float)) and np.isfinite(xi) and xi > 0):
+    if not (_is_number(xi) and np.isfinite(float(xi)) and float(xi) > 0):
         raise BoundgeoError(f"xi must be a positive number, got {xi!r}")
-    if not (isinstance(delta, (int, float)) and 0 < delta < 1):
+    if not (_is_number(delta) and 0 < float(delta) < 1):
         raise BoundgeoError(f"delta must be in (0, 1), got {delta!r}")
     if int(max_passes) != max_passes or max_passes < 1:
         raise BoundgeoError(f"max_passes must be an integer >= 1, got {max_passes!r}")
+
+
+def _is_number(value) -> bool:
+    """A Python, numpy or 0-d torch real number (e.g. ``3 * pts.margin.median()``)."""
+    if isinstance(value, torch.Tensor):
+        return value.dim() == 0 and (value.is_floating_point() or value.dtype in (torch.int32, torch.int64))
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 class _Counter:
@@ -212,12 +223,8 @@ def _pass_sgd(clf, x, clean, v, order, xi, norm, counter, batch, step_size, loss
         (grad,) = torch.autograd.grad(loss, v)
         counter.gradients += len(idx)
         with torch.no_grad():
-            if norm == "linf":
-                step = step_size * grad.sign()
-            else:
-                size = grad.norm()
-                step = step_size * grad / size if size > 0 else torch.zeros_like(grad)
-            v = project(v + step, xi, norm)
+            direction = grad.sign() if norm == "linf" else scale_to_norm(grad[None], "l2")[0]
+            v = project(v + step_size * direction, xi, norm)
         counter.updates += 1
     return v.detach()
 
@@ -273,8 +280,9 @@ def universal_perturbation(
         data: (n, *S) → perturbation: (*S).
     """
     _check(xi, delta, method, norm, max_passes)
+    xi, delta = float(xi), float(delta)
     x, _ = as_tensors(data)
-    x = clf.check_inputs(x)  # a copy on the model's device; the caller's tensor is never written
+    x = clf.check_inputs(x)  # on the model's device; never written to, so the caller's data stays as it is
     clean = clf.predict(x)
     n = x.shape[0]
     generator = torch.Generator().manual_seed(seed)
@@ -362,15 +370,14 @@ class PerturbedExamples(Result):
 
 def perturbed_examples(clf: Classifier, x, v, *, k: int = 8, seed: int = 0) -> PerturbedExamples:
     """Pick ``k`` inputs (seeded) and record their predictions before and after adding ``v``."""
-    if isinstance(v, UniversalPerturbation):
-        v = v.perturbation
     inputs, _ = as_tensors(x)
     inputs = clf.check_inputs(inputs)
+    v = _as_perturbation(v, inputs)
     if k < 1:
         raise BoundgeoError(f"k must be >= 1, got {k}")
     pick = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(seed))[:k].to(inputs.device)
     clean = inputs[pick]
-    perturbed = clf.clip(clean + torch.as_tensor(v, dtype=clean.dtype, device=clean.device))
+    perturbed = clf.clip(clean + v)
     return PerturbedExamples(clean=clean.cpu(), perturbed=perturbed.cpu(),
                              before=clf.predict(clean).cpu(), after=clf.predict(perturbed).cpu())
 
@@ -399,11 +406,7 @@ def transfer_matrix(classifiers: Mapping[str, Classifier], perturbations: Mappin
         checked = clf.check_inputs(inputs)
         clean = clf.predict(checked)  # once per model, not once per perturbation
         for pname, v in perturbations.items():
-            v = v.perturbation if isinstance(v, UniversalPerturbation) else torch.as_tensor(v)
-            if tuple(v.shape) != tuple(checked.shape[1:]):
-                raise BoundgeoError(f"perturbation {pname!r} of shape {tuple(v.shape)} does not match "
-                                    f"inputs of shape {tuple(checked.shape)}")
-            hit = fooled(clf, checked, clean, v.to(checked.device, checked.dtype))
+            hit = fooled(clf, checked, clean, _as_perturbation(v, checked, f"perturbation {pname!r}"))
             rows[pname][cname] = float(hit.double().mean())
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index.name = "perturbation from"

@@ -124,3 +124,15 @@ def test_basis_beyond_what_was_kept_raises():
     spec = bg.spectrum(torch.randn(30, 10), k=3, baseline_draws=0)
     with pytest.raises(bg.BoundgeoError, match="components kept"):
         spec.basis(4)
+
+
+@pytest.mark.parametrize("route", ["exact", "gram", "stream"])
+def test_rank_deficient_rows_give_unit_directions_only(route):
+    gen = torch.Generator().manual_seed(0)
+    rows = torch.randn(30, 3, generator=gen) @ torch.randn(3, 200, generator=gen)  # rank 3 in R^200
+    spec = bg.spectrum(rows, route=route, baseline_draws=1)
+    # every component kept is a unit vector: none of rounding noise divided by σ ≈ 0
+    assert len(spec.components) >= 3 and torch.isfinite(spec.components).all()
+    torch.testing.assert_close(spec.components.norm(dim=1), torch.ones(len(spec.components)), atol=1e-4, rtol=0)
+    basis = spec.basis(3)
+    torch.testing.assert_close(basis @ basis.T, torch.eye(3), atol=1e-4, rtol=0)

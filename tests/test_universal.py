@@ -17,6 +17,8 @@ def test_projection(norm):
         torch.testing.assert_close(project(p, 0.7, norm), p)  # idempotent
         if norm == "linf":
             torch.testing.assert_close(p, v.clamp(-0.7, 0.7))
+        else:  # exactly v · min(1, ξ/‖v‖)
+            torch.testing.assert_close(p, v * min(1.0, 0.7 / float(v.norm())))
         inside = v * (0.5 / float(v.norm() if norm == "l2" else v.abs().max()))
         assert torch.equal(project(inside, 0.7, norm), inside)  # unchanged inside the ball
     assert torch.equal(project(torch.zeros(4), 1.0, "l2"), torch.zeros(4))
@@ -56,13 +58,15 @@ def test_affine_binary_aligns_with_the_normal_and_fools_the_predicted_share(meth
     assert 0.2 < predicted < 0.95 and not uap.reached and uap.passes == 4
 
 
-def test_same_seed_same_v_and_data_untouched(small_net):
+@pytest.mark.parametrize("method", ["deepfool", "batched", "sgd"])
+def test_same_seed_same_v_and_data_untouched(small_net, method):
     model, x, _ = small_net
     clf = bg.Classifier(model)
     data = x[:80].clone()
-    a = bg.universal_perturbation(clf, data, xi=1.0, norm="l2", max_passes=2, progress=False)
-    b = bg.universal_perturbation(clf, data, xi=1.0, norm="l2", max_passes=2, progress=False)
-    c = bg.universal_perturbation(clf, data, xi=1.0, norm="l2", max_passes=2, seed=1, progress=False)
+    settings = dict(xi=1.0, norm="l2", max_passes=2, method=method, batch_size=16, progress=False)
+    a = bg.universal_perturbation(clf, data, **settings)
+    b = bg.universal_perturbation(clf, data, **settings)
+    c = bg.universal_perturbation(clf, data, seed=1, **settings)
     assert torch.equal(a.perturbation, b.perturbation)
     assert not torch.equal(a.perturbation, c.perturbation)
     assert torch.equal(data, x[:80])
@@ -141,3 +145,46 @@ def test_perturbed_examples(small_net, tmp_path):
     torch.testing.assert_close(ex.perturbed, (ex.clean + v).clamp(0, 1))
     loaded = bg.PerturbedExamples.load(ex.save(tmp_path / "ex"))
     assert torch.equal(loaded.after, ex.after) and len(ex.to_frame()) == 5
+
+
+@pytest.mark.parametrize("method", ["deepfool", "batched", "sgd"])
+@pytest.mark.parametrize("norm, xi", [("l2", 1.0), ("linf", 0.15)])
+def test_history_counts_the_work_and_measures_v_in_its_norm(small_net, method, norm, xi):
+    model, x, _ = small_net
+    uap = bg.universal_perturbation(bg.Classifier(model), x[:60], xi=xi, norm=norm, max_passes=2, method=method,
+                                    batch_size=16, keep_best=False, progress=False)
+    v = uap.perturbation
+    assert uap.history[-1]["norm"] == pytest.approx(float(v.norm() if norm == "l2" else v.abs().max()), rel=1e-5)
+    for row in uap.history:
+        assert row["gradient_evaluations"] > 0 and row["updates"] > 0 and row["seconds"] > 0
+
+
+def test_algorithm1_steps_only_unfooled_inputs_and_at_x_plus_v(small_net, monkeypatch):
+    """Every DeepFool call of Algorithm 1 starts at clip(x + v) for an input that v does not fool."""
+    import boundgeo.universal as universal
+
+    model, x, _ = small_net
+    clf = bg.Classifier(model)
+    data = x[:50]
+    clean = clf.predict(data)
+    calls, state = [], {"v": torch.zeros_like(data[0])}
+    real_step, real_project = universal._deepfool_step, universal.project
+
+    def spy(clf_, points, df_kwargs, counter):  # records the point and the v it was taken at
+        calls.append((points.clone(), state["v"].clone()))
+        return real_step(clf_, points, df_kwargs, counter)
+
+    def tracking_project(v, xi, norm):  # every update of v goes through the projection
+        state["v"] = real_project(v, xi, norm)
+        return state["v"]
+
+    monkeypatch.setattr(universal, "_deepfool_step", spy)
+    monkeypatch.setattr(universal, "project", tracking_project)
+    bg.universal_perturbation(clf, data, xi=1.0, norm="l2", max_passes=1, keep_best=False, progress=False)
+    assert len(calls) > 5
+    for point, v in calls:
+        # the point is clip(x_i + v) for some x_i whose prediction v has not changed yet
+        matches = (clf.clip(data + v) - point).flatten(1).abs().amax(1) < 1e-6
+        assert matches.any()
+        i = int(matches.nonzero()[0])
+        assert int(clf.predict(point)[0]) == int(clean[i])
