@@ -29,6 +29,7 @@ import torch
 
 import boundgeo as bg
 from boundgeo import plot, zoo
+from boundgeo._perturb import scale_to_norm
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "analysis" / "results"
@@ -77,9 +78,8 @@ def analyse(dataset: str, root, n_points: int) -> tuple[dict, bg.Curvature, dict
     generator = torch.Generator().manual_seed(0)
     chosen = converged[torch.randperm(len(converged), generator=generator)[:n_points]].sort().values
     subset = pts.select(chosen)
-    random = torch.randn(10, spec.d, generator=generator)
     along = {"top-10 principal directions of the normals": spec.basis(10),
-             "random directions": random / random.norm(dim=1, keepdim=True)}
+             "random directions": scale_to_norm(torch.randn(10, spec.d, generator=generator), "l2")}
     by_scale = {}
     main = None
     for scale in SCALES:

@@ -143,6 +143,7 @@ def stage_subspace(clf, x_eval, out: Path, seed: int):
 def stage_curvature(clf, x, out: Path, seed: int, n: int = 200, k: int = 10):
     """Principal curvatures at up to ``n`` of the saved boundary points (seeded choice), and the
     curvature along the top-10 principal directions of the normals beside random directions."""
+    from ._perturb import scale_to_norm
     from .boundary import BoundaryPoints
     from .curvature import boundary_curvature
     from .spectrum import Spectrum
@@ -154,9 +155,9 @@ def stage_curvature(clf, x, out: Path, seed: int, n: int = 200, k: int = 10):
     chosen = converged[torch.randperm(len(converged), generator=generator)[:n]].sort().values
     subset = pts.select(chosen)
     m = min(10, spec.d)
-    random = torch.randn(m, spec.d, generator=generator)
-    along = {f"top-{m} principal directions of the normals": spec.basis(m),
-             "random directions": random / random.norm(dim=1, keepdim=True)}
+    kind = "normals" if spec.kind == "normal" else "directions r(x)/‖r(x)‖"
+    along = {f"top-{m} principal directions of the {kind}": spec.basis(m),
+             "random directions": scale_to_norm(torch.randn(m, spec.d, generator=generator), "l2")}
     print(f"[curvature] top-{k} principal curvatures at {len(chosen)} boundary points (finite differences)")
     curv = boundary_curvature(clf, subset, inputs=x, k=k, along=along, seed=seed, progress=True)
     curv.save(out / "curvature")

@@ -53,7 +53,10 @@ class Curvature(Result):
             sorted by decreasing |κ|; positive where moving along the direction alone crosses
             into ``target`` (see the module docstring). NaN for points without a boundary point.
         direction: (n, k, *S) unit principal directions, tangent to the boundary.
-        residual: (n, k) Lanczos residual ‖S u − κ u‖ of each pair; small means converged.
+        residual: (n, k) ‖S u − κ u‖ of each pair, measured with one more product: small means
+            an eigenpair. Finite differences of a ReLU network are only roughly linear in u, so
+            there it is often of the size of κ: κ is then the curvature along u at the scale h,
+            not an exact principal curvature.
         point: (n, *S) the boundary point z (on the segment from x to x + r, where the logits
             of ``label`` and ``target`` are equal); x itself where not ``valid``.
         gradient_norm: (n,) ‖∇(f_target − f_label)‖ at z.
@@ -190,17 +193,18 @@ def _gradient(clf, z, label, target, *, create_graph: bool = False):
 
 
 def _tangent(v: torch.Tensor, normal: torch.Tensor) -> torch.Tensor:
-    """Rows of v (n, d) with their component along the unit rows of ``normal`` removed."""
-    return v - (v * normal).sum(1, keepdim=True) * normal
+    """v (..., d) with its component along the unit vectors ``normal`` (..., d) removed."""
+    return v - (v * normal).sum(-1, keepdim=True) * normal
 
 
-def _lanczos(apply, start: torch.Tensor, normal: torch.Tensor, steps: int, generator):
+def _lanczos(apply, start: torch.Tensor, normal: torch.Tensor, steps: int, generators):
     """Batched Lanczos with full reorthogonalisation for n symmetric operators on n⊥ at once.
 
     ``apply`` maps (n, d) tangent rows to (n, d) tangent rows. Returns the tridiagonal matrices
     (n, m, m), the Lanczos bases (n, m, d) and the last off-diagonal β_m (n,). When a row's
     Krylov space is exhausted (β ≈ 0), it restarts from a fresh random tangent vector
-    orthogonal to its basis, which keeps T block-diagonal and exact.
+    orthogonal to its basis (drawn from that row's own generator), which keeps T
+    block-diagonal.
     """
     n, d = start.shape
     basis = torch.zeros(n, steps, d, dtype=start.dtype, device=start.device)
@@ -221,7 +225,8 @@ def _lanczos(apply, start: torch.Tensor, normal: torch.Tensor, steps: int, gener
         scale = torch.maximum(alpha[:, : j + 1].abs().amax(1), beta[:, : j + 1].amax(1)).clamp_min(_TINY)
         exhausted = size <= 1e-6 * scale
         if exhausted.any():
-            fresh = torch.randn(int(exhausted.sum()), d, generator=generator, dtype=start.dtype).to(start.device)
+            fresh = torch.stack([torch.randn(d, generator=generators[i], dtype=start.dtype)
+                                 for i in exhausted.nonzero().squeeze(1).tolist()]).to(start.device)
             fresh = _tangent(fresh, normal[exhausted])
             for _ in range(2):
                 b = basis[exhausted, : j + 1]
@@ -254,15 +259,16 @@ def _as_directions(along, d: int, shape: tuple[int, ...], like: torch.Tensor):
 
 def _along(apply, directions: torch.Tensor, normal: torch.Tensor) -> torch.Tensor:
     """uᵀSu/uᵀu for each direction u (m, d) made tangent at each point: (n, m)."""
-    values = []
-    with torch.enable_grad():
-        for u in directions:
-            t = _tangent(u.expand_as(normal), normal)
-            size = t.norm(dim=1, keepdim=True)
-            t = t / size.clamp_min(_TINY)
-            kappa = (apply(t).detach() * t).sum(1)
-            values.append(torch.where(size.squeeze(1) > _TINY, kappa, torch.full_like(kappa, float("nan"))))
-    return torch.stack(values, 1)
+    tangent = _tangent(directions[None].expand(len(normal), -1, -1), normal[:, None, :])
+    size = tangent.norm(dim=2, keepdim=True)
+    tangent = tangent / size.clamp_min(_TINY)
+    kappa = (_apply_each(apply, tangent) * tangent).sum(2)
+    return torch.where(size.squeeze(2) > _TINY, kappa, torch.full_like(kappa, float("nan")))
+
+
+def _apply_each(apply, vectors: torch.Tensor) -> torch.Tensor:
+    """S applied to each of j vectors per point: (n, j, d) -> (n, j, d), one batched call per j."""
+    return torch.stack([apply(vectors[:, i]).detach() for i in range(vectors.shape[1])], 1)
 
 
 def _check(k, method, steps, step, relative_step) -> None:
@@ -279,6 +285,7 @@ def _check(k, method, steps, step, relative_step) -> None:
 
 
 # ============================================================================== public
+@torch.enable_grad()  # gradients are the method, even when the caller is inside no_grad
 def boundary_curvature(
     clf: Classifier,
     points,
@@ -312,7 +319,7 @@ def boundary_curvature(
         relative_step: when ``step`` is None, h = relative_step · ‖r(x)‖₂ per point: the
             curvature seen at a tenth of the distance to the boundary by default.
         lanczos_steps: Lanczos iterations m (default max(2k + 10, 30), at most d − 1). With
-            m = d − 1 the curvatures are exact up to the Hessian-vector products.
+            m = d − 1 and a linear (smooth-model) operator the curvatures are exact.
         along: optional directions (m, *S) or (m, d), or a mapping name → directions, e.g.
             ``{"principal": spec.basis(10), "random": ...}``: the curvature of the boundary along
             each, one extra Hessian-vector product per direction and point (fields ``along``
@@ -369,19 +376,19 @@ def boundary_curvature(
         raise BoundgeoError(f"curvature needs inputs of dimension >= 2, got {d}")
     m = min(int(lanczos_steps) if lanczos_steps is not None else max(2 * int(k) + 10, 30), d - 1)
     kk = min(int(k), m)
-    generator = torch.Generator().manual_seed(seed)
     cost = {"forward_rows": 0, "backward_rows": 0}
-
-    curvature = torch.full((n, kk), float("nan"), device=x.device)
-    direction = torch.zeros((n, kk) + tuple(x.shape[1:]), device=x.device)
-    residual = torch.full((n, kk), float("nan"), device=x.device)
+    real = dict(dtype=x.dtype, device=x.device)
+    curvature = torch.full((n, kk), float("nan"), **real)
+    direction = torch.zeros((n, kk) + tuple(x.shape[1:]), **real)
+    residual = torch.full((n, kk), float("nan"), **real)
     point = x.clone()
-    gradient_norm = torch.full((n,), float("nan"), device=x.device)
-    steps_h = torch.full((n,), float("nan"), device=x.device)
+    gradient_norm = torch.full((n,), float("nan"), **real)
+    steps_h = torch.full((n,), float("nan"), **real)
     on_boundary = torch.zeros(n, dtype=torch.bool, device=x.device)
     valid = pts.converged.to(x.device) & (pts.label != pts.target).to(x.device)
     along, along_names = _as_directions(along, d, tuple(x.shape[1:]), x)
-    along_out = None if along is None else torch.full((n, along.shape[0]), float("nan"), device=x.device)
+    along_out = None if along is None else torch.full((n, along.shape[0]), float("nan"), **real)
+    index = pts.index.to(x.device)
 
     chunks = list(valid.nonzero().squeeze(1).split(batch_size))
     if progress:
@@ -428,21 +435,31 @@ def boundary_curvature(
                 hv = torch.zeros_like(u) if hv is None else hv.reshape(len(u), -1)
                 return _tangent(hv, normal) / gnorm.clamp_min(_TINY)[:, None]
 
-        start = torch.randn(len(rows), d, generator=generator).to(x.device, x.dtype)
+        # each point's own random stream, from (seed, its index in the data): its result does
+        # not depend on the batch size or on which other points are in the run
+        generators = [torch.Generator().manual_seed(seed * 1_000_003 + int(i)) for i in index[rows].tolist()]
+        start = torch.stack([torch.randn(d, generator=g) for g in generators]).to(x.device, x.dtype)
         start = _tangent(start, normal)
-        with torch.enable_grad():
-            tri, basis, last_beta = _lanczos(lambda u: apply(u).detach(), start, normal, m, generator)
+        tri, basis, _ = _lanczos(lambda u: apply(u).detach(), start, normal, m, generators)
         theta, s = torch.linalg.eigh(tri.double())
         order = theta.abs().argsort(dim=1, descending=True)[:, :kk]
-        theta = theta.gather(1, order).float()
-        s = s.gather(2, order[:, None, :].expand(-1, m, -1)).float()
+        s = s.gather(2, order[:, None, :].expand(-1, m, -1)).to(basis.dtype)
         vectors = torch.einsum("nmd,nmk->nkd", basis, s)
         vectors = vectors / vectors.norm(dim=2, keepdim=True).clamp_min(_TINY)
-        if bool((theta != 0).any()):
+        # Measured, not taken from T: the curvature along each direction and the residual
+        # ‖Sv − κv‖ from one more product per direction. For a linear operator these equal the
+        # Ritz value and its residual; finite differences of a ReLU network are only roughly
+        # linear, and then the Ritz residual would claim a convergence that is not there.
+        image = _apply_each(apply, vectors)
+        kappa = (image * vectors).sum(2)
+        resort = kappa.abs().argsort(dim=1, descending=True)
+        kappa, vectors = kappa.gather(1, resort), vectors.gather(1, resort[:, :, None].expand_as(vectors))
+        image = image.gather(1, resort[:, :, None].expand_as(image))
+        if bool((kappa != 0).any()):
             zero_hessian = False
-        curvature[rows] = theta
+        curvature[rows] = kappa
         direction[rows] = vectors.reshape((len(rows), kk) + tuple(x.shape[1:]))
-        residual[rows] = (last_beta[:, None] * s[:, -1, :]).abs()
+        residual[rows] = (image - kappa[:, :, None] * vectors).norm(dim=2)
         if along is not None:
             along_out[rows] = _along(apply, along, normal)
         point[rows] = z
@@ -462,7 +479,7 @@ def boundary_curvature(
         gradient_norm=gradient_norm,
         label=pts.label.to(x.device),
         target=pts.target.to(x.device),
-        index=pts.index.to(x.device),
+        index=index,
         valid=valid,
         on_boundary=on_boundary,
         step=steps_h,

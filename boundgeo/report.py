@@ -14,10 +14,6 @@ from pathlib import Path
 
 from ._errors import BoundgeoError
 
-FIGURES = ("spectrum", "subspace_fooling", "curvature", "section_curvature", "universal", "profile", "margins",
-           "principal_directions")
-
-
 def _load(out: Path):
     from .boundary import BoundaryPoints
     from .categories import RobustnessProfile
@@ -156,8 +152,12 @@ def findings(out: str | Path) -> list[tuple[str, list[str], str | None]]:
 def _curvature_findings(curv) -> list[tuple[str, list[str], str | None]]:
     frame = curv.to_frame()
     top = frame[frame["rank"] == 1].curvature
-    how = ("exact Hessian-vector products" if curv.method == "autograd" else
-           f"finite differences of gradients at h = {curv.settings.get('relative_step', 0.1):g}·‖r(x)‖")
+    if curv.method == "autograd":
+        how = "exact Hessian-vector products"
+    elif curv.settings.get("step") is not None:
+        how = f"finite differences of gradients at h = {curv.settings['step']:g}"
+    else:
+        how = f"finite differences of gradients at h = {curv.settings.get('relative_step', 0.1):g}·‖r(x)‖"
     out = [("Curvature of the boundary", [
         f"At {int(curv.valid.sum())} boundary points, the largest principal curvature (by |κ|) has median "
         f"|κ| = {float(top.abs().median()):.3g} and is positive at {float((top > 0).mean()):.0%} of the points "
