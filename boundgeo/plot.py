@@ -347,3 +347,26 @@ def plot_examples(examples, *, axes=None, class_names=None):
     axes[0][0].text(-0.15, 0.5, "clean", transform=axes[0][0].transAxes, rotation=90, va="center", ha="right")
     axes[1][0].text(-0.15, 0.5, "+ v", transform=axes[1][0].transAxes, rotation=90, va="center", ha="right")
     return axes
+
+
+def plot_transfer(frame, *, ax=None, cmap: str = "rocket_r", title: str | None = None):
+    """A transfer matrix (:func:`~boundgeo.transfer_matrix`) as an annotated heat map: one row per
+    perturbation, one column per model it is tested on, fooling rates in percent (the paper's
+    Table 2). The diagonal, where a perturbation meets the model it was computed on, is outlined.
+    """
+    ax = _axes(ax)
+    values = 100 * np.asarray(frame, dtype=float)
+    sns.heatmap(values, ax=ax, annot=True, fmt=".0f", cmap=cmap, vmin=0, vmax=100, square=True,
+                cbar_kws={"label": "fooling rate (%)"}, xticklabels=list(frame.columns),
+                yticklabels=list(frame.index))
+    columns = list(frame.columns)
+    for i, name in enumerate(frame.index):
+        if name in columns:
+            ax.add_patch(plt.Rectangle((columns.index(name), i), 1, 1, fill=False, lw=2, ec="black"))
+    ax.set_xlabel(frame.columns.name or "fooling rate on")
+    ax.set_ylabel(frame.index.name or "perturbation from")
+    ax.tick_params(axis="x", rotation=30)
+    ax.tick_params(axis="y", rotation=0)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax

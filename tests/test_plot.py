@@ -77,3 +77,15 @@ def test_curvature_plots(small_net, tmp_path):
     ax = plot.plot_section_curvature(curv)
     assert {"random", "pixels"} <= {t.get_text() for t in ax.get_legend().get_texts()}
     assert _saved(ax, tmp_path, "section") > 5000
+
+
+def test_transfer_plot_annotates_every_cell_and_outlines_the_diagonal(tmp_path):
+    import pandas as pd
+
+    frame = pd.DataFrame([[0.81, 0.074], [0.2, 0.64], [0.03, 0.01]], index=["cnn", "mlp", "random"],
+                         columns=["cnn", "mlp"])
+    ax = plot.plot_transfer(frame, title="t")
+    assert [t.get_text() for t in ax.texts] == ["81", "7", "20", "64", "3", "1"]
+    outlined = sorted((p.get_x(), p.get_y()) for p in ax.patches if isinstance(p, plt.Rectangle) and not p.get_fill())
+    assert outlined == [(0, 0), (1, 1)]  # cnn→cnn and mlp→mlp; random has no column
+    assert _saved(ax, tmp_path, "transfer") > 5000
