@@ -226,6 +226,17 @@ class _FileRows(_Rows):
     def array(self):  # used by _check_rows on small files only
         return torch.from_numpy(np.load(self.path).reshape(self._shape))
 
+    def nonzero(self, size: int = 4096) -> torch.Tensor:
+        """Which rows of the file have any non-zero entry (one sequential pass)."""
+        n, d = self._shape
+        flags = np.empty(n, dtype=bool)
+        with open(self.path, "rb") as handle:
+            handle.seek(self._offset)
+            for start in range(0, n, size):
+                block = np.fromfile(handle, dtype=self._dtype, count=min(size, n - start) * d).reshape(-1, d)
+                flags[start : start + len(block)] = (block != 0).any(axis=1)
+        return torch.from_numpy(flags)
+
     def _read(self, rows, start: int = 0, stop: int | None = None) -> torch.Tensor:
         stop = self.d if stop is None else stop
         out = np.empty((len(rows), stop - start), dtype=self._dtype)
@@ -269,6 +280,11 @@ def _as_rows(normals, kind: str) -> _Rows:
         field_path = folder / f"{kind}.npy"
         shape = np.load(field_path, mmap_mode="r").shape[1:]
         rows = _FileRows(field_path, keep, shape)
+        if kind == "normal":  # as for BoundaryPoints: a vanishing gradient gives no normal
+            keep = keep & rows.nonzero()
+            if not keep.any():
+                raise BoundgeoError("no converged boundary point with a non-zero normal")
+            rows = _FileRows(field_path, keep, shape)
         if rows.n * rows.d <= _DENSE_LIMIT:
             _check_rows(rows)
         return rows
@@ -456,7 +472,8 @@ def spectrum(
     Args:
         normals: a :class:`~boundgeo.BoundaryPoints` (converged points only), the output
             directory of :func:`~boundgeo.boundary_normals` (streamed from disk), or an (n, d)
-            tensor/array of rows (normalised here; zero or NaN rows are an error).
+            tensor/array of rows (normalised here; zero or NaN rows are an error). From
+            BoundaryPoints or a directory, converged points with a zero normal are left out.
         kind: ``"normal"`` or ``"perturbation"`` (for BoundaryPoints).
         k: how many singular values (randomized route) and principal directions to keep;
             None: all singular values and up to 256 directions.

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -62,6 +63,30 @@ def test_streams_from_a_boundary_normals_directory(small_net, tmp_path):
     streamed = bg.spectrum(tmp_path / "run", route="stream", baseline_draws=0)
     torch.testing.assert_close(streamed.singular_values, in_memory.singular_values, rtol=1e-6, atol=1e-9)
     assert streamed.n == int(pts.converged.sum())
+
+
+def test_a_directory_with_zero_normals_drops_them_as_boundary_points_do(small_net, tmp_path):
+    model, x, y = small_net
+    clf = bg.Classifier(model)
+    bg.boundary_normals(clf, (x[:120], y[:120]), out=tmp_path / "run", shard_size=50, progress=False)
+    path = tmp_path / "run" / "points" / "normal.npy"
+    normals = np.load(path)
+    converged = np.load(tmp_path / "run" / "points" / "converged.npy")
+    zeroed = np.flatnonzero(converged)[[0, 7]]
+    normals[zeroed] = 0  # converged points whose gradient vanished
+    np.save(path, normals)
+    loaded = bg.BoundaryPoints.load(tmp_path / "run")
+    assert not loaded.normal[zeroed].any()
+    reference = bg.spectrum(loaded, route="exact", baseline_draws=0)
+    assert reference.n == int(converged.sum()) - 2
+    for route in ("exact", "stream"):  # small files are checked whole, large ones streamed
+        from_disk = bg.spectrum(tmp_path / "run", route=route, baseline_draws=0)
+        assert from_disk.n == reference.n
+        torch.testing.assert_close(from_disk.singular_values, reference.singular_values, rtol=1e-6, atol=1e-9)
+    normals[:] = 0
+    np.save(path, normals)
+    with pytest.raises(bg.BoundgeoError, match="non-zero normal"):
+        bg.spectrum(tmp_path / "run", baseline_draws=0)
 
 
 def test_baseline_matches_marchenko_pastur_edges():
