@@ -78,7 +78,12 @@ def _split(args: argparse.Namespace):
     if args.dataset in ("digits", "mnist") and not getattr(args, "model", None):
         x_tr, y_tr, x_te, y_te = zoo.reference_split(args.dataset, root=args.data_dir)
         if args.dataset == "digits":  # normals on the 1,257 training images, fooling on the 540 test ones
-            return x_tr, y_tr, x_te, y_te
+            if not getattr(args, "n", None):
+                return x_tr, y_tr, x_te, y_te
+            generator = torch.Generator().manual_seed(args.seed)
+            fit = torch.randperm(len(x_tr), generator=generator)[: args.n]
+            held = torch.randperm(len(x_te), generator=generator)[: args.n]
+            return x_tr[fit], y_tr[fit], x_te[held], y_te[held]
     else:
         x_te, y_te = load_dataset(args.dataset, root=args.data_dir, split="test")
     order = torch.randperm(len(x_te), generator=torch.Generator().manual_seed(args.seed))
@@ -285,7 +290,7 @@ def _data_arguments(parser: argparse.ArgumentParser, *, model: bool) -> None:
     parser.add_argument("--dataset", choices=["digits", "mnist", "cifar10"], default="digits")
     parser.add_argument("--data-dir", default=None, help="directory of the dataset's files")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--n", type=int, default=None, help="use at most 2n test inputs (n for each half)")
+    parser.add_argument("--n", type=int, default=None, help="use at most n inputs for the normals and n held-out ones")
     if model:
         parser.add_argument("--model", default=None,
                             help="MODULE:FACTORY returning an nn.Module (default: the reference CNN)")

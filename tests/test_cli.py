@@ -133,3 +133,21 @@ def test_bad_model_arguments_are_reported(tmp_path, capsys, user_model):
     torch.save({"weight": torch.zeros(3)}, torch_file)
     assert main(["normals", "--out", str(tmp_path), "--model", "my_nets:make", "--weights", str(torch_file)]) == 2
     assert "does not fit" in capsys.readouterr().err
+
+
+def test_n_limits_the_reference_digits_split_too():
+    import argparse
+
+    from boundgeo.cli import _split
+
+    args = argparse.Namespace(dataset="digits", data_dir=None, seed=0, n=30)
+    x, y, x_eval, y_eval = _split(args)
+    assert len(x) == len(y) == 30 and len(x_eval) == len(y_eval) == 30
+    again = _split(args)
+    assert all((a == b).all() for a, b in zip(again, (x, y, x_eval, y_eval)))  # seeded
+    full = _split(argparse.Namespace(dataset="digits", data_dir=None, seed=0, n=None))
+    assert (len(full[0]), len(full[2])) == (1257, 540)
+    # the normals come from the training images and the held-out ones from the test images
+    train_rows = {tuple(row.flatten().tolist()) for row in full[0]}
+    assert all(tuple(row.flatten().tolist()) in train_rows for row in x)
+    assert not any(tuple(row.flatten().tolist()) in train_rows for row in x_eval)
