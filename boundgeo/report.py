@@ -40,13 +40,16 @@ def _load(out: Path):
 
 def draw_figures(out: str | Path) -> list[str]:
     """Draw the figures of the saved results in ``out`` as PNG and PDF; returns their names."""
+    out = Path(out)
+    return _draw(out, _load(out))
+
+
+def _draw(out: Path, res: dict) -> list[str]:
     import matplotlib.pyplot as plt
     import numpy as np
 
     from . import plot
 
-    out = Path(out)
-    res = _load(out)
     drawn = []
 
     def save(ax, name):
@@ -81,7 +84,10 @@ def draw_figures(out: str | Path) -> list[str]:
 
 def findings(out: str | Path) -> list[tuple[str, list[str], str | None]]:
     """(heading, sentences, figure name) for every stage whose results are saved in ``out``."""
-    res = _load(Path(out))
+    return _findings(_load(Path(out)))
+
+
+def _findings(res: dict) -> list[tuple[str, list[str], str | None]]:
     sections = []
     if "normals" in res:
         pts = res["normals"]
@@ -184,9 +190,10 @@ def render(out: str | Path, *, draw: bool = True) -> tuple[Path, Path]:
     out = Path(out)
     if not out.is_dir():
         raise BoundgeoError(f"{out} is not a directory of saved results")
+    res = _load(out)  # once, for the figures and the sentences
     if draw:
-        draw_figures(out)
-    sections = findings(out)
+        _draw(out, res)
+    sections = _findings(res)
     md = ["# boundgeo report", ""]
     body = ["<h1>boundgeo report</h1>"]
     for heading, sentences, figure in sections:
