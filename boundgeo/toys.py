@@ -23,6 +23,7 @@ bounds (-1e3, 1e3).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -118,18 +119,30 @@ class _LocalPlanes(nn.Module):
 def scattered_normals(*, dim: int = 2, n: int = 100, rho: float = 0.05, seed: int = 0) -> Toy:
     """Category 2 at ε = 1.25 × margin: local planes at distance ρ with random normals.
 
-    Inputs lie 2.5 apart (a grid in 2-D, Gaussian in more dimensions) so that each plane acts
-    only near its own input (locality λ = 1).
+    Inputs lie at least 2.5 apart on a lattice (in 2-D the n grid points nearest the centre, in
+    more dimensions n distinct random lattice points), while each plane's class-1 region lies
+    within 0.95 of its own input (locality λ = 1), so no plane reaches another input's ε-ball.
     """
     _check_dim(dim)
+    if n < 1:
+        raise BoundgeoError(f"n must be >= 1, got {n}")
     gen = torch.Generator().manual_seed(seed)
+    side = max(2, math.ceil(n ** (1 / dim) - 1e-9))
+    while side**dim < n:  # float rounding in the root
+        side += 1
     if dim == 2:
-        side = int(round(n**0.5))
         grid = torch.stack(torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij"), -1)
-        x = 2.5 * grid.reshape(-1, 2).float()
-        x -= x.mean(0)
+        grid = grid.reshape(-1, 2).float()
+        nearest = (grid - grid.mean(0)).norm(dim=1).argsort(stable=True)[:n]
+        lattice = grid[nearest.sort().values]
     else:
-        x = 3.0 * torch.randn(n, dim, generator=gen)
+        chosen: dict[tuple, None] = {}
+        while len(chosen) < n:
+            for row in torch.randint(0, side, (n, dim), generator=gen).tolist():
+                chosen.setdefault(tuple(row), None)
+        lattice = torch.tensor(list(chosen)[:n], dtype=torch.float32)
+    x = 2.5 * lattice
+    x -= x.mean(0)
     normals = torch.randn(len(x), dim, generator=gen)
     model = _LocalPlanes(x.clone(), normals, rho, 1.0)
     margin = (1 - (1 - 4 * rho) ** 0.5) / 2  # the root of t − t² = ρ along the own normal

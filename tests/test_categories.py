@@ -39,6 +39,18 @@ def test_each_toy_lands_in_its_own_category(build, dim):
     assert "evidence" in found.note and "not a proof" in found.note
 
 
+@pytest.mark.parametrize("dim, n", [(2, 50), (3, 100), (100, 100)])
+def test_scattered_normals_keeps_its_inputs_apart_for_any_dim_and_n(dim, n):
+    toy = bg.toys.scattered_normals(dim=dim, n=n)
+    assert toy.x.shape == (n, dim)
+    gaps = torch.cdist(toy.x, toy.x) + 1e9 * torch.eye(n)
+    assert gaps.min() >= 2.5 - 1e-5  # each plane's class-1 region lies within 0.95 of its input
+    pts = bg.deepfool(toy.classifier, toy.x)
+    assert pts.converged.all()
+    torch.testing.assert_close(pts.margin, torch.full((n,), toy.margin), rtol=0.05, atol=1e-4)
+    assert bg.categorize(toy.classifier, toy.x, eps=toy.eps).value == 2
+
+
 def test_rates_nest_and_profiles_are_deterministic(small_net, tmp_path):
     model, x, _ = small_net
     clf = bg.Classifier(model)
