@@ -144,6 +144,20 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
+def _check_orders(orders, n: int, max_passes: int) -> list[torch.Tensor]:
+    try:
+        given = [torch.as_tensor(np.asarray(order), dtype=torch.long).reshape(-1) for order in orders]
+    except (TypeError, ValueError) as exc:
+        raise BoundgeoError(f"orders must be a sequence of permutations of 0..{n - 1}: {exc}") from exc
+    if len(given) < max_passes:
+        raise BoundgeoError(f"orders holds {len(given)} passes, fewer than max_passes={max_passes}")
+    expected = torch.arange(n)
+    for p, order in enumerate(given[:max_passes]):
+        if len(order) != n or not torch.equal(order.sort().values, expected):
+            raise BoundgeoError(f"orders[{p}] is not a permutation of 0..{n - 1}")
+    return given
+
+
 class _Counter:
     def __init__(self) -> None:
         self.gradients = 0
@@ -248,6 +262,7 @@ def universal_perturbation(
     step_size: float | None = None,
     loss_clip: float = 8.0,
     keep_best: bool = True,
+    orders=None,
 ) -> UniversalPerturbation:
     """Find a universal perturbation v with ‖v‖_p ≤ ξ that fools at least 1 − δ of ``data``.
 
@@ -272,6 +287,10 @@ def universal_perturbation(
             passes rather than the last one. When ξ is not much larger than the per-input
             margins, each DeepFool step is a large part of the ball and the last v can be much
             worse than an earlier one; False returns the last v, as Algorithm 1 does.
+        orders: the order of the inputs in each pass, one permutation of 0..n−1 per pass (at
+            least ``max_passes`` of them), instead of seeded shuffles. For paired comparisons:
+            one run of Algorithm 1 depends strongly on the order, so replaying another
+            implementation's orders compares the implementations, not the shuffles.
 
     Returns:
         :class:`UniversalPerturbation` with the perturbation on the classifier's device.
@@ -283,8 +302,9 @@ def universal_perturbation(
     xi, delta = float(xi), float(delta)
     x, _ = as_tensors(data)
     x = clf.check_inputs(x)  # on the model's device; never written to, so the caller's data stays as it is
-    clean = clf.predict(x)
     n = x.shape[0]
+    given = _check_orders(orders, n, max_passes) if orders is not None else None
+    clean = clf.predict(x)
     generator = torch.Generator().manual_seed(seed)
     df_kwargs = dict(overshoot=overshoot, max_iter=max_iter, candidates=candidates)
     step = float(step_size) if step_size is not None else xi / 10
@@ -302,7 +322,7 @@ def universal_perturbation(
     for p in range(1, max_passes + 1):
         tick = time.perf_counter()
         gradients_before, updates_before = counter.gradients, counter.updates
-        order = torch.randperm(n, generator=generator).to(x.device)
+        order = (given[p - 1] if given is not None else torch.randperm(n, generator=generator)).to(x.device)
         if method == "deepfool":
             v = _pass_algorithm1(clf, x, clean, v, order, xi, norm, df_kwargs, counter)
         elif method == "batched":
@@ -345,7 +365,8 @@ def universal_perturbation(
         reached=reached,
         settings={"delta": delta, "max_passes": max_passes, "overshoot": overshoot, "seed": seed,
                   "batch_size": batch_size, "max_iter": max_iter, "candidates": candidates,
-                  "step_size": step, "loss_clip": loss_clip, "keep_best": keep_best, "n": n},
+                  "step_size": step, "loss_clip": loss_clip, "keep_best": keep_best, "n": n,
+                  "orders": "given" if given is not None else "seeded"},
     )
 
 

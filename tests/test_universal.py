@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -188,3 +189,52 @@ def test_algorithm1_steps_only_unfooled_inputs_and_at_x_plus_v(small_net, monkey
         assert matches.any()
         i = int(matches.nonzero()[0])
         assert int(clf.predict(point)[0]) == int(clean[i])
+
+
+@pytest.mark.parametrize("method", ["deepfool", "batched", "sgd"])
+def test_given_orders_replace_the_seeded_shuffles(small_net, method):
+    model, x, _ = small_net
+    clf = bg.Classifier(model)
+    data = x[:60]
+    settings = dict(xi=1.0, norm="l2", max_passes=2, method=method, batch_size=16, progress=False, keep_best=False)
+    seeded = bg.universal_perturbation(clf, data, seed=3, **settings)
+    generator = torch.Generator().manual_seed(3)  # the shuffles that seed=3 draws, pass by pass
+    orders = [torch.randperm(60, generator=generator).tolist() for _ in range(2)]
+    replayed = bg.universal_perturbation(clf, data, seed=0, orders=orders, **settings)
+    assert torch.equal(replayed.perturbation, seeded.perturbation)
+    assert replayed.settings["orders"] == "given" and seeded.settings["orders"] == "seeded"
+    backwards = [list(range(59, -1, -1))] * 2
+    other = bg.universal_perturbation(clf, data, orders=np.array(backwards), **settings)
+    assert not torch.equal(other.perturbation, seeded.perturbation)
+
+
+def test_algorithm1_visits_the_inputs_in_the_given_order(small_net, monkeypatch):
+    import boundgeo.universal as universal
+
+    model, x, _ = small_net
+    clf = bg.Classifier(model)
+    data = x[:30]
+    visited = []
+    real_step = universal._deepfool_step
+
+    def spy(clf_, points, df_kwargs, counter):
+        visited.append(int(((data - points).flatten(1).abs().amax(1)).argmin()))  # v = 0 before the first step
+        return real_step(clf_, points, df_kwargs, counter)
+
+    monkeypatch.setattr(universal, "_deepfool_step", spy)
+    order = [17, *[i for i in range(30) if i != 17]]
+    bg.universal_perturbation(clf, data, xi=1.0, norm="l2", max_passes=1, orders=[order], progress=False)
+    assert visited[0] == 17
+
+
+@pytest.mark.parametrize(
+    "orders, match",
+    [([list(range(20))], "fewer than max_passes=2"),
+     ([list(range(20)), [0] * 20], r"orders\[1\] is not a permutation"),
+     ([list(range(19)), list(range(20))], r"orders\[0\] is not a permutation"),
+     ([["a"] * 20, list(range(20))], "orders must be a sequence of permutations")],
+)
+def test_bad_orders_raise(small_net, orders, match):
+    model, x, _ = small_net
+    with pytest.raises(bg.BoundgeoError, match=match):
+        bg.universal_perturbation(bg.Classifier(model), x[:20], xi=1.0, max_passes=2, orders=orders, progress=False)

@@ -2,13 +2,21 @@
 
     python analysis/benchmarks/bench_universal.py [--data-dir data/mnist] [--skip-art]
         [--reuse-art [--rerun-art linf:0.1 ...]] [--seeds 5]
+    python analysis/benchmarks/bench_universal.py --art-seeds 1 2 --art-settings l2:3 --threads 1 --out A.json
+    python analysis/benchmarks/bench_universal.py --merge A.json        # add those ART rows
+    python analysis/benchmarks/bench_universal.py --add-faithful 3      # Algorithm 1, keep_best=False
+    python analysis/benchmarks/bench_universal.py --art-orders          # the same on ART's shuffles
+    python analysis/benchmarks/bench_universal.py --table
 
 Setup: the reference MNIST CNN (trained on the first 8,000 images of the MNIST test split); the
 perturbation is fitted on images [8000, 9000) and evaluated on the held-out [9000, 10000) by one
 evaluator for everyone (``bg.fooling_rate``: prediction changes after adding v and clipping).
 boundgeo's methods run with seeds 0..seeds-1 (the order of the inputs in each pass), since one
-run of Algorithm 1 is chaotic: rounding differences alone move its held-out rate by a few points.
-ART runs once (its own shuffle, seeded through ``random.seed(0)``).
+run of Algorithm 1 is chaotic: the order alone moves its held-out rate by ten points or more.
+ART's main run per setting (``random.seed(0)``, its shuffle) is timed alone; ``--art-seeds`` adds
+runs at other seeds (two at a time, one thread each: their times are kept out of the speed-ups),
+and ART's held-out rate is the mean over its seeds. ``--art-orders`` runs boundgeo's Algorithm 1
+on exactly the shuffles of ART's runs, for a comparison seed by seed.
 Settings: ℓ2 ξ in {3, 5} and ℓ∞ ξ in {0.1, 0.2}; δ = 0.2; 5 passes. ART runs
 ``UniversalPerturbation(attacker="deepfool", delta=0.2, max_iter=5, eps=ξ, norm=...)`` with its
 default DeepFool. Every library gets the same images; the results are written to
@@ -61,6 +69,7 @@ def summarise(rows: list[dict]) -> list[dict]:
     art = {(norm, xi): {"eval_fooling_rate": float(np.mean([r["eval_fooling_rate"] for r in runs])),
                         "seconds": float(np.median([r["seconds"] for r in runs if r.get("timing") != "concurrent"]))}
            for (norm, xi, lib, _), runs in groups.items() if lib == "art"}
+    art_by_seed = {(r["norm"], r["xi"], r.get("seed", 0)): r["eval_fooling_rate"] for r in rows if r["library"] == "art"}
     out = []
     for (norm, xi, library, method), runs in groups.items():
         rates = np.array([r["eval_fooling_rate"] for r in runs])
@@ -79,12 +88,16 @@ def summarise(rows: list[dict]) -> list[dict]:
             line["speedup_vs_art"] = ref["seconds"] / seconds
             line["mean_minus_art"] = line["eval_fooling_mean"] - ref["eval_fooling_rate"]
             line["runs_at_or_above_art"] = int((rates >= ref["eval_fooling_rate"]).sum())
+            paired = [r["eval_fooling_rate"] - art_by_seed[(norm, xi, r["seed"])] for r in runs
+                      if method.endswith("art-orders") and (norm, xi, r["seed"]) in art_by_seed]
+            if paired:  # the same shuffles as ART's runs: differences seed by seed
+                line["paired_minus_art"] = paired
         out.append(line)
     return out
 
 
-NAMES = {"deepfool": "Algorithm 1", "deepfool-last": "Algorithm 1, last v (keep_best=False)", "batched": "batched",
-         "sgd": "SGD"}
+NAMES = {"deepfool": "Algorithm 1", "deepfool-last": "Algorithm 1, last v (keep_best=False)",
+         "deepfool-last-art-orders": "Algorithm 1, last v, on ART's shuffles", "batched": "batched", "sgd": "SGD"}
 # ART's own DeepFool calls in the ℓ∞ runs, counted from its progress output (runs of 2026-11-24)
 ART_CALLS = {("linf", 0.1): 3503, ("linf", 0.2): 3368}
 
@@ -96,7 +109,7 @@ def table(result: dict) -> str:
     first = {(r["norm"], r["xi"], r["library"], r["method"]): r for r in reversed(result["rows"])
              if r.get("seed", 0) == 0}
     for norm, xi in SETTINGS:
-        order = ["deepfool", "deepfool-last", "batched", "sgd"]
+        order = list(NAMES)
         here = [s for s in result["summary"] if (s["norm"], s["xi"]) == (norm, xi)]
         for line in sorted(here, key=lambda s: -1 if s["library"] == "art" else order.index(s["method"])):
             row = first[(norm, xi, line["library"], line["method"])]
@@ -110,26 +123,42 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def art_orders(seed: int, n: int) -> list[list[int]]:
+    """The shuffles ART's UniversalPerturbation draws after ``random.seed(seed)``, one per pass."""
+    state = random.getstate()
+    random.seed(seed)
+    orders = [random.sample(range(n), n) for _ in range(PASSES)]
+    random.setstate(state)
+    return orders
+
+
 def add_faithful(args) -> None:
-    """Algorithm 1 exactly as published: the v at the end of the last pass."""
+    """Algorithm 1 exactly as published: the v at the end of the last pass.
+
+    With ``--art-orders`` it replays the shuffles of ART's runs in the JSON instead (seed by seed),
+    so that the two implementations are compared on the same orders of the inputs.
+    """
     out = Path(args.out)
     result = json.loads(out.read_text())
-    trained = zoo.train_reference("mnist", "cnn", root=args.data_dir)
+    trained, x_fit, x_eval = load_split(args.data_dir)
     clf = bg.Classifier(trained.model.eval())
-    _, _, x_te, _ = zoo.reference_split("mnist", root=args.data_dir)
-    x_fit, x_eval = x_te[:1000].contiguous(), x_te[1000:].contiguous()
-    result["rows"] = [r for r in result["rows"] if r["method"] != "deepfool-last"]
+    method = "deepfool-last-art-orders" if args.art_orders else "deepfool-last"
+    result["rows"] = [r for r in result["rows"] if r["method"] != method]
     for norm, xi in SETTINGS:
-        for seed in range(args.add_faithful):
+        seeds = (sorted(r.get("seed", 0) for r in result["rows"]
+                        if r["library"] == "art" and (r["norm"], r["xi"]) == (norm, xi))
+                 if args.art_orders else range(args.add_faithful))
+        for seed in seeds:
+            orders = art_orders(seed, len(x_fit)) if args.art_orders else None
             uap = bg.universal_perturbation(clf, x_fit, xi=xi, norm=norm, delta=DELTA, max_passes=PASSES,
                                             method="deepfool", keep_best=False, eval_data=x_eval, seed=seed,
-                                            progress=False)
-            row = {"library": "boundgeo", "method": "deepfool-last", "norm": norm, "xi": xi, "seed": seed,
+                                            orders=orders, progress=False)
+            row = {"library": "boundgeo", "method": method, "norm": norm, "xi": xi, "seed": seed,
                    "eval_fooling_rate": uap.eval_fooling_rate, "fit_fooling_rate": uap.fooling_rate,
                    "norm_of_v": float(uap.perturbation.norm() if norm == "l2" else uap.perturbation.abs().max()),
                    "seconds": uap.seconds, "passes": uap.passes, "history": uap.history}
             result["rows"].append(row)
-            print(f"deepfool-last {norm} xi={xi} seed={seed}: held-out {row['eval_fooling_rate']:.3f} "
+            print(f"{method} {norm} xi={xi} seed={seed}: held-out {row['eval_fooling_rate']:.3f} "
                   f"(fit {row['fit_fooling_rate']:.3f}), {row['seconds']:.1f} s", flush=True)
     result["summary"] = summarise(result["rows"])
     out.write_text(json.dumps(result, indent=2) + "\n")
@@ -209,6 +238,9 @@ def main() -> None:
     parser.add_argument("--add-faithful", type=int, default=0, metavar="SEEDS",
                         help="only add Algorithm 1 with keep_best=False (the last v, as the paper and ART "
                              "return it) for this many seeds to the JSON in --out, keeping its other rows")
+    parser.add_argument("--art-orders", action="store_true",
+                        help="like --add-faithful, but replaying the shuffles of every ART run in --out "
+                             "(paired with it seed by seed)")
     parser.add_argument("--art-seeds", nargs="+", type=int, default=[], metavar="SEED",
                         help="only run ART at these shuffling seeds (settings from --art-settings), writing "
                              "their rows alone to --out; add them to the main JSON with --merge")
@@ -230,7 +262,7 @@ def main() -> None:
     if args.merge:
         merge(args)
         return
-    if args.add_faithful:
+    if args.add_faithful or args.art_orders:
         add_faithful(args)
         return
     trained = zoo.train_reference("mnist", "cnn", root=args.data_dir)
