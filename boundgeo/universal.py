@@ -19,7 +19,7 @@ added and the result clipped to the bounds, not an error rate against labels.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -262,7 +262,7 @@ def universal_perturbation(
     step_size: float | None = None,
     loss_clip: float = 8.0,
     keep_best: bool = True,
-    orders=None,
+    orders: Sequence[Sequence[int]] | None = None,
 ) -> UniversalPerturbation:
     """Find a universal perturbation v with ‖v‖_p ≤ ξ that fools at least 1 − δ of ``data``.
 
