@@ -313,7 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dataset", choices=["digits", "mnist"], default="digits")
     demo.add_argument("--data-dir", default=None, help="directory of the MNIST files")
     demo.add_argument("--seed", type=int, default=0)
-    demo.set_defaults(func=cmd_demo, n=None)
+    demo.add_argument("--n", type=int, default=None,
+                      help="use at most n inputs for the normals and n held-out ones (a quick look)")
+    demo.set_defaults(func=cmd_demo)
 
     analyze = sub.add_parser("analyze", help="the whole analysis on your own model")
     analyze.add_argument("--out", default="boundgeo-analysis", help="output directory")

@@ -151,3 +151,12 @@ def test_n_limits_the_reference_digits_split_too():
     train_rows = {tuple(row.flatten().tolist()) for row in full[0]}
     assert all(tuple(row.flatten().tolist()) in train_rows for row in x)
     assert not any(tuple(row.flatten().tolist()) in train_rows for row in x_eval)
+
+
+def test_demo_takes_n_for_a_quick_look(tmp_path):
+    import boundgeo as bg
+
+    assert main(["demo", "--n", "40", "--out", str(tmp_path / "quick")]) == 0
+    pts = bg.BoundaryPoints.load(tmp_path / "quick" / "normals")
+    assert len(pts) + pts.settings["skipped_misclassified"] == 40  # misclassified inputs are skipped
+    assert (tmp_path / "quick" / "report.md").exists()
