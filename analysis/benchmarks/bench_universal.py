@@ -261,6 +261,12 @@ def merge(args) -> None:
             rows[key(row)] = row
     result["rows"] = list(rows.values())
     result["summary"] = summarise(result["rows"])
+    reference = {(line["norm"], line["xi"]): line for line in result["summary"] if line["library"] == "art"}
+    for row in result["rows"]:  # per-row ratios against the new ART reference
+        art = reference.get((row["norm"], row["xi"]))
+        if art is not None and row["library"] == "boundgeo":
+            row["speedup_vs_art"] = art["median_seconds"] / row["seconds"]
+            row["fooling_minus_art"] = row["eval_fooling_rate"] - art["eval_fooling_mean"]
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(table(result))
 
