@@ -160,6 +160,15 @@ def _gap(clf: Classifier, z: torch.Tensor, label: torch.Tensor, target: torch.Te
 
 
 @torch.no_grad()
+def _bracketed(clf, x, r, label, target, cost) -> torch.Tensor:
+    """Rows where F < 0 at x and F > 0 at x + r, so that bisection finds a boundary point:
+    False where the inputs are not the ones the points were computed from, for example."""
+    both = _gap(clf, torch.cat([x, x + r]), torch.cat([label, label]), torch.cat([target, target]))
+    cost["forward_rows"] += 2 * x.shape[0]
+    return (both[: x.shape[0]] < 0) & (both[x.shape[0]:] > 0)
+
+
+@torch.no_grad()
 def _boundary_point(clf, x, r, label, target, cost) -> torch.Tensor:
     """The point of the segment x → x + r where F = 0, by bisection (forward passes only).
 
@@ -178,18 +187,19 @@ def _boundary_point(clf, x, r, label, target, cost) -> torch.Tensor:
     return x + ((lo + hi) / 2).view(shape) * r
 
 
-@torch.no_grad()
-def _no_third_class(clf, z, label, target) -> torch.Tensor:
-    logits = clf.forward(z)
+def _no_third_class(logits, label, target) -> torch.Tensor:
     pair = torch.maximum(logits.gather(1, label[:, None]), logits.gather(1, target[:, None])).squeeze(1)
     others = logits.scatter(1, label[:, None], float("-inf")).scatter(1, target[:, None], float("-inf"))
     return others.amax(1) <= pair
 
 
 def _gradient(clf, z, label, target, *, create_graph: bool = False):
+    """z with grad enabled, ∇F(z) and the logits at z (one forward, one backward)."""
     z = z.detach().requires_grad_(True)
-    (grad,) = torch.autograd.grad(_gap(clf, z, label, target).sum(), z, create_graph=create_graph)
-    return z, grad
+    logits = clf.forward(z)
+    gap = logits.gather(1, target[:, None]).squeeze(1) - logits.gather(1, label[:, None]).squeeze(1)
+    (grad,) = torch.autograd.grad(gap.sum(), z, create_graph=create_graph)
+    return z, grad, logits.detach()
 
 
 def _tangent(v: torch.Tensor, normal: torch.Tensor) -> torch.Tensor:
@@ -395,14 +405,20 @@ def boundary_curvature(
         from tqdm.auto import tqdm
 
         chunks = tqdm(chunks, desc="curvature", unit="batch")
-    zero_hessian = True
+    zero_hessian, unbracketed = True, 0
     for rows in chunks:
         xb, rb = x[rows], pts.perturbation[rows].to(x.dtype)
         lab, tgt = pts.label[rows], pts.target[rows]
+        bracketed = _bracketed(clf, xb, rb, lab, tgt, cost)
+        if not bracketed.all():
+            unbracketed += int((~bracketed).sum())
+            valid[rows[~bracketed]] = False
+            rows, xb, rb, lab, tgt = (t[bracketed] for t in (rows, xb, rb, lab, tgt))
+            if len(rows) == 0:
+                continue
         z = _boundary_point(clf, xb, rb, lab, tgt, cost)
-        on_boundary[rows] = _no_third_class(clf, z, lab, tgt)
-        cost["forward_rows"] += len(rows)
-        zg, grad = _gradient(clf, z, lab, tgt, create_graph=(method == "autograd"))
+        zg, grad, logits = _gradient(clf, z, lab, tgt, create_graph=(method == "autograd"))
+        on_boundary[rows] = _no_third_class(logits, lab, tgt)
         cost["forward_rows"] += len(rows)
         cost["backward_rows"] += len(rows)
         flat = grad.detach().reshape(len(rows), -1)
@@ -417,7 +433,7 @@ def boundary_curvature(
             def apply(u, z=z, h=h, lab=lab, tgt=tgt, gnorm=gnorm, normal=normal, shape=shape):
                 shift = (h[:, None] * u).reshape(shape)
                 both = torch.cat([z + shift, z - shift])
-                _, g2 = _gradient(clf, both, torch.cat([lab, lab]), torch.cat([tgt, tgt]))
+                _, g2, _ = _gradient(clf, both, torch.cat([lab, lab]), torch.cat([tgt, tgt]))
                 cost["forward_rows"] += 2 * len(u)
                 cost["backward_rows"] += 2 * len(u)
                 g2 = g2.reshape(2 * len(u), -1)
@@ -465,6 +481,12 @@ def boundary_curvature(
         point[rows] = z
         gradient_norm[rows] = gnorm
         steps_h[rows] = h
+    if unbracketed:
+        warnings.warn(
+            f"{unbracketed} boundary points are not between x (the label wins) and x + r (the target "
+            "wins) and are left out (valid=False); are the inputs the ones the points were computed from?",
+            stacklevel=2,
+        )
     if method == "autograd" and chunks and zero_hessian:
         warnings.warn(
             "every Hessian-vector product was zero: the model is piecewise linear (ReLU, max "

@@ -297,3 +297,15 @@ def test_along_must_match_the_input_dimension():
     clf, x, _, _ = _quadric()
     with pytest.raises(bg.BoundgeoError, match="along must be"):
         bg.boundary_curvature(clf, x, along=torch.ones(2, 5))
+
+
+def test_points_with_the_wrong_inputs_are_left_out_with_a_warning(small_net):
+    model, x, _ = small_net
+    clf = bg.Classifier(model.eval())
+    pts = bg.deepfool(clf, x[:20])
+    right = bg.boundary_curvature(clf, pts, inputs=x[:20], k=2, lanczos_steps=6)
+    assert right.valid.sum() == pts.converged.sum()
+    with pytest.warns(UserWarning, match="not between x"):
+        wrong = bg.boundary_curvature(clf, pts, inputs=x[20:40], k=2, lanczos_steps=6)  # other images
+    assert wrong.valid.sum() < right.valid.sum()
+    assert torch.isnan(wrong.curvature[~wrong.valid]).all()
