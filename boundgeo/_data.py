@@ -111,3 +111,18 @@ def as_source(data) -> Source:
 def as_tensors(data) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Materialise ``data`` as (inputs, labels or None)."""
     return as_source(data).all()
+
+
+def as_positions(values, what: str) -> torch.Tensor:
+    """A 1-D CPU tensor of integer positions, or a bool mask as given (tensor, array or list);
+    floats and other types are an error rather than silently truncated."""
+    try:
+        t = values.detach().cpu() if isinstance(values, torch.Tensor) else torch.as_tensor(np.asarray(values))
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise BoundgeoError(f"{what} must be integer positions or a bool mask: {exc}") from exc
+    if t.dtype != torch.bool and (t.is_floating_point() or t.is_complex() or t.dtype == torch.uint8):
+        raise BoundgeoError(f"{what} must be integer positions or a bool mask, got dtype {t.dtype}")
+    if t.dim() != 1:
+        raise BoundgeoError(f"{what} must be one-dimensional, got shape {tuple(t.shape)}")
+    return t if t.dtype == torch.bool else t.long()
+

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._data import as_source
+from ._data import as_positions, as_source
 from ._errors import BoundgeoError
 from ._perturb import check_norm
 from ._results import Result, atomic_write_bytes
@@ -141,11 +141,11 @@ class BoundaryPoints(Result):
         """The points at ``indices`` (positions in this result, a LongTensor, bool mask or
         sequence), for example a seeded subset for a costlier analysis; ``index`` keeps
         pointing into the original data."""
-        if isinstance(indices, torch.Tensor) and indices.dtype == torch.bool:
+        indices = as_positions(indices, "indices")
+        if indices.dtype == torch.bool:
             if indices.shape != (len(self),):
                 raise BoundgeoError(f"a mask of shape {tuple(indices.shape)} does not fit {len(self)} points")
             indices = indices.nonzero().squeeze(1)
-        indices = torch.as_tensor(indices, dtype=torch.long)
         if indices.numel() and (int(indices.min()) < -len(self) or int(indices.max()) >= len(self)):
             raise BoundgeoError(f"indices span [{int(indices.min())}, {int(indices.max())}], but there are "
                                 f"{len(self)} points")

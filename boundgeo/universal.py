@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._data import as_tensors
+from ._data import as_positions, as_tensors
 from ._errors import BoundgeoError
 from ._perturb import check_norm, fooled, project_rows, scale_to_norm
 from ._results import Result
@@ -145,15 +145,12 @@ def _is_number(value) -> bool:
 
 
 def _check_orders(orders, n: int, max_passes: int) -> list[torch.Tensor]:
-    try:
-        given = [torch.as_tensor(np.asarray(order), dtype=torch.long).reshape(-1) for order in orders]
-    except (TypeError, ValueError) as exc:
-        raise BoundgeoError(f"orders must be a sequence of permutations of 0..{n - 1}: {exc}") from exc
+    given = [as_positions(order, f"orders[{p}]") for p, order in enumerate(orders)]
     if len(given) < max_passes:
         raise BoundgeoError(f"orders holds {len(given)} passes, fewer than max_passes={max_passes}")
     expected = torch.arange(n)
     for p, order in enumerate(given[:max_passes]):
-        if len(order) != n or not torch.equal(order.sort().values, expected):
+        if order.dtype == torch.bool or len(order) != n or not torch.equal(order.sort().values, expected):
             raise BoundgeoError(f"orders[{p}] is not a permutation of 0..{n - 1}")
     return given
 

@@ -249,3 +249,8 @@ def test_select_takes_points_by_position_or_mask(affine_model):
         pts.select([7])
     with pytest.raises(bg.BoundgeoError, match="does not fit"):
         pts.select(torch.ones(3, dtype=torch.bool))
+    # a mask given as a list or numpy array is a mask, not the positions 1, 0, 1, ...
+    assert pts.select(mask.tolist()).index.tolist() == [0, 2, 5]
+    assert pts.select(mask.numpy()).index.tolist() == [0, 2, 5]
+    with pytest.raises(bg.BoundgeoError, match="integer positions"):
+        pts.select([1.7, 0.2])

@@ -232,7 +232,8 @@ def test_algorithm1_visits_the_inputs_in_the_given_order(small_net, monkeypatch)
     [([list(range(20))], "fewer than max_passes=2"),
      ([list(range(20)), [0] * 20], r"orders\[1\] is not a permutation"),
      ([list(range(19)), list(range(20))], r"orders\[0\] is not a permutation"),
-     ([["a"] * 20, list(range(20))], "orders must be a sequence of permutations")],
+     ([["a"] * 20, list(range(20))], r"orders\[0\] must be integer positions"),
+     ([[float(i) + 0.5 for i in range(20)], list(range(20))], r"orders\[0\] must be integer positions")],
 )
 def test_bad_orders_raise(small_net, orders, match):
     model, x, _ = small_net
