@@ -14,7 +14,7 @@ evaluator for everyone (``bg.fooling_rate``: prediction changes after adding v a
 boundgeo's methods run with seeds 0..seeds-1 (the order of the inputs in each pass), since one
 run of Algorithm 1 is chaotic: the order alone moves its held-out rate by ten points or more.
 ART runs with one torch thread, its fastest: its single-image DeepFool call takes 0.19 s at one
-thread and 0.24-0.33 s at two on this machine (``--art-call-cost``). boundgeo runs at the
+thread and 0.24 s at two on this machine (``--art-call-cost``). boundgeo runs at the
 default threads (2 here). ART's run at ``random.seed(0)`` (its shuffle) is the timed one;
 ``--art-seeds`` adds runs at other seeds (two processes at a time, one thread each; with
 ``--timing concurrent`` their times are kept out of the speed-ups), and ART's held-out rate is
@@ -66,6 +66,40 @@ def run_art(model, x_fit, norm, xi, seed=0, threads=1):
     finally:
         torch.set_num_threads(before)
     return torch.from_numpy(attack.noise[0]).float(), seconds, attack.fooling_rate
+
+
+def boundgeo_row(uap, method: str, seed: int) -> dict:
+    return {"library": "boundgeo", "method": method, "norm": uap.norm, "xi": uap.xi, "seed": seed,
+            "eval_fooling_rate": uap.eval_fooling_rate, "fit_fooling_rate": uap.fooling_rate,
+            "norm_of_v": _size(uap.perturbation, uap.norm),
+            "seconds": uap.seconds, "passes": uap.passes, "history": uap.history}
+
+
+def art_row(model, x_fit, x_eval, norm, xi, *, seed, threads, timing) -> dict:
+    """One ART run, evaluated by boundgeo's evaluator like every other row."""
+    clf = bg.Classifier(model)
+    v, seconds, art_rate = run_art(model, x_fit, norm, xi, seed=seed, threads=threads)
+    return {"library": "art", "method": "deepfool", "norm": norm, "xi": xi, "seed": seed,
+            "eval_fooling_rate": bg.fooling_rate(clf, x_eval, v), "fit_fooling_rate": bg.fooling_rate(clf, x_fit, v),
+            "art_reported_fooling_rate": art_rate, "norm_of_v": _size(v, norm), "seconds": seconds,
+            "passes": PASSES, "threads": threads, "timing": timing,
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def _size(v: torch.Tensor, norm: str) -> float:
+    return float(v.norm()) if norm == "l2" else float(v.abs().max())
+
+
+def attach_ratios(result: dict) -> None:
+    """The summary, and each boundgeo row's speed-up and fooling difference against ART's reference
+    (its mean rate over all runs and its timed one-thread time), in place."""
+    result["summary"] = summarise(result["rows"])
+    reference = {(line["norm"], line["xi"]): line for line in result["summary"] if line["library"] == "art"}
+    for row in result["rows"]:
+        art = reference.get((row["norm"], row["xi"]))
+        if art is not None and row["library"] == "boundgeo":
+            row["speedup_vs_art"] = art["median_seconds"] / row["seconds"]
+            row["fooling_minus_art"] = row["eval_fooling_rate"] - art["eval_fooling_mean"]
 
 
 def _threads(row: dict) -> int:
@@ -174,14 +208,11 @@ def add_faithful(args) -> None:
             uap = bg.universal_perturbation(clf, x_fit, xi=xi, norm=norm, delta=DELTA, max_passes=PASSES,
                                             method="deepfool", keep_best=False, eval_data=x_eval, seed=seed,
                                             orders=orders, progress=False)
-            row = {"library": "boundgeo", "method": method, "norm": norm, "xi": xi, "seed": seed,
-                   "eval_fooling_rate": uap.eval_fooling_rate, "fit_fooling_rate": uap.fooling_rate,
-                   "norm_of_v": float(uap.perturbation.norm() if norm == "l2" else uap.perturbation.abs().max()),
-                   "seconds": uap.seconds, "passes": uap.passes, "history": uap.history}
+            row = boundgeo_row(uap, method, seed)
             result["rows"].append(row)
             print(f"{method} {norm} xi={xi} seed={seed}: held-out {row['eval_fooling_rate']:.3f} "
                   f"(fit {row['fit_fooling_rate']:.3f}), {row['seconds']:.1f} s", flush=True)
-    result["summary"] = summarise(result["rows"])
+    attach_ratios(result)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(table(result))
 
@@ -202,23 +233,15 @@ def art_seeds(args) -> None:
     torch.set_num_threads(args.threads)
     trained, x_fit, x_eval = load_split(args.data_dir)
     model = trained.model.eval()
-    clf = bg.Classifier(model)
     result = {"benchmark": "universal (ART seeds)", "rows": []}
     out = Path(args.out)
     for norm, xi in parse_settings(args.art_settings):
         for seed in args.art_seeds:
-            v, seconds, art_rate = run_art(model, x_fit, norm, xi, seed=seed, threads=args.threads)
-            size = float(v.norm()) if norm == "l2" else float(v.abs().max())
-            row = {"library": "art", "method": "deepfool", "norm": norm, "xi": xi, "seed": seed,
-                   "eval_fooling_rate": bg.fooling_rate(clf, x_eval, v),
-                   "fit_fooling_rate": bg.fooling_rate(clf, x_fit, v), "art_reported_fooling_rate": art_rate,
-                   "norm_of_v": size, "seconds": seconds, "passes": PASSES, "timing": args.timing,
-                   "threads": torch.get_num_threads(),
-                   "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            row = art_row(model, x_fit, x_eval, norm, xi, seed=seed, threads=args.threads, timing=args.timing)
             result["rows"].append(row)
             out.write_text(json.dumps(result, indent=2) + "\n")
             print(f"ART {norm} xi={xi} seed={seed}: held-out {row['eval_fooling_rate']:.3f} "
-                  f"(fit {row['fit_fooling_rate']:.3f}), {seconds:.0f} s", flush=True)
+                  f"(fit {row['fit_fooling_rate']:.3f}), {row['seconds']:.0f} s", flush=True)
 
 
 def art_call_cost(args) -> None:
@@ -264,13 +287,7 @@ def merge(args) -> None:
                 result.setdefault("replaced_rows", []).append(rows[key(row)])
             rows[key(row)] = row
     result["rows"] = list(rows.values())
-    result["summary"] = summarise(result["rows"])
-    reference = {(line["norm"], line["xi"]): line for line in result["summary"] if line["library"] == "art"}
-    for row in result["rows"]:  # per-row ratios against the new ART reference
-        art = reference.get((row["norm"], row["xi"]))
-        if art is not None and row["library"] == "boundgeo":
-            row["speedup_vs_art"] = art["median_seconds"] / row["seconds"]
-            row["fooling_minus_art"] = row["eval_fooling_rate"] - art["eval_fooling_mean"]
+    attach_ratios(result)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(table(result))
 
@@ -332,11 +349,9 @@ def main() -> None:
     if args.add_faithful or args.art_orders:
         add_faithful(args)
         return
-    trained = zoo.train_reference("mnist", "cnn", root=args.data_dir)
+    trained, x_fit, x_eval = load_split(args.data_dir)
     model = trained.model.eval()
     clf = bg.Classifier(model)
-    _, _, x_te, _ = zoo.reference_split("mnist", root=args.data_dir)
-    x_fit, x_eval = x_te[:1000].contiguous(), x_te[1000:].contiguous()
     print(f"MNIST CNN (held-out accuracy {trained.accuracy:.4f}); fit on 1000 images, evaluate on 1000 "
           f"held-out; {PASSES} passes, delta {DELTA}; torch threads {torch.get_num_threads()}")
     import art
@@ -356,7 +371,7 @@ def main() -> None:
         previous = json.loads(out.read_text())
         when = previous.get("finished_at") or time.strftime(
             "%Y-%m-%dT%H:%M:%SZ", time.gmtime(out.stat().st_mtime))
-        rerun = {(norm, float(xi)) for norm, xi in (item.split(":") for item in args.rerun_art)}
+        rerun = set(parse_settings(args.rerun_art))
         reused = [dict(r, reused_from_run_at=r.get("reused_from_run_at", when)) for r in previous["rows"]
                   if r["library"] == "art" and (r["norm"], r["xi"]) not in rerun]
         if not reused:
@@ -377,29 +392,12 @@ def main() -> None:
             for seed in range(args.seeds):
                 uap = bg.universal_perturbation(clf, x_fit, xi=xi, norm=norm, delta=DELTA, max_passes=PASSES,
                                                 method=method, eval_data=x_eval, seed=seed, progress=False)
-                record({"library": "boundgeo", "method": method, "norm": norm, "xi": xi, "seed": seed,
-                        "eval_fooling_rate": uap.eval_fooling_rate, "fit_fooling_rate": uap.fooling_rate,
-                        "norm_of_v": float(uap.perturbation.norm() if norm == "l2" else uap.perturbation.abs().max()),
-                        "seconds": uap.seconds,
-                        "passes": uap.passes, "history": uap.history})
+                record(boundgeo_row(uap, method, seed))
     have = {(r["norm"], r["xi"]) for r in reused}
     if not args.skip_art:  # ART's missing settings (all of them without --reuse-art)
         for norm, xi in [setting for setting in SETTINGS if setting not in have]:
-            v, seconds, art_rate = run_art(model, x_fit, norm, xi)
-            size = float(v.norm()) if norm == "l2" else float(v.abs().max())
-            record({"library": "art", "method": "deepfool", "norm": norm, "xi": xi,
-                    "eval_fooling_rate": bg.fooling_rate(clf, x_eval, v),
-                    "fit_fooling_rate": bg.fooling_rate(clf, x_fit, v), "art_reported_fooling_rate": art_rate,
-                    "norm_of_v": size, "seconds": seconds, "passes": PASSES, "threads": 1, "timing": "alone",
-                    "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-    # speed ratios against ART at the same setting
-    art_rows = {(r["norm"], r["xi"]): r for r in result["rows"] if r["library"] == "art"}
-    for row in result["rows"]:
-        ref = art_rows.get((row["norm"], row["xi"]))
-        if ref is not None and row["library"] == "boundgeo":
-            row["speedup_vs_art"] = ref["seconds"] / row["seconds"]
-            row["fooling_minus_art"] = row["eval_fooling_rate"] - ref["eval_fooling_rate"]
-    result["summary"] = summarise(result["rows"])
+            record(art_row(model, x_fit, x_eval, norm, xi, seed=0, threads=1, timing="alone"))
+    attach_ratios(result)
     result["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(table(result))
