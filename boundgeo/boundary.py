@@ -528,13 +528,16 @@ def boundary_normals(
             x, y = source.get(idx)
             x = clf.check_inputs(x)
             wrong = 0
+            keep = wanted - collected
             if filter_wrong:
                 right = clf.predict(x, batch_size=batch_size).cpu() == y.cpu()
-                wrong = int((~right).sum())
+                kept = right.nonzero().squeeze(1)
+                # count the misclassified inputs only up to the last one the result takes
+                seen = len(right) if len(kept) <= keep else int(kept[keep - 1]) + 1
+                wrong = int((~right[:seen]).sum())
                 idx, x, y = idx[right], x[right], y[right]
             # with n=, run DeepFool only on the inputs still wanted, so that the shards hold
             # exactly the result's rows (and no work is thrown away)
-            keep = wanted - collected
             idx, x = idx[:keep], x[:keep]
             y = None if y is None else y[:keep]
             if idx.numel():

@@ -172,6 +172,12 @@ def test_collection_skips_misclassified_and_keeps_indices(small_net):
     assert len(pts) == len(x) - len(wrong) and not np.isin(pts.index, wrong).any()
     kept = bg.boundary_normals(clf, (x, y), keep_misclassified=True, progress=False)
     assert len(kept) == len(x) and kept.settings["skipped_misclassified"] == 0
+    # with n=, only the misclassified inputs met before the n-th kept one are counted
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    first = bg.boundary_normals(clf, (x, y), n=40, shard_size=500, seed=0, progress=False)
+    right = (clf.predict(x) == y)[order]
+    last = int(right.nonzero().squeeze(1)[39])
+    assert first.settings["skipped_misclassified"] == int((~right[: last + 1]).sum())
     # index points into data: recomputing at those inputs gives the same points
     direct = bg.deepfool(clf, x[pts.index[:30]])
     torch.testing.assert_close(direct.perturbation, pts.perturbation[:30], rtol=1e-4, atol=1e-6)
