@@ -129,3 +129,119 @@ def test_bad_settings_raise():
         bg.Classifier(_cnn(), mean=[0.1, 0.2]).logits(torch.rand(2, 3, 6, 6))
     with pytest.raises(bg.BoundgeoError, match="nn.Module"):
         bg.Classifier(lambda x: x)
+
+
+# ------------------------------------------------------------------ outputs: logits or probabilities
+@pytest.fixture(scope="module")
+def softmax_digits():
+    """The shipped digits CNN, and the same network with a softmax as its last layer."""
+    trained = bg.zoo.pretrained_digits_cnn()
+    x, _ = bg.load_dataset("digits", split="test")
+    return trained.model, nn.Sequential(trained.model, nn.Softmax(dim=1)).eval(), x[:60]
+
+
+def test_probabilities_are_detected_on_the_first_forward(softmax_digits):
+    _, softmax, x = softmax_digits
+    with pytest.raises(bg.BoundgeoError, match=r"look like probabilities.*outputs='probabilities'"):
+        bg.deepfool(bg.Classifier(softmax), x)
+    with pytest.raises(bg.BoundgeoError, match="look like probabilities"):
+        bg.Classifier(softmax).predict(x[:1])
+
+
+def test_probabilities_option_gives_the_logits_margins(softmax_digits):
+    logits_model, softmax, x = softmax_digits
+    on_logits = bg.deepfool(bg.Classifier(logits_model), x)
+    on_probs = bg.deepfool(bg.Classifier(softmax, outputs="probabilities"), x)
+    assert on_logits.converged.all() and on_probs.converged.all()
+    assert torch.equal(on_logits.label, on_probs.label) and torch.equal(on_logits.target, on_probs.target)
+    torch.testing.assert_close(on_probs.margin, on_logits.margin, rtol=1e-3, atol=1e-3)
+    # declaring the outputs logits skips the check, and gives the inflated margins it guards against
+    inflated = bg.deepfool(bg.Classifier(softmax, outputs="logits"), x)
+    assert float(inflated.margin.median()) > 3 * float(on_logits.margin.median())
+
+
+def test_probabilities_option_refuses_logits(softmax_digits):
+    logits_model, _, x = softmax_digits
+    with pytest.raises(bg.BoundgeoError, match="outputs='probabilities', but"):
+        bg.Classifier(logits_model, outputs="probabilities").logits(x)
+    with pytest.raises(bg.BoundgeoError, match="outputs must be one of"):
+        bg.Classifier(logits_model, outputs="softmax")
+
+
+def test_outputs_are_checked_once():
+    class Counting(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(4, 3)
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            return self.linear(x)
+
+    clf = bg.Classifier(Counting().eval())
+    clf.logits(torch.rand(5, 4))
+    assert clf._outputs_checked
+    # a later batch whose outputs happen to look like probabilities is not re-examined
+    with torch.no_grad():
+        clf.model.linear.weight.zero_()
+        clf.model.linear.bias.copy_(torch.tensor([0.2, 0.3, 0.5]))
+    assert clf.logits(torch.rand(5, 4)).shape == (5, 3)
+    with pytest.raises(bg.BoundgeoError, match="look like probabilities"):
+        bg.Classifier(clf.model).logits(torch.rand(5, 4))
+
+
+def test_nan_logits_raise_a_boundgeo_error():
+    model = nn.Linear(4, 3).eval()
+    with torch.no_grad():
+        model.weight[1, 0] = float("nan")
+    clf = bg.Classifier(model, bounds=(-1, 1))
+    with pytest.raises(bg.BoundgeoError, match=r"NaN or Inf outputs for 4 of 4"):
+        bg.deepfool(clf, torch.rand(4, 4))  # an AssertionError in DeepFool before
+    with pytest.raises(bg.BoundgeoError, match="NaN or Inf outputs"):
+        clf.predict(torch.rand(4, 4))
+
+
+# ------------------------------------------------------------------ settings
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"bounds": "ab"}, r"bounds must be \(low, high\) with low < high, got 'ab'"),
+        ({"bounds": ("a", 1.0)}, r"bounds\[0\] \(low\) must be a finite real number, got 'a'"),
+        ({"bounds": (0.0, float("inf"))}, "bounds.*finite"),
+        ({"bounds": (0.0, 1.0, 2.0)}, "bounds must be"),
+        ({"bounds": 1.0}, "bounds must be"),
+        ({"mean": "abc"}, "mean must be a number"),
+        ({"num_classes": 2.5}, "num_classes must be a whole number"),
+        ({"device": "bogus"}, "device 'bogus' is not a torch device"),
+        ({"device": "mps"}, "not available"),
+    ],
+)
+def test_bad_classifier_settings_raise(kwargs, match):
+    with pytest.raises(bg.BoundgeoError, match=match):
+        bg.Classifier(_cnn(), **kwargs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_unavailable_cuda_is_refused():
+    with pytest.raises(bg.BoundgeoError, match="CUDA is not available"):
+        bg.Classifier(_cnn(), device="cuda")
+
+
+@pytest.mark.parametrize("batch_size", [0, 2.5, "8"])
+def test_bad_batch_size_raises(batch_size):
+    with pytest.raises(bg.BoundgeoError, match="batch_size"):
+        bg.Classifier(_cnn()).predict(torch.rand(2, 3, 6, 6), batch_size=batch_size)
+
+
+# ------------------------------------------------------------------ as_classifier
+def test_as_classifier_wraps_a_module_with_a_warning():
+    from boundgeo.classifier import as_classifier
+
+    clf = bg.Classifier(_cnn())
+    assert as_classifier(clf) is clf
+    with pytest.warns(UserWarning, match=r"assumes bounds \(0, 1\) and no normalisation"):
+        wrapped = as_classifier(_cnn())
+    assert isinstance(wrapped, bg.Classifier) and wrapped.bounds == (0.0, 1.0) and wrapped.mean is None
+    with pytest.raises(bg.BoundgeoError, match="clf must be a boundgeo.Classifier or a torch.nn.Module, got str"):
+        as_classifier("model")
