@@ -18,6 +18,7 @@ from .categories import Category, RobustnessProfile, categorize, robustness_prof
 from .classifier import Classifier
 from .curvature import Curvature, boundary_curvature
 from .datasets import load_dataset
+from .io import load_weights
 from .spectrum import Spectrum, spectrum
 from .subspace import SubspaceFooling, subspace_fooling
 from .universal import (
@@ -44,6 +45,8 @@ __all__ = [
     "Curvature",
     "boundary_curvature",
     "load_dataset",
+    "ImageFolder",
+    "load_weights",
     "Spectrum",
     "spectrum",
     "SubspaceFooling",
@@ -57,3 +60,12 @@ __all__ = [
     "toys",
     "zoo",
 ]
+
+
+def __getattr__(name: str):
+    # ImageFolder subclasses torchvision's DatasetFolder: import torchvision only when asked for
+    if name == "ImageFolder":
+        from .io.images import ImageFolder
+
+        return ImageFolder
+    raise AttributeError(f"module 'boundgeo' has no attribute {name!r}")
