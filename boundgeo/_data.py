@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data._utils.collate import default_collate, default_convert
 
 from ._errors import BoundgeoError
 
@@ -25,16 +26,50 @@ def _as_tensor(value, what: str) -> torch.Tensor:
     raise BoundgeoError(f"{what} must be a tensor or numpy array, got {type(value).__name__}")
 
 
+def _as_inputs(value, what: str = "inputs") -> torch.Tensor:
+    x = _as_tensor(value, what)
+    if x.is_complex():
+        raise BoundgeoError(f"{what} must be real, got dtype {x.dtype}")
+    return x
+
+
+def _as_labels(value, what: str = "labels") -> torch.Tensor:
+    """Class indices as int64. Integer (or bool) labels, and float labels whose values are
+    all whole numbers (``1.0``), are taken; ``1.5``, NaN, complex and negative labels are an
+    error rather than truncated."""
+    y = _as_tensor(value, what)
+    if y.is_complex():
+        raise BoundgeoError(f"{what} must be class indices, got dtype {y.dtype}")
+    if y.is_floating_point():
+        bad = ~torch.isfinite(y) | (y != torch.round(y))
+        if bool(bad.any()):
+            raise BoundgeoError(
+                f"{what} must be whole class indices, got {y.dtype} values such as "
+                f"{y[bad].flatten()[:3].tolist()}"
+            )
+    y = y.long()
+    if y.numel() and bool((y < 0).any()):
+        raise BoundgeoError(f"{what} must be class indices >= 0, got {int(y.min())}")
+    return y
+
+
+def _shape_text(shape) -> str:
+    return "x".join(map(str, shape)) or "scalar"
+
+
 class Source:
     """Random access to inputs (and labels, when known) of any supported data form."""
 
     def __init__(self, x=None, y=None, dataset: Dataset | None = None) -> None:
         self._x, self._y, self._dataset = x, y, dataset
+        self._first = None  # (position, shape) of the first dataset item read: all must match it
         if x is not None:
             if x.dim() < 2 or x.shape[0] == 0:
                 raise BoundgeoError(
                     f"inputs must be a non-empty batch of shape (n, ...), got {tuple(x.shape)}"
                 )
+            if x.is_complex():
+                raise BoundgeoError(f"inputs must be real, got dtype {x.dtype}")
             if y is not None and (y.dim() != 1 or y.shape[0] != x.shape[0]):
                 raise BoundgeoError(
                     f"labels of shape {tuple(y.shape)} do not match inputs of shape "
@@ -53,6 +88,13 @@ class Source:
         item = self._dataset[0]
         return isinstance(item, (tuple, list)) and len(item) >= 2
 
+    def _name(self, i: int) -> str:
+        samples = getattr(self._dataset, "samples", None)  # torchvision's folder datasets
+        if isinstance(samples, Sequence) and 0 <= i < len(samples):
+            entry = samples[i]
+            return f"item {i} ({entry[0] if isinstance(entry, (tuple, list)) else entry})"
+        return f"item {i}"
+
     def get(self, indices) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Inputs (and labels or None) at ``indices`` (a 1-D LongTensor or sequence)."""
         indices = torch.as_tensor(indices, dtype=torch.long)
@@ -65,40 +107,78 @@ class Source:
         for i in indices.tolist():
             item = self._dataset[i]
             if isinstance(item, (tuple, list)):
-                xs.append(_as_tensor(item[0], "dataset inputs"))
+                x_i = _as_inputs(item[0], f"dataset inputs ({self._name(i)})")
                 ys.append(_as_tensor(item[1], "dataset labels") if len(item) >= 2 else None)
             else:
-                xs.append(_as_tensor(item, "dataset inputs"))
+                x_i = _as_inputs(item, f"dataset inputs ({self._name(i)})")
                 ys.append(None)
+            if self._first is None:
+                self._first = (i, tuple(x_i.shape))
+            elif tuple(x_i.shape) != self._first[1]:
+                raise BoundgeoError(
+                    f"dataset items differ in shape: {self._name(self._first[0])} is "
+                    f"{_shape_text(self._first[1])} and {self._name(i)} is "
+                    f"{_shape_text(x_i.shape)}; give every item one shape (for image folders: "
+                    f"size=(H, W) or crop=)"
+                )
+            xs.append(x_i)
         x = torch.stack(xs)
-        y = None if any(v is None for v in ys) else torch.stack(ys).long().reshape(-1)
+        y = None if any(v is None for v in ys) else _as_labels(torch.stack(ys), "dataset labels").reshape(-1)
         return x, y
 
     def all(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.get(torch.arange(len(self)))
 
 
+def _materialise(loader: DataLoader) -> Source:
+    """One pass over ``loader`` as given (its sampler, collate_fn and transforms), in memory;
+    each thing it yields is a batch: inputs, or (inputs, labels, ...)."""
+    xs, ys = [], []
+    for batch in loader:
+        if isinstance(batch, (tuple, list)) and batch:
+            xs.append(_as_inputs(batch[0]))
+            ys.append(_as_tensor(batch[1], "labels") if len(batch) > 1 else None)
+        elif isinstance(batch, (torch.Tensor, np.ndarray)):
+            xs.append(_as_inputs(batch))
+            ys.append(None)
+        else:
+            raise BoundgeoError(
+                f"the DataLoader must yield input tensors or (inputs, labels) pairs, got a "
+                f"{type(batch).__name__}"
+            )
+        if xs[-1].shape[1:] != xs[0].shape[1:]:
+            raise BoundgeoError(
+                f"the DataLoader's batches differ in shape: {tuple(xs[0].shape)} and "
+                f"{tuple(xs[-1].shape)}"
+            )
+    if not xs:
+        raise BoundgeoError("the DataLoader yielded no batches")
+    y = None if any(v is None for v in ys) else _as_labels(torch.cat([v.reshape(-1) for v in ys]))
+    return Source(torch.cat(xs), y)
+
+
 def as_source(data) -> Source:
-    """Wrap ``data`` (tensor, ndarray, (x, y), Dataset or DataLoader) for indexed access."""
+    """Wrap ``data`` (tensor, ndarray, (x, y), Dataset or DataLoader) for indexed access.
+
+    A DataLoader over a map-style Dataset with the default ``collate_fn`` is read through its
+    ``dataset`` by index (its sampler and batching are not used: position ``i`` is item ``i``
+    of the dataset), so nothing is held in memory that is not asked for. A DataLoader over an
+    IterableDataset, or with a ``collate_fn`` of its own (which may transform the inputs), is
+    iterated once as given and held in memory; positions then count in that pass's order.
+
+    Labels are class indices: integer, bool, or float with whole values (``3.0``); non-integral
+    floats, NaN, complex and negative labels raise a BoundgeoError, as do complex inputs and
+    dataset items of differing shapes.
+    """
     if isinstance(data, (torch.Tensor, np.ndarray)):
-        return Source(_as_tensor(data, "inputs"))
+        return Source(_as_inputs(data))
     if isinstance(data, Sequence) and not isinstance(data, str) and len(data) == 2:
         x, y = data
-        return Source(_as_tensor(x, "inputs"), _as_tensor(y, "labels").long())
+        return Source(_as_inputs(x), _as_labels(y))
     if isinstance(data, DataLoader):
-        if isinstance(data.dataset, IterableDataset):
-            xs, ys = [], []
-            for batch in data:
-                if isinstance(batch, (tuple, list)):
-                    xs.append(_as_tensor(batch[0], "inputs"))
-                    ys.append(_as_tensor(batch[1], "labels") if len(batch) > 1 else None)
-                else:
-                    xs.append(_as_tensor(batch, "inputs"))
-                    ys.append(None)
-            if not xs:
-                raise BoundgeoError("the DataLoader yielded no batches")
-            y = None if any(v is None for v in ys) else torch.cat(ys).long()
-            return Source(torch.cat(xs), y)
+        own_collate = data.collate_fn not in (default_collate, default_convert)
+        if isinstance(data.dataset, IterableDataset) or own_collate:
+            return _materialise(data)
         return as_source(data.dataset)
     if isinstance(data, Dataset) and hasattr(data, "__len__"):
         return Source(dataset=data)

@@ -7,6 +7,7 @@ import torch
 
 import boundgeo as bg
 from boundgeo._data import as_source, as_tensors
+from boundgeo.datasets import IDX_TYPES
 
 from .conftest import MNIST_DIR, requires_mnist
 
@@ -41,7 +42,7 @@ def _write_idx(path, array, code=0x08):
     header = bytes([0, 0, code, array.ndim]) + b"".join(
         int(s).to_bytes(4, "big") for s in array.shape
     )
-    data = header + array.astype(">u1").tobytes()
+    data = header + array.astype(IDX_TYPES[code]).tobytes()
     path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
 
 
@@ -73,6 +74,58 @@ def test_bad_idx_is_refused(tmp_path):
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01" + (3).to_bytes(4, "big"))
     with pytest.raises(bg.BoundgeoError, match="IDX"):
         bg.load_dataset("mnist", root=tmp_path)
+
+
+def _mnist_files(root, images, labels, image_code=0x08, label_code=0x08):
+    _write_idx(root / "t10k-images-idx3-ubyte.gz", images, image_code)
+    _write_idx(root / "t10k-labels-idx1-ubyte.gz", labels, label_code)
+
+
+def test_mnist_images_must_be_bytes_and_labels_integers_0_to_9(tmp_path):
+    good_images, good_labels = np.zeros((3, 28, 28)), np.array([0, 9, 4])
+    floats = good_images.copy()
+    floats[0, 0, 0], floats[1, 0, 0] = np.nan, 300.0  # both came through as pixel values
+    _mnist_files(tmp_path, floats, good_labels, image_code=0x0D)
+    with pytest.raises(bg.BoundgeoError, match=r"t10k-images.*unsigned bytes .*got >f4"):
+        bg.load_dataset("mnist", root=tmp_path)
+    _mnist_files(tmp_path, good_images, np.array([0.0, 9.7, 4.2]), label_code=0x0D)
+    with pytest.raises(bg.BoundgeoError, match=r"t10k-labels.*labels must be integers"):
+        bg.load_dataset("mnist", root=tmp_path)
+    _mnist_files(tmp_path, good_images, np.array([0, 12, 4]))
+    with pytest.raises(bg.BoundgeoError, match=r"t10k-labels.*0\.\.9, found 0\.\.12"):
+        bg.load_dataset("mnist", root=tmp_path)
+    _mnist_files(tmp_path, good_images, good_labels, label_code=0x0C)  # int32 labels are fine
+    assert bg.load_dataset("mnist", root=tmp_path)[1].tolist() == [0, 9, 4]
+
+
+def test_corrupt_gzip_and_idx_headers_name_the_file(tmp_path):
+    labels = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    _write_idx(labels, np.arange(3))
+    images = tmp_path / "t10k-images-idx3-ubyte.gz"
+    whole = gzip.compress(bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in (2, 4, 4)) + bytes(32))
+    cases = {
+        "truncated gzip": (whole[:-12], "corrupt or truncated gzip"),
+        "corrupt gzip": (whole[:10] + b"\x00garbage" * 4, "corrupt or truncated gzip"),
+        # 2**31 cubed wraps to 0 in numpy's int64: the empty data then "matched" the header
+        "overflowing dims": (gzip.compress(bytes([0, 0, 8, 3]) + (2**31).to_bytes(4, "big") * 3),
+                             r"header says \(2147483648, 2147483648, 2147483648\)"),
+        "header cut short": (gzip.compress(bytes([0, 0, 8, 3]) + (2).to_bytes(4, "big")), "cut short"),
+        "ragged float data": (gzip.compress(bytes([0, 0, 0x0D, 1]) + (2).to_bytes(4, "big") + bytes(7)),
+                              "holds 7 bytes"),
+    }
+    for name, (content, message) in cases.items():
+        images.write_bytes(content)
+        with pytest.raises(bg.BoundgeoError, match=rf"t10k-images-idx3-ubyte\.gz.*{message}|{message}.*t10k-images"):
+            bg.load_dataset("mnist", root=tmp_path)
+
+
+def test_cifar10_batch_labels_must_be_0_to_9(tmp_path):
+    batch = _cifar_batch(tmp_path / "test_batch", 3, 0)
+    batch[b"labels"] = [0, 10, 3]
+    with open(tmp_path / "test_batch", "wb") as handle:
+        pickle.dump(batch, handle, protocol=2)
+    with pytest.raises(bg.BoundgeoError, match=r"test_batch: labels must be in 0\.\.9, found 0\.\.10"):
+        bg.load_dataset("cifar10", root=tmp_path)
 
 
 def _cifar_batch(path, n, seed):

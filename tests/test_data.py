@@ -1,0 +1,115 @@
+"""The data forms behind every analysis (boundgeo._data): loaders, labels, ragged and complex items."""
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
+
+import boundgeo as bg
+from boundgeo._data import as_source, as_tensors
+
+
+def _doubled(batch):
+    x = torch.stack([item[0] for item in batch])
+    return 2 * x, torch.stack([item[1] for item in batch])
+
+
+def test_a_loader_with_its_own_collate_fn_is_read_as_it_yields():
+    x = torch.rand(7, 1, 3, 3)
+    y = torch.arange(7) % 3
+    loader = DataLoader(TensorDataset(x, y), batch_size=3, collate_fn=_doubled)
+    xs, ys = as_tensors(loader)
+    torch.testing.assert_close(xs, 2 * x)  # the loader's transform is kept
+    assert torch.equal(ys, y)
+    # the default collate_fn still reads the dataset by index (sampler and batching unused)
+    shuffled = DataLoader(TensorDataset(x, y), batch_size=3, shuffle=True)
+    xs, ys = as_source(shuffled).get([4, 0])
+    assert torch.equal(xs, x[[4, 0]]) and torch.equal(ys, y[[4, 0]])
+
+
+def test_loader_batches_must_be_tensors_or_pairs():
+    data = [{"pixel_values": torch.rand(2)} for _ in range(3)]
+    loader = DataLoader(data, batch_size=2, collate_fn=lambda b: {"pixel_values": torch.stack([d["pixel_values"] for d in b])})
+    with pytest.raises(bg.BoundgeoError, match="must yield input tensors or .* got a dict"):
+        as_tensors(loader)
+
+
+@pytest.mark.parametrize("labels", [torch.tensor([0.0, 1.5, 2.0]), np.array([0.0, np.nan, 1.0]),
+                                    torch.tensor([0.0, float("inf"), 1.0])])
+def test_non_integral_float_labels_are_refused_not_truncated(labels):
+    x = torch.rand(3, 2)
+    with pytest.raises(bg.BoundgeoError, match="whole class indices"):
+        as_source((x, labels))
+    dataset = [(x[i], float(labels[i])) for i in range(3)]
+    with pytest.raises(bg.BoundgeoError, match="whole class indices"):
+        as_source(_ListDataset(dataset)).all()
+    loader = DataLoader(TensorDataset(x, torch.as_tensor(labels)), batch_size=2, collate_fn=_pairs)
+    with pytest.raises(bg.BoundgeoError, match="whole class indices"):
+        as_tensors(loader)
+
+
+def _pairs(batch):
+    return torch.stack([b[0] for b in batch]), torch.stack([b[1] for b in batch])
+
+
+class _ListDataset(Dataset):
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def test_whole_float_and_bool_labels_are_class_indices():
+    x = torch.rand(3, 2)
+    _, y = as_tensors((x, torch.tensor([2.0, 0.0, 1.0])))
+    assert y.dtype == torch.int64 and y.tolist() == [2, 0, 1]
+    _, y = as_tensors((x, np.array([True, False, True])))
+    assert y.tolist() == [1, 0, 1]
+
+
+def test_negative_and_complex_labels_are_refused():
+    x = torch.rand(3, 2)
+    with pytest.raises(bg.BoundgeoError, match=">= 0, got -1"):
+        as_source((x, torch.tensor([0, -1, 2])))
+    with pytest.raises(bg.BoundgeoError, match=">= 0, got -1"):
+        as_source(_ListDataset([(x[i], i - 1) for i in range(3)])).all()
+    with pytest.raises(bg.BoundgeoError, match="class indices, got dtype torch.complex64"):
+        as_source((x, torch.zeros(3, dtype=torch.complex64)))
+
+
+def test_complex_inputs_are_refused():
+    z = torch.rand(3, 2, dtype=torch.complex64)
+    for data in (z, z.numpy(), (z, torch.arange(3))):
+        with pytest.raises(bg.BoundgeoError, match="must be real, got dtype"):
+            as_source(data)
+    with pytest.raises(bg.BoundgeoError, match=r"item 0\) must be real"):
+        as_source(_ListDataset([(z[i], 0) for i in range(3)])).all()
+    loader = DataLoader(TensorDataset(z), batch_size=2, collate_fn=lambda b: torch.stack([i[0] for i in b]))
+    with pytest.raises(bg.BoundgeoError, match="must be real"):
+        as_tensors(loader)
+
+
+def test_ragged_dataset_items_are_named():
+    items = [(torch.rand(1, 4, 4), 0), (torch.rand(1, 4, 4), 1), (torch.rand(1, 5, 4), 0)]
+    source = as_source(_ListDataset(items))
+    assert source.get([0, 1])[0].shape == (2, 1, 4, 4)
+    with pytest.raises(bg.BoundgeoError, match=r"item 0 is 1x4x4 and item 2 is 1x5x4"):
+        source.get([2])  # a later call with one item: compared with the first item read
+    with pytest.raises(bg.BoundgeoError, match=r"item 0 is 1x4x4 and item 2 is 1x5x4"):
+        as_tensors(_ListDataset(items))
+
+
+class _Stream(IterableDataset):
+    def __iter__(self):
+        yield torch.rand(2, 3), torch.tensor([0, 1])
+        yield torch.rand(2, 4), torch.tensor([1, 0])
+
+
+def test_ragged_loader_batches_are_refused():
+    loader = DataLoader(_Stream(), batch_size=None)
+    with pytest.raises(bg.BoundgeoError, match=r"batches differ in shape: \(2, 3\) and \(2, 4\)"):
+        as_tensors(loader)
