@@ -16,6 +16,12 @@ from torch.utils.data._utils.collate import default_collate, default_convert
 from ._errors import BoundgeoError
 
 
+# datasets are read by index; materialising one whole (as_tensors) stops beyond this size,
+# so that e.g. 50,000 ImageNet images (30 GiB as float32) are refused rather than decoded
+MATERIALISE_MAX_BYTES = 8 * 2**30
+CHUNK = 1024  # dataset items decoded per step of Source.all
+
+
 def _as_tensor(value, what: str) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value
@@ -127,7 +133,33 @@ class Source:
         return x, y
 
     def all(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return self.get(torch.arange(len(self)))
+        """Every input (and label) in memory. A dataset is read in chunks into one tensor, after
+        checking from its first item that the whole fits in ``MATERIALISE_MAX_BYTES``."""
+        total = len(self)
+        if self._x is not None:
+            return self.get(torch.arange(total))
+        first, _ = self.get([0])
+        need = total * first[0].numel() * first.element_size()
+        if need > MATERIALISE_MAX_BYTES:
+            raise BoundgeoError(
+                f"this needs all {total} dataset items in memory: {need / 2**30:.1f} GiB of "
+                f"{first.dtype} inputs of shape {tuple(first.shape[1:])}, more than "
+                f"{MATERIALISE_MAX_BYTES / 2**30:.0f} GiB; pass a subset "
+                f"(torch.utils.data.Subset(data, indices)) or smaller inputs"
+            )
+        x = torch.empty((total, *first.shape[1:]), dtype=first.dtype)
+        ys = []
+        for start in range(0, total, CHUNK):
+            x_part, y_part = self.get(torch.arange(start, min(start + CHUNK, total)))
+            if x_part.dtype != x.dtype:
+                raise BoundgeoError(
+                    f"dataset items differ in dtype: {self._name(0)} is {x.dtype} and the items "
+                    f"from {start} on are {x_part.dtype}"
+                )
+            x[start : start + len(x_part)] = x_part
+            ys.append(y_part)
+        y = None if any(v is None for v in ys) else torch.cat(ys)
+        return x, y
 
 
 def _materialise(loader: DataLoader) -> Source:

@@ -113,3 +113,35 @@ def test_ragged_loader_batches_are_refused():
     loader = DataLoader(_Stream(), batch_size=None)
     with pytest.raises(bg.BoundgeoError, match=r"batches differ in shape: \(2, 3\) and \(2, 4\)"):
         as_tensors(loader)
+
+
+class _Huge(Dataset):
+    """50,000 ImageNet-size items, made on access (and counted)."""
+
+    def __init__(self):
+        self.reads = 0
+
+    def __len__(self):
+        return 50_000
+
+    def __getitem__(self, i):
+        self.reads += 1
+        if self.reads > 10:  # a regression fails here instead of filling the memory
+            raise AssertionError("the whole dataset is being read")
+        return torch.zeros(3, 224, 224), 0
+
+
+def test_materialising_a_huge_dataset_is_refused_before_reading_it():
+    data = _Huge()
+    source = as_source(data)
+    assert source.get([5, 49_999])[0].shape == (2, 3, 224, 224)  # by index: fine
+    with pytest.raises(bg.BoundgeoError, match=r"all 50000 dataset items in memory: 28\.0 GiB.*Subset"):
+        as_tensors(data)
+    assert data.reads <= 4
+
+
+def test_materialising_reads_in_chunks_and_keeps_order():
+    x = torch.rand(2500, 3)
+    y = torch.arange(2500) % 7
+    xs, ys = as_tensors(_ListDataset(list(zip(x, y))))
+    assert torch.equal(xs, x) and torch.equal(ys, y)
