@@ -104,8 +104,8 @@ def test_size_and_crop(tmp_path):
         assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
     with pytest.raises(bg.BoundgeoError, match=r"tall\.png is 30x10.*smaller than crop=20"):
         bg.ImageFolder(root, crop=20)[1]
-    for bad in ({"size": 0}, {"size": (3, 4, 5)}, {"crop": 2.5}, {"size": "big"}):
-        with pytest.raises(bg.BoundgeoError, match="size|crop"):
+    for bad in ({"size": 0}, {"size": (3, 4, 5)}, {"crop": 2.5}, {"size": "big"}, {"grayscale": "yes"}):
+        with pytest.raises(bg.BoundgeoError, match="size|crop|grayscale"):
             bg.ImageFolder(root, **bad)
 
 

@@ -112,7 +112,9 @@ class ImageFolder(DatasetFolder):
             raise BoundgeoError(f"image folder {path} is not a directory")
         self.size = _pair(size, "size")
         self.crop = _pair(crop, "crop")
-        self.grayscale = bool(grayscale)
+        if not isinstance(grayscale, bool):
+            raise BoundgeoError(f"grayscale must be True or False, got {grayscale!r}")
+        self.grayscale = grayscale
         self.ignored: list[str] = []
         super().__init__(
             str(path),
@@ -222,8 +224,8 @@ def stack_images(
         raise BoundgeoError(
             f"{total} images of shape {shape} take {need / 2**30:.2f} GiB as float32, more than "
             f"max_bytes={max_bytes} ({max_bytes / 2**30:.2f} GiB); use bg.ImageFolder(root, ...) "
-            f"for lazy access (every boundgeo function accepts it as data), pass size=/crop= "
-            f"for smaller images, or raise max_bytes="
+            f"for lazy access (pass it as data: it is read by index), pass size=/crop= for "
+            f"smaller images, or raise max_bytes="
         )
     x = torch.empty((total, *shape), dtype=torch.float32)
     y = torch.empty(total, dtype=torch.int64)

@@ -112,9 +112,10 @@ def _read(path: Path):
     except pickle.UnpicklingError as exc:
         detail = _refusal_detail(str(exc))
         raise BoundgeoError(
-            f"{path} holds code or objects beyond tensors (a pickled model or other Python "
-            f"objects{detail}), which torch.load(weights_only=True) refuses: it was NOT loaded. "
-            f"Save and load the state_dict instead (torch.save(model.state_dict(), path))"
+            f"{path} holds code or objects beyond tensors (a pickled model, other Python "
+            f"objects, or pickle instructions that torch's safe loader does not run{detail}); "
+            f"torch.load(weights_only=True) refused it and it was NOT loaded. Save the "
+            f"state_dict instead (torch.save(model.state_dict(), path))"
         ) from None
     except Exception as exc:  # garbage makes torch's reader fail in any of a dozen ways
         raise BoundgeoError(
