@@ -105,10 +105,12 @@ def load_dataset(
     root = Path(root) if root is not None else Path("data") / name
     if name == "cifar10":
         return _cifar10(root, split, max_bytes=max_bytes, num_workers=num_workers)
-    if split == "all":
-        parts = [_mnist(root, s) for s in ("train", "test")]
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-    return _mnist(root, split)
+    return _train_and_test(_mnist, root) if split == "all" else _mnist(root, split)
+
+
+def _train_and_test(read, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    parts = [read(root, s) for s in ("train", "test")]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
 # ---------------------------------------------------------------------------- digits
@@ -260,10 +262,7 @@ def _cifar10(root: Path, split: str, **folder_options) -> tuple[torch.Tensor, to
     batches = ["test_batch"] + [f"data_batch_{i}" for i in range(1, 6)]
     if root.is_dir() and not any((root / n).exists() for n in batches) and _has_subfolders(root):
         return _cifar10_folder(root, split, **folder_options)
-    if split == "all":
-        parts = [_cifar10_batches(root, s) for s in ("train", "test")]
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-    return _cifar10_batches(root, split)
+    return _train_and_test(_cifar10_batches, root) if split == "all" else _cifar10_batches(root, split)
 
 
 def _has_subfolders(root: Path) -> bool:

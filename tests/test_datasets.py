@@ -151,6 +151,8 @@ def test_cifar10_reads_python_batches(tmp_path):
         _cifar_batch(tmp_path / f"data_batch_{i}", 3, i)
     x_tr, _ = bg.load_dataset("cifar10", root=tmp_path, split="train")
     assert x_tr.shape == (15, 3, 32, 32)
+    x_all, y_all = bg.load_dataset("cifar10", root=tmp_path, split="all")
+    assert torch.equal(x_all[:15], x_tr) and y_all[15:].tolist() == batch[b"labels"]
 
 
 class _Exploit:
