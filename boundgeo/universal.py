@@ -23,16 +23,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ._checks import check_choice, check_count, check_real, check_seed
 from ._data import as_positions, as_tensors
 from ._errors import BoundgeoError
-from ._perturb import check_norm, fooled, project_rows, scale_to_norm
+from ._perturb import check_norm, fooled, project_rows, row_sizes, scale_to_norm
 from ._results import Result
 from .boundary import BoundaryPoints, deepfool
-from .classifier import Classifier
+from .classifier import Classifier, as_classifier
 
 METHODS = ("deepfool", "batched", "sgd")
 
@@ -44,20 +44,27 @@ def project(v: torch.Tensor, xi: float, norm: str) -> torch.Tensor:
     ℓ2: v · min(1, ξ/‖v‖₂); ℓ∞: clip(v, −ξ, ξ). Exact, idempotent, and the identity inside.
     """
     check_norm(norm)
+    xi = check_real(xi, "xi", low=0, low_open=True)
     return project_rows(v[None], xi, norm)[0]
 
 
 def _norm_of(v: torch.Tensor, norm: str) -> float:
-    return float(v.norm()) if norm == "l2" else float(v.abs().max())
+    return float(row_sizes(v.reshape(1, -1), norm)[0])
 
 
 def fooling_rate(clf: Classifier, x, v, *, batch_size: int = 512) -> float:
     """Share of inputs whose predicted class changes once ``v`` is added (then clipped to bounds).
 
     Args:
-        clf: the classifier.
+        clf: the classifier (a bare ``nn.Module`` is wrapped with a warning).
         x: inputs (n, *S) or any data form (labels are ignored).
-        v: one perturbation of shape S (or a :class:`UniversalPerturbation`).
+        v: one perturbation shared by all inputs, of shape S (or a
+            :class:`UniversalPerturbation`), or one perturbation per input, of shape (n, *S),
+            for example ``deepfool(clf, x).perturbation``; row i is added to input i.
+        batch_size: inputs per forward pass.
+
+    Shape:
+        x: (n, *S); v: (*S) or (n, *S) → a float in [0, 1].
 
     Example:
         >>> import torch, boundgeo as bg
@@ -65,6 +72,8 @@ def fooling_rate(clf: Classifier, x, v, *, batch_size: int = 512) -> float:
         >>> bg.fooling_rate(clf, torch.zeros(4, 2), torch.zeros(2))
         0.0
     """
+    clf = as_classifier(clf)
+    batch_size = check_count(batch_size, "batch_size")
     inputs, _ = as_tensors(x)
     inputs = clf.check_inputs(inputs)
     v = _as_perturbation(v, inputs)
@@ -73,17 +82,22 @@ def fooling_rate(clf: Classifier, x, v, *, batch_size: int = 512) -> float:
 
 
 def _as_perturbation(v, inputs: torch.Tensor, name: str = "perturbation") -> torch.Tensor:
-    """``v`` (a tensor, array or :class:`UniversalPerturbation`) checked against the inputs: the
-    shape of one input, finite, on their device and dtype."""
+    """``v`` (a tensor, array or :class:`UniversalPerturbation`) checked against the inputs (n, *S):
+    of shape S (one for all inputs) or (n, *S) (one per input), finite, on their device and dtype."""
     if isinstance(v, UniversalPerturbation):
         v = v.perturbation
-    v = torch.as_tensor(v).to(inputs.device, inputs.dtype)
-    if tuple(v.shape) != tuple(inputs.shape[1:]):
+    try:
+        v = torch.as_tensor(v).to(inputs.device, inputs.dtype)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise BoundgeoError(f"{name} must be a tensor or array, got {type(v).__name__}") from exc
+    shared, per_input = tuple(inputs.shape[1:]), tuple(inputs.shape)
+    if tuple(v.shape) not in (shared, per_input):
         raise BoundgeoError(
-            f"{name} of shape {tuple(v.shape)} does not match inputs of shape {tuple(inputs.shape)}"
+            f"{name} of shape {tuple(v.shape)} fits inputs of shape {per_input} neither as one "
+            f"perturbation for all of them, shape {shared}, nor as one per input, shape {per_input}"
         )
     if not torch.isfinite(v).all():
-        raise BoundgeoError(f"{name} contains NaN or Inf")
+        raise BoundgeoError(f"{name} of shape {tuple(v.shape)} contains NaN or Inf")
     return v
 
 
@@ -125,23 +139,38 @@ class UniversalPerturbation(Result):
 
 
 # ============================================================================== methods
-def _check(xi, delta, method, norm, max_passes) -> None:
-    check_norm(norm)
-    if method not in METHODS:
-        raise BoundgeoError(f"method must be one of {METHODS}, got {method!r}")
-    if not (_is_number(xi) and np.isfinite(float(xi)) and float(xi) > 0):
-        raise BoundgeoError(f"xi must be a positive number, got {xi!r}")
-    if not (_is_number(delta) and 0 < float(delta) < 1):
-        raise BoundgeoError(f"delta must be in (0, 1), got {delta!r}")
-    if int(max_passes) != max_passes or max_passes < 1:
-        raise BoundgeoError(f"max_passes must be an integer >= 1, got {max_passes!r}")
+def _check(settings: dict[str, Any]) -> dict[str, Any]:
+    """Every setting of :func:`universal_perturbation`, validated and in its canonical type."""
+    out = dict(settings)
+    out["norm"] = check_norm(settings["norm"])
+    out["method"] = check_choice(settings["method"], "method", METHODS)
+    out["xi"] = check_real(settings["xi"], "xi", low=0, low_open=True)
+    out["delta"] = check_real(settings["delta"], "delta", low=0, high=1, low_open=True, high_open=True)
+    out["overshoot"] = check_real(settings["overshoot"], "overshoot", low=0)
+    out["loss_clip"] = check_real(settings["loss_clip"], "loss_clip", low=0, low_open=True)
+    if settings["step_size"] is not None:
+        out["step_size"] = check_real(settings["step_size"], "step_size", low=0, low_open=True)
+    for name in ("max_passes", "batch_size", "max_iter"):
+        out[name] = check_count(settings[name], name)
+    if settings["candidates"] is not None:
+        out["candidates"] = check_count(settings["candidates"], "candidates", minimum=2)
+    out["seed"] = check_seed(settings["seed"])
+    for name in ("progress", "keep_best"):
+        check_choice(settings[name], name, (True, False))
+    return out
 
 
-def _is_number(value) -> bool:
-    """A Python, numpy or 0-d torch real number (e.g. ``3 * pts.margin.median()``)."""
-    if isinstance(value, torch.Tensor):
-        return value.dim() == 0 and (value.is_floating_point() or value.dtype in (torch.int32, torch.int64))
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+def _check_ball(v: torch.Tensor, xi: float, norm: str, method: str, when: str) -> float:
+    """‖v‖ after a pass, checked: finite and inside the ball (to float rounding). A NaN or an
+    escaped v would otherwise be reported with a plausible fooling rate."""
+    size = _norm_of(v, norm)
+    if not bool(torch.isfinite(v).all()) or not size <= xi * (1 + 1e-6):
+        raise BoundgeoError(
+            f"universal_perturbation(method={method!r}, norm={norm!r}, xi={xi:g}) produced a "
+            f"perturbation with {norm} norm {size!r} {when}: not finite or outside the ball "
+            f"‖v‖ ≤ xi; this is a bug, please report it with the settings"
+        )
+    return size
 
 
 def _check_orders(orders, n: int, max_passes: int) -> list[torch.Tensor]:
@@ -295,8 +324,14 @@ def universal_perturbation(
     Shape:
         data: (n, *S) → perturbation: (*S).
     """
-    _check(xi, delta, method, norm, max_passes)
-    xi, delta = float(xi), float(delta)
+    clf = as_classifier(clf)
+    checked = _check(dict(xi=xi, delta=delta, method=method, norm=norm, max_passes=max_passes,
+                          overshoot=overshoot, seed=seed, progress=progress, batch_size=batch_size,
+                          max_iter=max_iter, candidates=candidates, step_size=step_size,
+                          loss_clip=loss_clip, keep_best=keep_best))
+    xi, delta, overshoot, loss_clip = (checked[k] for k in ("xi", "delta", "overshoot", "loss_clip"))
+    max_passes, batch_size, max_iter, candidates, seed = (
+        checked[k] for k in ("max_passes", "batch_size", "max_iter", "candidates", "seed"))
     x, _ = as_tensors(data)
     x = clf.check_inputs(x)  # on the model's device; never written to, so the caller's data stays as it is
     n = x.shape[0]
@@ -304,7 +339,7 @@ def universal_perturbation(
     clean = clf.predict(x)
     generator = torch.Generator().manual_seed(seed)
     df_kwargs = dict(overshoot=overshoot, max_iter=max_iter, candidates=candidates)
-    step = float(step_size) if step_size is not None else xi / 10
+    step = checked["step_size"] if step_size is not None else xi / 10
     v = torch.zeros(x.shape[1:], dtype=x.dtype, device=x.device)
     counter = _Counter()
     history: list[dict[str, Any]] = []
@@ -326,11 +361,12 @@ def universal_perturbation(
             v = _pass_batched(clf, x, clean, v, order, xi, norm, df_kwargs, counter, batch_size)
         else:
             v = _pass_sgd(clf, x, clean, v, order, xi, norm, counter, batch_size, step, loss_clip)
+        size = _check_ball(v, xi, norm, method, f"after pass {p}")
         rate = float(fooled(clf, x, clean, v).double().mean())
         history.append({
             "pass": p,
             "fooling_rate": rate,
-            "norm": _norm_of(v, norm),
+            "norm": size,
             "seconds": time.perf_counter() - tick,
             "gradient_evaluations": counter.gradients - gradients_before,
             "updates": counter.updates - updates_before,
@@ -387,15 +423,20 @@ class PerturbedExamples(Result):
 
 
 def perturbed_examples(clf: Classifier, x, v, *, k: int = 8, seed: int = 0) -> PerturbedExamples:
-    """Pick ``k`` inputs (seeded) and record their predictions before and after adding ``v``."""
+    """Pick ``k`` inputs (seeded) and record their predictions before and after adding ``v``.
+
+    Shape:
+        x: (n, *S); v: (*S) shared, or (n, *S) one per input → fields of k = min(k, n) rows.
+    """
+    clf = as_classifier(clf)
+    k = check_count(k, "k")
+    seed = check_seed(seed)
     inputs, _ = as_tensors(x)
     inputs = clf.check_inputs(inputs)
     v = _as_perturbation(v, inputs)
-    if k < 1:
-        raise BoundgeoError(f"k must be >= 1, got {k}")
     pick = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(seed))[:k].to(inputs.device)
     clean = inputs[pick]
-    perturbed = clf.clip(clean + v)
+    perturbed = clf.clip(clean + (v[pick] if v.dim() == inputs.dim() else v))
     return PerturbedExamples(clean=clean.cpu(), perturbed=perturbed.cpu(),
                              before=clf.predict(clean).cpu(), after=clf.predict(perturbed).cpu())
 
@@ -405,9 +446,10 @@ def transfer_matrix(classifiers: Mapping[str, Classifier], perturbations: Mappin
     """Fooling rate of every perturbation on every classifier (the paper's Table 2).
 
     Args:
-        classifiers: name → :class:`Classifier`.
-        perturbations: name → :class:`UniversalPerturbation` or a tensor of the input shape
-            (usually named after the model it was computed on).
+        classifiers: name → :class:`Classifier` (a bare ``nn.Module`` is wrapped with a warning).
+        perturbations: name → :class:`UniversalPerturbation`, a tensor of the input shape S
+            (usually named after the model it was computed on), or one perturbation per input,
+            (n, *S), e.g. the DeepFool perturbations of one model, to see how they transfer.
         x: the inputs to evaluate on.
 
     Returns:
@@ -421,6 +463,7 @@ def transfer_matrix(classifiers: Mapping[str, Classifier], perturbations: Mappin
     inputs, _ = as_tensors(x)
     rows: dict[str, dict[str, float]] = {pname: {} for pname in perturbations}
     for cname, clf in classifiers.items():
+        clf = as_classifier(clf, f"classifiers[{cname!r}]")
         checked = clf.check_inputs(inputs)
         clean = clf.predict(checked)  # once per model, not once per perturbation
         for pname, v in perturbations.items():

@@ -115,8 +115,27 @@ def test_eval_data_save_load_and_transfer(small_net, tmp_path):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(xi=0.0), "xi must be a positive"),
-        (dict(xi=-1.0), "xi must be a positive"),
+        (dict(xi=0.0), r"xi must be in \(0, inf"),
+        (dict(xi=-1.0), r"xi must be in \(0, inf"),
+        (dict(xi=float("inf"), norm="l2"), "xi must be a finite real number"),
+        (dict(xi=1.0, norm="l2", method="sgd", step_size=float("nan")), "step_size must be a finite real number, got nan"),
+        (dict(xi=1.0, norm="l2", method="sgd", step_size=float("inf")), "step_size must be a finite"),
+        (dict(xi=1.0, method="sgd", step_size=0.0), r"step_size must be in \(0, inf"),
+        (dict(xi=1.0, method="sgd", step_size=-0.1), r"step_size must be in \(0, inf"),
+        (dict(xi=1.0, method="sgd", loss_clip=0.0), r"loss_clip must be in \(0, inf"),
+        (dict(xi=1.0, method="sgd", loss_clip=float("nan")), "loss_clip must be a finite"),
+        (dict(xi=1.0, overshoot=float("inf")), "overshoot must be a finite"),
+        (dict(xi=1.0, overshoot=-0.1), r"overshoot must be in \[0, inf"),
+        (dict(xi=1.0, method="batched", batch_size=0), "batch_size must be >= 1, got 0"),
+        (dict(xi=1.0, method="sgd", batch_size=2.5), "batch_size must be a whole number"),
+        (dict(xi=1.0, max_iter=0), "max_iter must be >= 1"),
+        (dict(xi=1.0, candidates=1), "candidates must be >= 2"),
+        (dict(xi=1.0, seed=-1), "seed must be between 0 and"),
+        (dict(xi=1.0, seed=2.5), "seed must be a whole number"),
+        (dict(xi=1.0, seed=2**63), "seed must be between 0 and"),
+        (dict(xi=1.0, delta=float("nan")), "delta must be a finite"),
+        (dict(xi=1.0, max_passes=2.5), "max_passes must be a whole number"),
+        (dict(xi=1.0, keep_best="yes"), "keep_best must be one of"),
         (dict(xi=1.0, delta=0.0), r"delta must be in \(0, 1\)"),
         (dict(xi=1.0, delta=1.0), r"delta must be in \(0, 1\)"),
         (dict(xi=1.0, method="gd"), "method must be one of"),
@@ -134,6 +153,73 @@ def test_fooling_rate_rejects_a_wrong_shape(small_net):
     model, x, _ = small_net
     with pytest.raises(bg.BoundgeoError, match=r"shape \(64,\)"):
         bg.fooling_rate(bg.Classifier(model), x, torch.zeros(64))
+    with pytest.raises(bg.BoundgeoError, match=r"\(3, 1, 8, 8\) fits inputs of shape \(24, 1, 8, 8\) neither"):
+        bg.fooling_rate(bg.Classifier(model), x[:24], torch.zeros(3, 1, 8, 8))
+
+
+def test_fooling_rate_takes_one_perturbation_per_input(small_net):
+    """Row i of v is added to input i: DeepFool's own perturbations fool every converged input."""
+    model, x, _ = small_net
+    clf = bg.Classifier(model)
+    x = x[:24]
+    pts = bg.deepfool(clf, x)
+    assert bg.fooling_rate(clf, x, pts.perturbation) == pytest.approx(float(pts.converged.double().mean()))
+    v = 0.5 * torch.randn(24, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        by_hand = (model((x + v).clamp(0, 1)).argmax(1) != model(x).argmax(1)).double().mean()
+    assert bg.fooling_rate(clf, x, v, batch_size=5) == pytest.approx(float(by_hand))
+    ex = bg.perturbed_examples(clf, x, v, k=4, seed=0)
+    pick = torch.randperm(24, generator=torch.Generator().manual_seed(0))[:4]
+    torch.testing.assert_close(ex.perturbed, (x[pick] + v[pick]).clamp(0, 1))
+    frame = bg.transfer_matrix({"mlp": clf}, {"deepfool": pts.perturbation}, x)
+    assert frame.loc["deepfool", "mlp"] == pytest.approx(float(pts.converged.double().mean()))
+
+
+def test_a_perturbation_that_leaves_the_ball_raises(small_net, monkeypatch):
+    """A broken projection (or a NaN step) is caught after the pass, not returned with a rate."""
+    import boundgeo.universal as universal
+
+    model, x, _ = small_net
+    monkeypatch.setattr(universal, "project", lambda v, xi, norm: v)  # no projection at all
+    with pytest.raises(bg.BoundgeoError, match=r"method='sgd', norm='l2', xi=0.1.*after pass 1"):
+        bg.universal_perturbation(bg.Classifier(model), x[:40], xi=0.1, norm="l2", method="sgd",
+                                  step_size=0.05, batch_size=8, max_passes=1, progress=False)
+    monkeypatch.setattr(universal, "project", lambda v, xi, norm: v * float("nan"))
+    with pytest.raises(bg.BoundgeoError, match=r"method='sgd', norm='linf'.*nan.*not finite"):
+        bg.universal_perturbation(bg.Classifier(model), x[:40], xi=0.1, norm="linf", method="sgd",
+                                  batch_size=40, max_passes=1, progress=False)  # one step, then the check
+
+
+def test_l2_projection_stays_inside_the_ball_in_high_dimension():
+    """Summed in float32, the norm of a 10^6-dim vector is off by ~1e-5 and v left the ball."""
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        v = 50 * torch.randn(1_000_000, generator=gen)
+        p = project(v, 1.7, "l2")
+        assert float(p.double().norm()) <= 1.7 * (1 + 1e-6)
+
+
+def test_a_bare_module_is_wrapped_with_a_warning(small_net):
+    model, x, _ = small_net
+    with pytest.warns(UserWarning, match=r"bare Sequential.*bounds \(0, 1\)"):
+        rate = bg.fooling_rate(model, x[:10], torch.zeros(1, 8, 8))
+    assert rate == 0.0
+    with pytest.warns(UserWarning, match="bare Sequential"):
+        uap = bg.universal_perturbation(model, x[:20], xi=0.5, norm="l2", method="sgd", max_passes=1,
+                                        progress=False)
+    assert uap.passes == 1
+    with pytest.warns(UserWarning, match=r"classifiers\['raw'\] is a bare"):
+        bg.transfer_matrix({"raw": model}, {"zero": torch.zeros(1, 8, 8)}, x[:10])
+    with pytest.raises(bg.BoundgeoError, match="clf must be a boundgeo.Classifier"):
+        bg.fooling_rate("model", x[:10], torch.zeros(1, 8, 8))
+
+
+@pytest.mark.parametrize("kwargs, match", [(dict(k=2.5), "k must be a whole number"), (dict(k=0), "k must be >= 1"),
+                                           (dict(seed=-3), "seed must be between")])
+def test_perturbed_examples_bad_settings(small_net, kwargs, match):
+    model, x, _ = small_net
+    with pytest.raises(bg.BoundgeoError, match=match):
+        bg.perturbed_examples(bg.Classifier(model), x, torch.zeros(1, 8, 8), **kwargs)
 
 
 def test_perturbed_examples(small_net, tmp_path):
