@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 from torch.utils.data._utils.collate import default_collate, default_convert
 
 from ._errors import BoundgeoError
@@ -20,6 +20,7 @@ from ._errors import BoundgeoError
 # so that e.g. 50,000 ImageNet images (30 GiB as float32) are refused rather than decoded
 MATERIALISE_MAX_BYTES = 8 * 2**30
 CHUNK = 1024  # dataset items decoded per step of Source.all
+WORKER_BATCH = 16  # dataset items a loader worker decodes per task in Source.get
 
 
 def _as_tensor(value, what: str) -> torch.Tensor:
@@ -63,11 +64,23 @@ def _shape_text(shape) -> str:
     return "x".join(map(str, shape)) or "scalar"
 
 
-class Source:
-    """Random access to inputs (and labels, when known) of any supported data form."""
+def _as_list(batch: list) -> list:
+    """A loader's collate step that keeps the items as they are (checked one by one later)."""
+    return batch
 
-    def __init__(self, x=None, y=None, dataset: Dataset | None = None) -> None:
+
+class Source:
+    """Random access to inputs (and labels, when known) of any supported data form.
+
+    A dataset's items are decoded in ``num_workers`` loader worker processes when it is more
+    than 0 (taken from the DataLoader the data came in), and the batches come back in pinned
+    memory when ``pin_memory`` is set, so that the copy to a CUDA model overlaps with work.
+    """
+
+    def __init__(self, x=None, y=None, dataset: Dataset | None = None, *, num_workers: int = 0,
+                 pin_memory: bool = False) -> None:
         self._x, self._y, self._dataset = x, y, dataset
+        self.num_workers, self.pin_memory = int(num_workers), bool(pin_memory)
         self._first = None  # (position, shape) of the first dataset item read: all must match it
         if x is not None:
             if x.dim() < 2 or x.shape[0] == 0:
@@ -110,8 +123,8 @@ class Source:
             y = self._y[indices.to(self._y.device)] if self._y is not None else None
             return x, y
         xs, ys = [], []
-        for i in indices.tolist():
-            item = self._dataset[i]
+        positions = indices.tolist()
+        for i, item in zip(positions, self._items(positions)):
             if isinstance(item, (tuple, list)):
                 x_i = _as_inputs(item[0], f"dataset inputs ({self._name(i)})")
                 ys.append(_as_tensor(item[1], "dataset labels") if len(item) >= 2 else None)
@@ -129,8 +142,22 @@ class Source:
                 )
             xs.append(x_i)
         x = torch.stack(xs)
+        if self.pin_memory and torch.cuda.is_available():
+            x = x.pin_memory()
         y = None if any(v is None for v in ys) else _as_labels(torch.stack(ys), "dataset labels").reshape(-1)
         return x, y
+
+    def _items(self, positions: list[int]):
+        """The dataset's items at ``positions``, in order: read here, or decoded by loader
+        workers when there are some and more than one batch of items to decode."""
+        if self.num_workers == 0 or len(positions) <= WORKER_BATCH:
+            for i in positions:
+                yield self._dataset[i]
+            return
+        loader = DataLoader(Subset(self._dataset, positions), batch_size=WORKER_BATCH,
+                            num_workers=self.num_workers, collate_fn=_as_list)
+        for batch in loader:
+            yield from batch
 
     def all(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Every input (and label) in memory. A dataset is read in chunks into one tensor, after
@@ -189,12 +216,14 @@ def _materialise(loader: DataLoader) -> Source:
     return Source(torch.cat(xs), y)
 
 
-def as_source(data) -> Source:
+def as_source(data, *, device: torch.device | str | None = None) -> Source:
     """Wrap ``data`` (tensor, ndarray, (x, y), Dataset or DataLoader) for indexed access.
 
     A DataLoader over a map-style Dataset with the default ``collate_fn`` is read through its
     ``dataset`` by index (its sampler and batching are not used: position ``i`` is item ``i``
-    of the dataset), so nothing is held in memory that is not asked for. A DataLoader over an
+    of the dataset), so nothing is held in memory that is not asked for; its ``num_workers``
+    decode the items, and its ``pin_memory`` (or a CUDA ``device``: where the inputs go) pins
+    the batches. A DataLoader over an
     IterableDataset, or with a ``collate_fn`` of its own (which may transform the inputs), is
     iterated once as given and held in memory; positions then count in that pass's order.
 
@@ -211,13 +240,18 @@ def as_source(data) -> Source:
         own_collate = data.collate_fn not in (default_collate, default_convert)
         if isinstance(data.dataset, IterableDataset) or own_collate:
             return _materialise(data)
-        return as_source(data.dataset)
+        return Source(dataset=data.dataset, num_workers=data.num_workers,
+                      pin_memory=data.pin_memory or _is_cuda(device))
     if isinstance(data, Dataset) and hasattr(data, "__len__"):
-        return Source(dataset=data)
+        return Source(dataset=data, pin_memory=_is_cuda(device))
     raise BoundgeoError(
         "data must be a tensor, a numpy array, an (inputs, labels) pair, a map-style torch "
         f"Dataset or a DataLoader; got {type(data).__name__}"
     )
+
+
+def _is_cuda(device) -> bool:
+    return device is not None and torch.device(device).type == "cuda"
 
 
 def as_tensors(data) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -145,3 +145,36 @@ def test_materialising_reads_in_chunks_and_keeps_order():
     y = torch.arange(2500) % 7
     xs, ys = as_tensors(_ListDataset(list(zip(x, y))))
     assert torch.equal(xs, x) and torch.equal(ys, y)
+
+
+class _WhoDecodes(Dataset):
+    """Items that say which process decoded them (the input's value is the process id)."""
+
+    def __len__(self) -> int:
+        return 40
+
+    def __getitem__(self, i: int):
+        import os
+
+        return torch.full((1, 2, 2), float(os.getpid())), i % 3
+
+
+def test_a_loaders_workers_decode_the_items_in_order():
+    import os
+
+    loader = DataLoader(_WhoDecodes(), batch_size=8, num_workers=2)
+    source = as_source(loader)
+    assert source.num_workers == 2
+    x, y = source.get(torch.arange(39, -1, -1))
+    decoded_by = set(x[:, 0, 0, 0].long().tolist())
+    assert os.getpid() not in decoded_by and len(decoded_by) >= 1  # not in this process
+    assert y.tolist() == [i % 3 for i in range(39, -1, -1)]  # the order asked for, not the loader's
+
+
+def test_a_plain_dataset_is_read_in_this_process():
+    import os
+
+    x, _ = as_source(_WhoDecodes()).get(torch.arange(20))
+    assert set(x[:, 0, 0, 0].long().tolist()) == {os.getpid()}
+    assert as_source(_WhoDecodes(), device="cpu").pin_memory is False
+    assert as_source(_WhoDecodes(), device=torch.device("cuda")).pin_memory is True
