@@ -1,6 +1,6 @@
 """Train the reference models and (for digits) regenerate the committed checkpoint.
 
-    python analysis/train_reference.py --dataset digits           # writes data/digits_cnn.pt
+    python analysis/train_reference.py --dataset digits           # writes boundgeo/weights/digits_cnn.pt
     python analysis/train_reference.py --dataset mnist --all      # accuracies for the README
 
 MNIST models train on the first 8,000 images of the MNIST test split and are evaluated on the
@@ -41,7 +41,8 @@ def main() -> None:
             "split": trained.meta["split"],
         }
         if args.dataset == "digits" and arch == "cnn":
-            path = trained.save(ROOT / "data" / zoo.DIGITS_CNN)
+            # into the package: shipped as package data, read with importlib.resources
+            path = trained.save(ROOT / "boundgeo" / zoo.WEIGHTS / zoo.DIGITS_CNN)
             print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB)")
     results_path.parent.mkdir(parents=True, exist_ok=True)
     results_path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")

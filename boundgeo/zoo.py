@@ -10,7 +10,11 @@ Checkpoints are plain dicts of tensors and JSON-like metadata, read back with
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import time
+import warnings
+from importlib import resources
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,11 +22,22 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._checks import check_count, check_device, check_real, check_seed
 from ._errors import BoundgeoError
 
 ARCHITECTURES = ("affine", "mlp", "cnn")
-PACKAGE_DATA = Path(__file__).resolve().parent.parent / "data"
+WEIGHTS = "weights"  # package data: boundgeo/weights/, installed with the package
 DIGITS_CNN = "digits_cnn.pt"
+MAX_CLASSES = 100_000  # a sanity bound for num_classes (ImageNet-21k has 21,841)
+
+
+def _check_architecture(input_shape, num_classes, what: str = "") -> tuple[tuple[int, ...], int]:
+    """input_shape as whole numbers >= 1 and num_classes in [2, MAX_CLASSES]."""
+    if isinstance(input_shape, (str, bytes)) or not hasattr(input_shape, "__len__") or len(input_shape) == 0:
+        raise BoundgeoError(f"{what}input_shape must be a non-empty sequence such as (C, H, W), got {input_shape!r}")
+    shape = tuple(check_count(s, f"{what}input_shape[{i}]") for i, s in enumerate(input_shape))
+    classes = check_count(num_classes, f"{what}num_classes", minimum=2, maximum=MAX_CLASSES)
+    return shape, classes
 
 
 def build_model(
@@ -39,7 +54,7 @@ def build_model(
     """
     if arch not in ARCHITECTURES:
         raise BoundgeoError(f"unknown architecture {arch!r}; choose one of {ARCHITECTURES}")
-    input_shape = tuple(int(s) for s in input_shape)
+    input_shape, num_classes = _check_architecture(input_shape, num_classes)
     features = 1
     for s in input_shape:
         features *= s
@@ -115,22 +130,42 @@ class TrainedModel:
 
 
 def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> TrainedModel:
-    """Load a checkpoint written by :meth:`TrainedModel.save` (``weights_only=True``)."""
+    """Load a checkpoint written by :meth:`TrainedModel.save`.
+
+    The file is read with ``torch.load(weights_only=True)``, so no code is ever run, and its
+    metadata (arch, input_shape, num_classes) are checked against the tensors it holds before
+    any model is built: a checkpoint that claims a billion classes is refused, not allocated.
+
+    Raises:
+        BoundgeoError: a missing or unreadable file, one that holds code (pickled objects other
+            than tensors and plain data), or metadata that do not match its weights.
+    """
+    device = check_device(device)
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise BoundgeoError(f"checkpoint {path} does not exist")
-    ckpt = torch.load(path, map_location=device, weights_only=True)
-    missing = {"arch", "input_shape", "num_classes", "state_dict"} - set(ckpt)
-    if missing:
-        raise BoundgeoError(f"{path} is not a boundgeo checkpoint: it lacks {sorted(missing)}")
-    model = build_model(ckpt["arch"], tuple(ckpt["input_shape"]), ckpt["num_classes"])
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if found is None:  # the weights-only unpickler met bytes that are no pickle at all
+            raise BoundgeoError(f"{path} is not a readable torch checkpoint (not a pickle torch can read)") from exc
+        raise BoundgeoError(
+            f"{path} holds code ({found.group(1)}, a pickled Python object other than tensors and "
+            "plain data) and was not loaded: boundgeo reads checkpoints with weights_only=True. "
+            "Save a state_dict and metadata instead, as TrainedModel.save does"
+        ) from exc
+    except Exception as exc:  # torch raises KeyError, EOFError, RuntimeError... for a damaged file
+        raise BoundgeoError(f"{path} is not a readable torch checkpoint ({type(exc).__name__}: {exc})") from exc
+    arch, input_shape, num_classes = _check_checkpoint(ckpt, path)
+    model = build_model(arch, input_shape, num_classes)
     model.load_state_dict(ckpt["state_dict"])
     model.to(device).eval()
     return TrainedModel(
         model=model,
-        arch=ckpt["arch"],
-        input_shape=tuple(ckpt["input_shape"]),
-        num_classes=ckpt["num_classes"],
+        arch=arch,
+        input_shape=input_shape,
+        num_classes=num_classes,
         accuracy=ckpt.get("accuracy"),
         seed=ckpt.get("seed", 0),
         epochs=ckpt.get("epochs", 0),
@@ -178,6 +213,9 @@ def train(
         meta: notes saved with the checkpoint (for example the dataset and split).
         progress: print the loss and held-out accuracy after each epoch.
     """
+    epochs, batch_size, seed = check_count(epochs, "epochs"), check_count(batch_size, "batch_size"), check_seed(seed)
+    lr = check_real(lr, "lr", low=0, low_open=True)
+    weight_decay = check_real(weight_decay, "weight_decay", low=0)
     if x.dim() != 4 or y.dim() != 1 or x.shape[0] != y.shape[0]:
         raise BoundgeoError(
             f"train needs x (N, C, H, W) and y (N,); got {tuple(x.shape)} and {tuple(y.shape)}"
@@ -282,16 +320,57 @@ def train_reference(
 
 
 def pretrained_digits_cnn(*, device: str | torch.device = "cpu", verbose: bool = False) -> TrainedModel:
-    """The digits CNN shipped in ``data/digits_cnn.pt``; trained on the spot if the file is absent.
+    """The digits CNN shipped inside the package, ``boundgeo/weights/digits_cnn.pt``.
 
+    It is read from the installed package (``importlib.resources``), never from the working
+    directory, so a ``data/digits_cnn.pt`` lying in the current folder does not replace it. Should
+    the file be missing from a broken install, the CNN is trained on the spot with a warning.
     The checkpoint is regenerated by ``python analysis/train_reference.py --dataset digits``.
     """
-    for folder in (Path.cwd() / "data", PACKAGE_DATA):
-        path = folder / DIGITS_CNN
-        if path.exists():
+    device = check_device(device)
+    shipped = resources.files(__package__).joinpath(WEIGHTS, DIGITS_CNN)
+    if shipped.is_file():
+        with resources.as_file(shipped) as path:
             return load_checkpoint(path, device=device)
+    warnings.warn(
+        f"{WEIGHTS}/{DIGITS_CNN} is missing from the installed boundgeo package; training the "
+        "digits CNN instead (a few seconds); its numbers may differ slightly from the shipped one's",
+        stacklevel=2,
+    )
     if verbose:
         print(f"{DIGITS_CNN} not found; training the digits CNN (a few seconds)")
     trained = train_reference("digits", "cnn")
     trained.model.to(device)
     return trained
+
+
+def _check_checkpoint(ckpt: Any, path: Path) -> tuple[str, tuple[int, ...], int]:
+    """The metadata of a loaded checkpoint, checked against its own tensors.
+
+    The model is first built on the meta device, which allocates nothing, and its parameter
+    shapes compared with the state_dict's; only a checkpoint whose weights fit is built for real.
+    """
+    if not isinstance(ckpt, dict):
+        raise BoundgeoError(f"{path} is not a boundgeo checkpoint: it holds a {type(ckpt).__name__}, not a dict")
+    missing = {"arch", "input_shape", "num_classes", "state_dict"} - set(ckpt)
+    if missing:
+        raise BoundgeoError(f"{path} is not a boundgeo checkpoint: it lacks {sorted(missing)}")
+    arch, state = ckpt["arch"], ckpt["state_dict"]
+    if not isinstance(arch, str):
+        raise BoundgeoError(f"{path}: arch must be a string, got {arch!r}")
+    input_shape, num_classes = _check_architecture(ckpt["input_shape"], ckpt["num_classes"], f"{path}: ")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BoundgeoError(f"{path}: state_dict must map names to tensors")
+    with torch.device("meta"):
+        skeleton = build_model(arch, input_shape, num_classes)
+    expected = {name: tuple(t.shape) for name, t in skeleton.state_dict().items()}
+    given = {name: tuple(t.shape) for name, t in state.items()}
+    if expected != given:
+        wrong = sorted(set(expected) ^ set(given)) or [k for k in expected if expected[k] != given[k]]
+        name = wrong[0]
+        raise BoundgeoError(
+            f"{path}: the weights do not fit arch={arch!r}, input_shape={input_shape}, "
+            f"num_classes={num_classes}: {name!r} is {given.get(name, 'missing')} in the file, "
+            f"{expected.get(name, 'not a parameter')} in the model"
+        )
+    return arch, input_shape, num_classes
