@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,18 +35,43 @@ def _stem(path: str | os.PathLike) -> Path:
 def atomic_write_bytes(path: Path, write) -> None:
     """Write through ``write(fileobj)`` into a temporary file, then rename it onto ``path``.
 
-    A crash leaves either the old file or the new one, never half of one.
+    The file is synced to disk before the rename and the directory after it, so that a crash,
+    even of the machine, leaves either the old file or the new one, never half of one. The
+    temporary name is unique (``.<name>.<random>.tmp``): two writers never share one.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    fsync_directory(path.parent)
+
+
+def fsync_directory(folder: Path) -> None:
+    """Make the renames within ``folder`` durable (POSIX; directories cannot be opened elsewhere)."""
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_json(path: Path) -> Any:
+    """The JSON value in ``path``; an unreadable, truncated, empty or absurdly nested file is a
+    BoundgeoError naming it."""
+    try:
+        return json.loads(Path(path).read_bytes())
+    except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise BoundgeoError(f"{path} is not readable JSON ({type(exc).__name__}: {str(exc)[:200]})") from None
 
 
 def _jsonable(value: Any, name: str) -> tuple[Any, Any]:
@@ -116,25 +142,35 @@ class Result:
         for p in (json_path, npz_path):
             if not p.exists():
                 raise BoundgeoError(f"cannot load {cls.__name__}: {p} does not exist")
-        record = json.loads(json_path.read_text())
-        if record.get("type") != cls.__name__:
-            raise BoundgeoError(
-                f"{json_path} holds a {record.get('type')!r}, not a {cls.__name__!r}"
-            )
-        kinds, values = record["kinds"], record["fields"]
+        record = read_json(json_path)
+        if not isinstance(record, dict) or record.get("type") != cls.__name__:
+            found = record.get("type") if isinstance(record, dict) else type(record).__name__
+            raise BoundgeoError(f"{json_path} holds a {found!r}, not a {cls.__name__!r}")
+        kinds, values = record.get("kinds"), record.get("fields")
+        if not isinstance(kinds, dict) or not isinstance(values, dict):
+            raise BoundgeoError(f"{json_path} lacks the 'kinds' and 'fields' of a saved {cls.__name__}")
         kwargs: dict[str, Any] = {}
-        with np.load(npz_path, allow_pickle=False) as npz:
-            for field in dataclasses.fields(cls):
-                kind = kinds.get(field.name)
-                if kind == "tensor":
-                    kwargs[field.name] = torch.from_numpy(npz[field.name].copy())
-                elif kind == "ndarray":
-                    kwargs[field.name] = npz[field.name].copy()
-                elif kind == "tuple":
-                    kwargs[field.name] = _to_tuple(values[field.name])
-                elif kind is not None:
-                    kwargs[field.name] = values[field.name]
-        return cls(**kwargs)
+        try:
+            with np.load(npz_path, allow_pickle=False) as npz:
+                for field in dataclasses.fields(cls):
+                    kind = kinds.get(field.name)
+                    if kind == "tensor":
+                        kwargs[field.name] = torch.from_numpy(npz[field.name].copy())
+                    elif kind == "ndarray":
+                        kwargs[field.name] = npz[field.name].copy()
+                    elif kind == "tuple":
+                        kwargs[field.name] = _to_tuple(values[field.name])
+                    elif kind is not None:
+                        kwargs[field.name] = values[field.name]
+        except BoundgeoError:
+            raise
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, TypeError) as exc:
+            raise BoundgeoError(f"{npz_path} (with {json_path.name}) is not a readable {cls.__name__}: "
+                                f"{type(exc).__name__}: {str(exc)[:200]}") from None
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:
+            raise BoundgeoError(f"{json_path} does not describe a {cls.__name__}: {exc}") from None
 
 
 def _to_tuple(value: Any) -> Any:

@@ -18,8 +18,12 @@ so collecting normals costs no extra forward pass.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
+import shutil
+import tempfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,14 +32,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._checks import check_count, check_real, check_seed
 from ._data import as_positions, as_source
 from ._errors import BoundgeoError
 from ._perturb import check_norm
-from ._results import Result, atomic_write_bytes
+from ._results import Result, atomic_write_bytes, fsync_directory, read_json
 from .classifier import Classifier
 
-CONVERGED, NOT_CONVERGED, ZERO_GRADIENT = 0, 1, 2
-STATUS_NAMES = ("converged", "not_converged", "zero_gradient")
+CONVERGED, NOT_CONVERGED, ZERO_GRADIENT, ZERO_NORMAL = 0, 1, 2, 3
+STATUS_NAMES = ("converged", "not_converged", "zero_gradient", "zero_normal")
 # Added to the linearised distance |f'|/‖w'‖ of every step (input units), as in the authors'
 # code and foolbox, so that a step that lands exactly on the linearised boundary still makes
 # progress; with clipping it also keeps the iterations few.
@@ -61,7 +66,10 @@ class BoundaryPoints(Result):
         label: (n,) predicted class of x. target: (n,) class at x + r.
         iterations: (n,) DeepFool steps taken. converged: (n,) bool.
         status: (n,) int8: 0 converged, 1 not converged within ``max_iter``, 2 zero gradient
-            (flat region or gradient masking: no direction to step in).
+            (flat region or gradient masking: no direction to step in), 3 zero normal (crossed,
+            so ``converged``, but the gradient of f_target - f_label vanishes at x + r: ``normal``
+            is zeros there). The flag lets a stored run pick its usable normals from this small
+            array without reading the normals themselves.
         index: (n,) position of each x in the data it came from.
         true_label: (n,) the data's labels when they were given, else None.
         norm: ``"l2"`` or ``"linf"``. settings: the arguments of the run.
@@ -182,18 +190,16 @@ class BoundaryPoints(Result):
 
 
 # ============================================================================== deepfool
-def _check_settings(norm, overshoot, max_iter, candidates, batch_size, nearest) -> None:
-    check_norm(norm)
-    if not overshoot >= 0:
-        raise BoundgeoError(f"overshoot must be >= 0, got {overshoot!r}")
-    if int(max_iter) != max_iter or max_iter < 1:
-        raise BoundgeoError(f"max_iter must be an integer >= 1, got {max_iter!r}")
-    if candidates is not None and candidates < 2:
-        raise BoundgeoError(f"candidates must be >= 2 (the label and one other) or None, got {candidates!r}")
-    if batch_size < 1:
-        raise BoundgeoError(f"batch_size must be >= 1, got {batch_size!r}")
-    if nearest is not None and nearest < 1:
-        raise BoundgeoError(f"nearest must be >= 1 or None, got {nearest!r}")
+def _check_settings(norm, overshoot, max_iter, candidates, nearest) -> dict[str, Any]:
+    """DeepFool's settings in their canonical types, or a BoundgeoError naming the bad one."""
+    return dict(
+        norm=check_norm(norm),
+        overshoot=check_real(overshoot, "overshoot", low=0.0),
+        max_iter=check_count(max_iter, "max_iter"),
+        # at least the label and one other class
+        candidates=None if candidates is None else check_count(candidates, "candidates", minimum=2),
+        nearest=None if nearest is None else check_count(nearest, "nearest"),
+    )
 
 
 def _vjp_rows(out: torch.Tensor, inp: torch.Tensor, grad_outputs: torch.Tensor) -> torch.Tensor:
@@ -295,11 +301,12 @@ def _deepfool_batch(
             g = grads[0, crossed]
             g_norm = g.flatten(1).norm(dim=1)
             unit = g / g_norm.clamp_min(_TINY).view((-1,) + (1,) * (g.dim() - 1))
+            has_normal = g_norm > _TINY
             normal[done] = torch.where(
-                (g_norm > _TINY).view((-1,) + (1,) * (g.dim() - 1)), unit, torch.zeros_like(unit)
+                has_normal.view((-1,) + (1,) * (g.dim() - 1)), unit, torch.zeros_like(unit)
             )
             target[done] = pred[crossed]
-            status[done] = CONVERGED
+            status[done] = torch.where(has_normal, CONVERGED, ZERO_NORMAL).to(status.dtype)
 
         if stepping.any():
             idx = active[stepping]
@@ -353,7 +360,7 @@ def _deepfool_batch(
         "label": label,
         "target": target,
         "iterations": iterations,
-        "converged": status == CONVERGED,
+        "converged": (status == CONVERGED) | (status == ZERO_NORMAL),
         "status": status,
         "cost": {"forward_rows": forward_rows, "backward_rows": backward_rows},
     }
@@ -409,17 +416,19 @@ def deepfool(
         >>> bool(pts.converged.all())
         True
     """
-    _check_settings(norm, overshoot, max_iter, candidates, batch_size, nearest)
+    checked = _check_settings(norm, overshoot, max_iter, candidates, nearest)
+    batch_size = check_count(batch_size, "batch_size")
     x = clf.check_inputs(x)
-    settings = dict(norm=norm, overshoot=float(overshoot), max_iter=int(max_iter),
-                    candidates=candidates, clip=bool(clip), nearest=nearest)
+    settings = dict(**checked, clip=bool(clip))
+    norm, overshoot, max_iter, candidates, nearest = (
+        checked[key] for key in ("norm", "overshoot", "max_iter", "candidates", "nearest"))
     chunks = x.split(batch_size)
     if progress:
         from tqdm.auto import tqdm
 
         chunks = tqdm(chunks, desc="deepfool", unit="batch")
     parts = [
-        _deepfool_batch(clf, chunk, norm=norm, overshoot=overshoot, max_iter=int(max_iter),
+        _deepfool_batch(clf, chunk, norm=norm, overshoot=overshoot, max_iter=max_iter,
                         candidates=candidates, clip=clip, nearest=nearest)
         for chunk in chunks
     ]
@@ -438,15 +447,23 @@ def deepfool(
 _RUN_FILE = "run.json"
 _SHARDS = "shards"
 _POINTS = "points"
+_LOCK_FILE = ".lock"
+# Version of the out= directory. 1 (no "format" key): run.json held the settings only.
+# 2: status flags zero normals, run.json holds fingerprints of the model and data and a sha256
+# per shard, and points/meta.json says its format.
+_FORMAT = 2
+_STORAGE_DTYPES = {torch.float32: "float32", torch.float16: "float16"}
+# Inputs (with their labels) at this many evenly spaced positions, first and last included, and
+# the count make the data's fingerprint: reading every input again on each resume would cost
+# as much as a pass over the dataset.
+_DATA_SAMPLE = 32
+_DEEPFOOL_DEFAULTS = dict(overshoot=0.02, max_iter=50, candidates=10, clip=True, nearest=3)
+_TENSOR_FIELDS = tuple(f.name for f in dataclasses.fields(BoundaryPoints)
+                       if f.name not in ("norm", "settings", "cost"))
 
 
 def _shard_stem(out: Path, k: int) -> Path:
     return out / _SHARDS / f"{k:05d}"
-
-
-def _shard_done(out: Path, k: int) -> bool:
-    stem = _shard_stem(out, k)
-    return stem.with_suffix(".json").exists() and stem.with_suffix(".npz").exists()
 
 
 def boundary_normals(
@@ -462,6 +479,7 @@ def boundary_normals(
     progress: bool = True,
     keep_misclassified: bool = False,
     shard_size: int | None = None,
+    dtype: torch.dtype = torch.float32,
     **deepfool_kwargs: Any,
 ) -> BoundaryPoints:
     """Boundary points and normals over a dataset, in shards, resumable.
@@ -475,42 +493,79 @@ def boundary_normals(
         batch_size: DeepFool batch size.
         out: directory; when given, each shard is written as soon as it is done (atomically)
             and the finished result is stored memory-mapped in ``out/points``.
-        resume: continue from the finished shards in ``out`` (the settings must match).
+        resume: continue from the finished shards in ``out``; the settings, the model and the
+            data must be those of the run there.
         seed: fixes the choice and order of inputs.
         progress: a progress bar over inputs.
         keep_misclassified: when labels are given, inputs the model gets wrong are skipped
             (and counted in ``settings["skipped_misclassified"]``) unless this is True.
         shard_size: inputs per shard (default ``batch_size``); memory stays bounded by it.
+        dtype: storage dtype of ``normal`` and ``perturbation``, in the result and on disk:
+            ``torch.float32`` or ``torch.float16`` (half the disk; the normals are unit vectors,
+            and a perturbation beyond float16's range is an error, never inf). ``margin`` is
+            computed before the rounding.
         **deepfool_kwargs: ``overshoot``, ``max_iter``, ``candidates``, ``clip``, ``nearest``.
 
     Returns:
         :class:`BoundaryPoints` on the CPU; ``index`` points into ``data``.
+
+    Shape:
+        data: N inputs of shape S → perturbation, normal: (n, *S), n = N or the given n.
+
+    With ``out=``, ``out/run.json`` records the settings, a fingerprint of the model (sha256 of
+    its state_dict and module types, mean, std and bounds) and of the data (its count and the
+    inputs and labels at 32 evenly spaced positions), and a sha256 per finished shard. Resuming
+    with other settings, another model or other data is refused, naming what changed; a shard
+    that no longer matches its checksum is computed again with a warning; shards without a
+    run.json are never reused. The directory is locked (``fcntl.flock`` on ``out/.lock``) for
+    the whole run, so a second writer gets a BoundgeoError at once.
     """
-    unknown = set(deepfool_kwargs) - {"overshoot", "max_iter", "candidates", "clip", "nearest"}
+    unknown = set(deepfool_kwargs) - set(_DEEPFOOL_DEFAULTS)
     if unknown:
         raise BoundgeoError(f"unknown deepfool arguments {sorted(unknown)}")
-    df_kwargs = dict(overshoot=0.02, max_iter=50, candidates=10, clip=True, nearest=3)
-    df_kwargs.update(deepfool_kwargs)
-    _check_settings(norm, df_kwargs["overshoot"], df_kwargs["max_iter"], df_kwargs["candidates"],
-                    batch_size, df_kwargs["nearest"])
+    df_kwargs = {**_DEEPFOOL_DEFAULTS, **deepfool_kwargs}
+    checked = _check_settings(norm, df_kwargs["overshoot"], df_kwargs["max_iter"], df_kwargs["candidates"],
+                              df_kwargs["nearest"])
+    storage = _STORAGE_DTYPES.get(dtype)
+    if storage is None:
+        raise BoundgeoError("dtype (the storage dtype of normal and perturbation) must be torch.float32 "
+                            f"or torch.float16, got {dtype!r}")
+    out_path = None if out is None else Path(out)
+    if out_path is not None and out_path.exists() and not out_path.is_dir():
+        raise BoundgeoError(f"out={str(out)!r} is an existing file, not a directory")
+    batch_size = check_count(batch_size, "batch_size")
     source = as_source(data)
     total = len(source)
-    if n is not None and not 1 <= n <= total:
-        raise BoundgeoError(f"n must be between 1 and the {total} inputs in data, got {n}")
-    shard_size = int(shard_size or batch_size)
-    if shard_size < 1:
-        raise BoundgeoError(f"shard_size must be >= 1, got {shard_size}")
+    settings = dict(
+        norm=checked.pop("norm"),
+        n=None if n is None else check_count(n, "n", maximum=total),
+        seed=check_seed(seed),
+        shard_size=batch_size if shard_size is None else check_count(shard_size, "shard_size"),
+        batch_size=batch_size,
+        keep_misclassified=bool(keep_misclassified),
+        num_inputs=total,
+        dtype=storage,
+        clip=bool(df_kwargs["clip"]),
+        **checked,
+    )
+    if out_path is None:
+        return _collect(clf, source, settings, None, progress)
+    record = {"format": _FORMAT, "settings": settings,
+              "fingerprint": {"model": _model_fingerprint(clf), "data": _data_fingerprint(source)}}
+    with _RunDirectory(out_path, record, resume=bool(resume)) as run:
+        _collect(clf, source, settings, run, progress)
+        return BoundaryPoints.load(out_path)
+
+
+def _collect(clf: Classifier, source, settings: dict[str, Any], run: "_RunDirectory | None",
+             progress: bool) -> BoundaryPoints | None:
+    """The shard loop of :func:`boundary_normals`: kept in memory and returned (``run`` None),
+    or written into the run directory, reusing its verified shards."""
+    n, seed, shard_size, total = settings["n"], settings["seed"], settings["shard_size"], settings["num_inputs"]
     order = (torch.arange(total) if n is None
              else torch.randperm(total, generator=torch.Generator().manual_seed(seed)))
     wanted = total if n is None else n
-    filter_wrong = source.has_labels and not keep_misclassified
-    settings = dict(norm=norm, n=n, seed=seed, shard_size=shard_size, batch_size=batch_size,
-                    keep_misclassified=keep_misclassified, num_inputs=total, **df_kwargs)
-
-    out_path = Path(out) if out is not None else None
-    if out_path is not None:
-        _prepare_out(out_path, settings, resume)
-
+    filter_wrong = source.has_labels and not settings["keep_misclassified"]
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -521,47 +576,24 @@ def boundary_normals(
     collected, skipped, k, start = 0, 0, 0, 0
     labelled, cost = True, {}
     while collected < wanted and start < total:
-        if out_path is not None and resume and _shard_done(out_path, k):
-            part = BoundaryPoints.load(_shard_stem(out_path, k))
-        else:
-            idx = order[start : start + shard_size]
-            x, y = source.get(idx)
-            x = clf.check_inputs(x)
-            wrong = 0
-            keep = wanted - collected
-            if filter_wrong:
-                right = clf.predict(x, batch_size=batch_size).cpu() == y.cpu()
-                kept = right.nonzero().squeeze(1)
-                # count the misclassified inputs only up to the last one the result takes
-                seen = len(right) if len(kept) <= keep else int(kept[keep - 1]) + 1
-                wrong = int((~right[:seen]).sum())
-                idx, x, y = idx[right], x[right], y[right]
-            # with n=, run DeepFool only on the inputs still wanted, so that the shards hold
-            # exactly the result's rows (and no work is thrown away)
-            idx, x = idx[:keep], x[:keep]
-            y = None if y is None else y[:keep]
-            if idx.numel():
-                found = deepfool(clf, x, norm=norm, batch_size=batch_size, **df_kwargs)
-                part = dataclasses.replace(
-                    found.to("cpu"), index=idx, true_label=None if y is None else y.cpu().long(),
-                    settings={"skipped_misclassified": wrong},
-                )
-            else:
-                part = _empty_like_shard(source, wrong)
-            if out_path is not None:
-                part.save(_shard_stem(out_path, k))
+        part = None if run is None else run.shard(k)
+        if part is None:
+            part = _compute_shard(clf, source, order[start : start + shard_size], wanted - collected,
+                                  filter_wrong, settings)
+            if run is not None:
+                run.save_shard(k, part)
         skipped += int(part.settings.get("skipped_misclassified", 0))
         take = len(part)
         if take:
             labelled &= part.true_label is not None
             for key, value in part.cost.items():
                 cost[key] = cost.get(key, 0) + value
-            if out_path is None:  # in memory; with out= the shards stay on disk only
+            if run is None:  # in memory; with out= the shards stay on disk only
                 parts.append(part)
         shard_counts.append(take)
         collected += take
         if bar is not None:  # without n the bar counts inputs processed, with n points collected
-            bar.update(take if n is not None else _shard_size_of(start, total, shard_size))
+            bar.update(take if n is not None else min(shard_size, total - start))
         start += shard_size
         k += 1
     if bar is not None:
@@ -569,26 +601,67 @@ def boundary_normals(
     if collected == 0:
         raise BoundgeoError("no input left: the model misclassifies all of them "
                             "(pass keep_misclassified=True to use them anyway)")
-    settings["skipped_misclassified"] = skipped
+    settings = {**settings, "skipped_misclassified": skipped}
     if skipped and progress:
         print(f"boundary_normals: skipped {skipped} misclassified inputs "
               "(keep_misclassified=True keeps them)")
     if n is not None and collected < n:
         print(f"boundary_normals: only {collected} of the {n} wanted inputs are usable")
-    if out_path is not None:
-        _write_collection(out_path, shard_counts, settings, labelled=labelled, cost=cost)
-        return BoundaryPoints.load(out_path)
+    if run is not None:
+        run.finish(shard_counts, settings, labelled=labelled, cost=cost)
+        return None
     return dataclasses.replace(BoundaryPoints.concat(parts), settings=settings)
 
 
-def _shard_size_of(start: int, total: int, shard_size: int) -> int:
-    return min(shard_size, total - start)
+def _compute_shard(clf: Classifier, source, idx: torch.Tensor, keep: int, filter_wrong: bool,
+                   settings: dict[str, Any]) -> BoundaryPoints:
+    """DeepFool on the inputs at ``idx`` (at most ``keep`` of them), on the CPU, in the storage dtype."""
+    x, y = source.get(idx)
+    x = clf.check_inputs(x)
+    wrong = 0
+    if filter_wrong:
+        right = clf.predict(x, batch_size=settings["batch_size"]).cpu() == y.cpu()
+        kept = right.nonzero().squeeze(1)
+        # count the misclassified inputs only up to the last one the result takes
+        seen = len(right) if len(kept) <= keep else int(kept[keep - 1]) + 1
+        wrong = int((~right[:seen]).sum())
+        idx, x, y = idx[right], x[right], y[right]
+    # with n=, run DeepFool only on the inputs still wanted, so that the shards hold exactly the
+    # result's rows (and no work is thrown away)
+    idx, x = idx[:keep], x[:keep]
+    y = None if y is None else y[:keep]
+    dtype = getattr(torch, settings["dtype"])
+    if not idx.numel():
+        return _empty_shard(tuple(x.shape[1:]), wrong, dtype)
+    found = deepfool(clf, x, norm=settings["norm"], batch_size=settings["batch_size"],
+                     **{key: settings[key] for key in _DEEPFOOL_DEFAULTS}).to("cpu")
+    return dataclasses.replace(
+        found, index=idx, true_label=None if y is None else y.cpu().long(),
+        settings={"skipped_misclassified": wrong}, **_in_storage_dtype(found, idx, dtype),
+    )
 
 
-def _empty_like_shard(source, skipped: int) -> BoundaryPoints:
-    x, _ = source.get(torch.tensor([0]))
-    shape = tuple(x.shape[1:])
-    zeros = torch.zeros((0,) + shape)
+def _in_storage_dtype(found: BoundaryPoints, idx: torch.Tensor, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """``normal`` and ``perturbation`` in ``dtype``; a value that is not finite there (NaN from
+    the model, or beyond float16's range) is an error rather than a silent inf."""
+    fields = {}
+    for name in ("perturbation", "normal"):
+        value = getattr(found, name)
+        stored = value.to(dtype)
+        bad = ~torch.isfinite(stored.flatten(1)).all(dim=1)
+        if bad.any():
+            largest = float(value.flatten(1)[bad].abs().nan_to_num(float("inf")).max())
+            raise BoundgeoError(
+                f"{name} of the inputs at positions {idx[bad][:5].tolist()} of data ({int(bad.sum())} in all) "
+                f"is NaN or Inf in {dtype} (largest magnitude {largest:.4g}; float16 holds at most "
+                f"{torch.finfo(torch.float16).max:g}); store in torch.float32 or check the model"
+            )
+        fields[name] = stored
+    return fields
+
+
+def _empty_shard(shape: tuple[int, ...], skipped: int, dtype: torch.dtype) -> BoundaryPoints:
+    zeros = torch.zeros((0,) + shape, dtype=dtype)
     empty_long = torch.zeros(0, dtype=torch.long)
     return BoundaryPoints(
         perturbation=zeros, normal=zeros.clone(), margin=torch.zeros(0), label=empty_long,
@@ -599,46 +672,221 @@ def _empty_like_shard(source, skipped: int) -> BoundaryPoints:
     )
 
 
-def _prepare_out(out: Path, settings: dict[str, Any], resume: bool) -> None:
-    run_file = out / _RUN_FILE
-    record = json.dumps(settings, sort_keys=True, default=str)
-    if run_file.exists():
-        previous = run_file.read_text()
-        if resume and json.loads(previous) != json.loads(record):
+# ------------------------------------------------------------------------------ fingerprints
+def _hash_value(digest, value) -> None:
+    """Feed a tensor (dtype, shape and bytes) or any other value (its repr) into ``digest``."""
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous()
+        digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy())
+    else:
+        digest.update(repr(value).encode())
+
+
+def _model_fingerprint(clf: Classifier) -> str:
+    """sha256 of what fixes the classifier's outputs: the module types, every state_dict entry,
+    and the normalisation and bounds."""
+    digest = hashlib.sha256()
+    for name, module in clf.model.named_modules():
+        digest.update(f"{name}:{type(module).__qualname__};".encode())
+    for name, value in sorted(clf.model.state_dict().items()):
+        digest.update(name.encode())
+        _hash_value(digest, value)
+    for value in (clf.mean, clf.std, tuple(clf.bounds)):
+        _hash_value(digest, value)
+    return digest.hexdigest()
+
+
+def _data_fingerprint(source) -> str:
+    """sha256 of the number of inputs and of the inputs and labels at evenly spaced positions."""
+    total = len(source)
+    positions = torch.linspace(0, total - 1, min(total, _DATA_SAMPLE)).round().long().unique()
+    x, y = source.get(positions)
+    digest = hashlib.sha256(f"{total} inputs;".encode())
+    _hash_value(digest, x)
+    _hash_value(digest, y)
+    return digest.hexdigest()
+
+
+def _file_digest(stem: Path) -> str | None:
+    """sha256 over a shard's .json and .npz, or None when either is missing."""
+    digest = hashlib.sha256()
+    for path in (stem.with_suffix(".json"), stem.with_suffix(".npz")):
+        try:
+            with open(path, "rb") as handle:
+                for chunk in iter(lambda: handle.read(2**22), b""):
+                    digest.update(chunk)
+        except FileNotFoundError:
+            return None
+        digest.update(b"|")
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------ run directory
+class _RunDirectory:
+    """The ``out=`` directory of one :func:`boundary_normals` run, locked for the whole run.
+
+    ``run.json`` is the manifest: the format, the settings, the fingerprints of the model and
+    data, and the sha256 of every finished shard, rewritten atomically after each shard. A
+    shard is reused only when its files still match its checksum.
+    """
+
+    def __init__(self, out: Path, record: dict[str, Any], *, resume: bool) -> None:
+        self.out = out
+        self.record = json.loads(json.dumps(record))  # as it reads back from run.json
+        self.resume = resume
+        self.shards: dict[str, dict[str, Any]] = {}
+        self._lock: int | None = None
+
+    def __enter__(self) -> "_RunDirectory":
+        self._acquire()
+        try:
+            self._prepare()
+        except BaseException:
+            self._release()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._release()
+
+    def _acquire(self) -> None:
+        import fcntl
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        path = self.out / _LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip()
+            os.close(fd)
             raise BoundgeoError(
-                f"{out} holds a run with other settings ({previous.strip()}); "
-                "use another out= or resume=False to start over"
-            )
-        if not resume:
-            import shutil
+                f"{self.out} is being written by another process ({holder or 'unknown'} holds {path}); "
+                "wait for it to finish or choose another out="
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}".encode())
+        self._lock = fd
 
+    def _release(self) -> None:
+        if self._lock is not None:
+            import fcntl
+
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            os.close(self._lock)
+            self._lock = None
+
+    def _prepare(self) -> None:
+        for folder in (self.out, self.out / _SHARDS, self.out / _POINTS):
+            for orphan in folder.glob(".*.tmp"):  # left by a killed run; no writer is left (we hold the lock)
+                orphan.unlink(missing_ok=True)
+        run_file = self.out / _RUN_FILE
+        previous = read_json(run_file) if self.resume and run_file.exists() else None
+        if previous is not None and not isinstance(previous, dict):
+            raise BoundgeoError(f"{run_file} is not a boundary_normals manifest; use resume=False to start over")
+        version = None if previous is None else previous.get("format")
+        if version is not None:
+            if not isinstance(version, int) or version > _FORMAT:
+                raise BoundgeoError(f"{run_file} has format {version!r}, newer than this boundgeo reads "
+                                    f"({_FORMAT}); upgrade boundgeo or use resume=False")
+            changed = _what_changed(previous, self.record)
+            if changed:
+                raise BoundgeoError(f"{self.out} holds a run with {' and '.join(changed)}; "
+                                    "use another out= or resume=False to start over")
+            self.shards = _checked_shard_table(previous.get("shards"), run_file)
+        else:
+            leftovers = sorted((self.out / _SHARDS).glob("*.npz"))
+            if self.resume and leftovers:
+                reason = "no run.json" if previous is None else "a run.json from before shard checksums"
+                warnings.warn(f"{self.out} holds {len(leftovers)} shards with {reason}: they cannot be "
+                              "checked against this run and are removed", stacklevel=4)
             for sub in (_SHARDS, _POINTS):
-                shutil.rmtree(out / sub, ignore_errors=True)
-    (out / _SHARDS).mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(run_file, lambda h: h.write(record.encode()))
+                shutil.rmtree(self.out / sub, ignore_errors=True)
+        (self.out / _SHARDS).mkdir(parents=True, exist_ok=True)
+        self._write_manifest()
+
+    def _write_manifest(self) -> None:
+        text = json.dumps({**self.record, "shards": self.shards}, indent=1, sort_keys=True).encode()
+        atomic_write_bytes(self.out / _RUN_FILE, lambda h: h.write(text))
+
+    def shard(self, k: int) -> BoundaryPoints | None:
+        """Shard k if it is finished and its files match their checksum, else None."""
+        entry = self.shards.get(str(k))
+        if entry is None:
+            return None
+        stem = _shard_stem(self.out, k)
+        if _file_digest(stem) != entry["sha256"]:
+            warnings.warn(f"{stem}.npz/.json no longer match their checksum in {self.out / _RUN_FILE} "
+                          "(changed, replaced or damaged since they were written): computing the shard again",
+                          stacklevel=4)
+            del self.shards[str(k)]
+            return None
+        return BoundaryPoints.load(stem)
+
+    def save_shard(self, k: int, part: BoundaryPoints) -> None:
+        stem = part.save(_shard_stem(self.out, k))
+        self.shards[str(k)] = {"rows": len(part), "sha256": _file_digest(stem)}
+        self._write_manifest()
+
+    def finish(self, shard_counts: list[int], settings: dict[str, Any], *, labelled: bool,
+               cost: dict[str, int]) -> None:
+        _write_collection(self.out, shard_counts, settings, labelled=labelled, cost=cost)
 
 
+def _what_changed(previous: dict[str, Any], record: dict[str, Any]) -> list[str]:
+    """What differs between a stored manifest and this run: model, data, settings (named)."""
+    changed = []
+    before = previous.get("fingerprint") if isinstance(previous.get("fingerprint"), dict) else {}
+    if before.get("model") != record["fingerprint"]["model"]:
+        changed.append("a different model (its weights, module types, mean, std or bounds differ)")
+    if before.get("data") != record["fingerprint"]["data"]:
+        changed.append(f"different data (its count or the inputs at {_DATA_SAMPLE} evenly spaced positions differ)")
+    old = previous.get("settings") if isinstance(previous.get("settings"), dict) else {}
+    new = record["settings"]
+    diffs = [f"{key} was {old.get(key)!r}, now {new.get(key)!r}" for key in sorted(set(old) | set(new))
+             if old.get(key) != new.get(key)]
+    if diffs:
+        changed.append("other settings (" + "; ".join(diffs) + ")")
+    return changed
+
+
+def _checked_shard_table(table: Any, run_file: Path) -> dict[str, dict[str, Any]]:
+    if table is None:
+        return {}
+    ok = isinstance(table, dict) and all(
+        isinstance(key, str) and key.isdigit() and isinstance(entry, dict)
+        and isinstance(entry.get("sha256"), str) and isinstance(entry.get("rows"), int)
+        for key, entry in table.items()
+    )
+    if not ok:
+        raise BoundgeoError(f"{run_file} has a malformed shard table; use resume=False to start over")
+    return table
+
+
+# ------------------------------------------------------------------------------ finished result
 def _write_collection(out: Path, shard_counts: list[int], settings: dict[str, Any], *, labelled: bool,
                       cost: dict[str, int]) -> None:
     """Store the finished result as one .npy per field (memory-mappable) plus meta.json.
 
     The files are written by streaming the shards one after another (the header first, then
     each shard's rows as raw bytes), so memory stays at one shard however large the result.
+    Each goes to a temporary file of its own, synced to disk before it is renamed into place.
     """
     folder = out / _POINTS
     folder.mkdir(parents=True, exist_ok=True)
     used = [k for k, count in enumerate(shard_counts) if count]
     first = BoundaryPoints.load(_shard_stem(out, used[0]))
     total = sum(shard_counts)
-    names = [f.name for f in dataclasses.fields(first) if isinstance(getattr(first, f.name), torch.Tensor)]
+    names = [name for name in _TENSOR_FIELDS if isinstance(getattr(first, name), torch.Tensor)]
     if "true_label" in names and not labelled:  # labels known for some shards only: drop them
         names.remove("true_label")
     handles, temps = {}, {}
     try:
         for name in names:
             array = getattr(first, name).numpy()
-            temps[name] = folder / f".{name}.npy.tmp"
-            handles[name] = open(temps[name], "wb")
+            fd, temps[name] = tempfile.mkstemp(dir=folder, prefix=f".{name}.npy.", suffix=".tmp")
+            handles[name] = os.fdopen(fd, "wb")
             header = {"descr": np.lib.format.dtype_to_descr(array.dtype), "fortran_order": False,
                       "shape": (total,) + array.shape[1:]}
             np.lib.format.write_array_header_2_0(handles[name], header)
@@ -648,13 +896,38 @@ def _write_collection(out: Path, shard_counts: list[int], settings: dict[str, An
                 rows = getattr(shard, name).numpy()
                 handles[name].write(np.ascontiguousarray(rows).tobytes())
             del shard
+        for handle in handles.values():
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        for temp in temps.values():
+            Path(temp).unlink(missing_ok=True)
+        raise
     finally:
         for handle in handles.values():
             handle.close()
     for name in names:
         os.replace(temps[name], folder / f"{name}.npy")
-    meta = {"norm": first.norm, "settings": settings, "arrays": names, "cost": cost}
+    fsync_directory(folder)
+    meta = {"format": _FORMAT, "norm": first.norm, "settings": settings, "arrays": names, "cost": cost}
     atomic_write_bytes(folder / "meta.json", lambda h: h.write(json.dumps(meta, indent=2).encode()))
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """Where a loaded collection's arrays are on disk, and the format they were written in."""
+
+    folder: Path
+    format: int
+
+
+def _stored(points: BoundaryPoints) -> _Stored | None:
+    """The folder of ``points`` when they are a collection just loaded from disk, else None.
+
+    Kept as an attribute, not a field: a field would be saved, and a location read back from a
+    saved file must never be trusted. Derived results (select, to, replace) do not carry it.
+    """
+    return points.__dict__.get("_stored")
 
 
 def _load_collection(out: Path) -> BoundaryPoints:
@@ -662,22 +935,65 @@ def _load_collection(out: Path) -> BoundaryPoints:
     meta_path = folder / "meta.json"
     if not meta_path.exists():
         raise BoundgeoError(f"{out} holds no finished boundary_normals run ({meta_path} is missing)")
-    meta = json.loads(meta_path.read_text())
+    meta = read_json(meta_path)
+    version = meta.get("format", 1) if isinstance(meta, dict) else None
+    names = meta.get("arrays") if isinstance(meta, dict) else None
+    if (not isinstance(version, int) or not isinstance(names, list)
+            or not isinstance(meta.get("settings"), dict) or meta.get("norm") not in ("l2", "linf")):
+        raise BoundgeoError(f"{meta_path} is not the meta.json of a boundary_normals run")
+    if version > _FORMAT:
+        raise BoundgeoError(f"{meta_path} has format {version}, newer than this boundgeo reads ({_FORMAT})")
+    # array names are field names, never paths: nothing outside the folder is ever opened
+    strange = [name for name in names if name not in _TENSOR_FIELDS]
+    missing = set(_TENSOR_FIELDS) - set(names) - {"true_label"}
+    if strange or missing or len(set(names)) != len(names):
+        raise BoundgeoError(f"{meta_path} lists arrays {names!r}; expected the fields {list(_TENSOR_FIELDS)} "
+                            "(true_label optional), each once")
+    root = folder.resolve()
     arrays = {}
-    for name in meta["arrays"]:
-        # copy-on-write map: pages are read on demand and never written back
-        arrays[name] = torch.from_numpy(np.load(folder / f"{name}.npy", mmap_mode="c"))
+    for name in names:
+        path = folder / f"{name}.npy"
+        if not path.resolve().is_relative_to(root):
+            raise BoundgeoError(f"{path} leads outside {folder}")
+        try:
+            # copy-on-write map: pages are read on demand and never written back
+            array = np.load(path, mmap_mode="c", allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise BoundgeoError(f"{path} is not a readable .npy array ({exc})") from exc
+        if array.dtype.kind not in "biuf" or array.ndim == 0:
+            raise BoundgeoError(f"{path} holds a {array.dtype} array of shape {array.shape}, not numeric rows")
+        arrays[name] = torch.from_numpy(array)
+    count = arrays["margin"].shape[0]
+    for name, array in arrays.items():
+        wide = name in ("perturbation", "normal")
+        if array.shape[0] != count or (array.dim() > 1) != wide:
+            raise BoundgeoError(f"{folder / (name + '.npy')} has shape {tuple(array.shape)}, which does not "
+                                f"fit {count} points")
+    if arrays["normal"].shape != arrays["perturbation"].shape:
+        raise BoundgeoError(f"normal.npy and perturbation.npy in {folder} differ in shape: "
+                            f"{tuple(arrays['normal'].shape)} and {tuple(arrays['perturbation'].shape)}")
     arrays.setdefault("true_label", None)
     settings = {**meta["settings"], "loaded_from": str(out)}
-    return BoundaryPoints(**arrays, norm=meta["norm"], settings=settings, cost=meta.get("cost", {}))
+    cost = meta.get("cost") if isinstance(meta.get("cost"), dict) else {}
+    points = BoundaryPoints(**arrays, norm=meta["norm"], settings=settings, cost=cost)
+    object.__setattr__(points, "_stored", _Stored(folder, version))
+    return points
 
 
 def iter_shards(out: str | os.PathLike) -> Iterator[BoundaryPoints]:
-    """The finished shards of a :func:`boundary_normals` run, one at a time (bounded memory)."""
+    """The finished shards of a :func:`boundary_normals` run, one at a time (bounded memory),
+    each checked against its checksum in ``run.json``."""
     out = Path(out)
-    k = 0
-    while _shard_done(out, k):
-        yield BoundaryPoints.load(_shard_stem(out, k))
-        k += 1
-    if k == 0:
+    run_file = out / _RUN_FILE
+    manifest = read_json(run_file) if run_file.exists() else None
+    if not isinstance(manifest, dict) or "format" not in manifest:
+        raise BoundgeoError(f"{out} holds no boundary_normals run whose shards can be checked "
+                            f"({run_file} is missing or from before shard checksums)")
+    table = _checked_shard_table(manifest.get("shards"), run_file)
+    if not table:
         raise BoundgeoError(f"{out} holds no shards of a boundary_normals run")
+    for k in sorted(int(key) for key in table):
+        stem = _shard_stem(out, k)
+        if _file_digest(stem) != table[str(k)]["sha256"]:
+            raise BoundgeoError(f"{stem}.npz/.json do not match their checksum in {run_file}")
+        yield BoundaryPoints.load(stem)

@@ -199,7 +199,8 @@ class _FileRows(_Rows):
 
     Blocks are read with plain file reads into a buffer, not through a memory map: a column
     block touches every row, and the kernel's read-ahead and fault-around would make nearly the
-    whole mapped file resident (and counted in RSS) for every block.
+    whole mapped file resident (and counted in RSS) for every block. No read takes more than
+    ``_BLOCK_BYTES``, whatever the file's size.
     """
 
     def __init__(self, path: Path, keep: torch.Tensor, input_shape) -> None:
@@ -222,20 +223,29 @@ class _FileRows(_Rows):
     def d(self) -> int:
         return self._shape[1]
 
-    @property
-    def array(self):  # used by _check_rows on small files only
-        return torch.from_numpy(np.load(self.path).reshape(self._shape))
-
-    def nonzero(self, size: int = 4096) -> torch.Tensor:
-        """Which rows of the file have any non-zero entry (one sequential pass)."""
+    def nonzero(self) -> torch.Tensor:
+        """Which rows of the file have any non-zero entry: one sequential pass in blocks of at
+        most ``_BLOCK_BYTES`` (for directories written before zero normals were flagged)."""
         n, d = self._shape
+        size = max(1, min(n, _BLOCK_BYTES // (self._dtype.itemsize * d)))
+        block = np.empty((size, d), dtype=self._dtype)
         flags = np.empty(n, dtype=bool)
-        with open(self.path, "rb") as handle:
+        with open(self.path, "rb", buffering=0) as handle:
             handle.seek(self._offset)
             for start in range(0, n, size):
-                block = np.fromfile(handle, dtype=self._dtype, count=min(size, n - start) * d).reshape(-1, d)
-                flags[start : start + len(block)] = (block != 0).any(axis=1)
+                rows = block[: min(size, n - start)]
+                self._fill(handle, rows)
+                flags[start : start + len(rows)] = (rows != 0).any(axis=1)
         return torch.from_numpy(flags)
+
+    def _fill(self, handle, out: np.ndarray) -> None:
+        """Read exactly ``out.nbytes`` from ``handle`` into ``out`` (reads may come back short)."""
+        view, done = memoryview(out).cast("B"), 0
+        while done < len(view):
+            got = handle.readinto(view[done:])
+            if not got:
+                raise BoundgeoError(f"{self.path} ends before the {self._shape[0]} x {self.d} array its header declares")
+            done += got
 
     def _read(self, rows, start: int = 0, stop: int | None = None) -> torch.Tensor:
         stop = self.d if stop is None else stop
@@ -244,7 +254,7 @@ class _FileRows(_Rows):
         with open(self.path, "rb", buffering=0) as handle:
             for i, row in enumerate(rows):
                 handle.seek(self._offset + (int(row) * self.d + start) * size)
-                handle.readinto(memoryview(out[i]).cast("B"))
+                self._fill(handle, out[i])
         return torch.from_numpy(out.astype(np.float64))
 
     def dense(self) -> torch.Tensor:
@@ -266,40 +276,12 @@ def _as_rows(normals, kind: str) -> _Rows:
 
     if kind not in KINDS:
         raise BoundgeoError(f"kind must be 'normal' or 'perturbation', got {kind!r}")
-    if isinstance(normals, BoundaryPoints) and normals.settings.get("loaded_from"):
-        folder = Path(normals.settings["loaded_from"])
-        if len(normals) * int(np.prod(normals.input_shape)) > _DENSE_LIMIT and folder.is_dir():
-            normals = folder  # large and on disk: read it block by block, not through the map
     if isinstance(normals, (str, os.PathLike)):
-        folder = Path(normals) / "points"
-        if not (folder / "meta.json").exists():
-            raise BoundgeoError(f"{normals} holds no finished boundary_normals run ({folder / 'meta.json'} is missing)")
-        keep = torch.from_numpy(np.load(folder / "converged.npy")).bool()
-        if not keep.any():
-            raise BoundgeoError("no converged boundary point to take directions from")
-        field_path = folder / f"{kind}.npy"
-        shape = np.load(field_path, mmap_mode="r").shape[1:]
-        rows = _FileRows(field_path, keep, shape)
-        if kind == "normal":  # as for BoundaryPoints: a vanishing gradient gives no normal
-            keep = keep & rows.nonzero()
-            if not keep.any():
-                raise BoundgeoError("no converged boundary point with a non-zero normal")
-            rows = _FileRows(field_path, keep, shape)
-        if rows.n * rows.d <= _DENSE_LIMIT:
-            _check_rows(rows)
-        return rows
+        if not Path(normals).is_dir():
+            raise BoundgeoError(f"{normals} is not the output directory of a boundary_normals run")
+        normals = BoundaryPoints.load(normals)  # validated, memory-mapped: nothing is read yet
     if isinstance(normals, BoundaryPoints):
-        source = normals.normal if kind == "normal" else normals.perturbation
-        array = source.reshape(len(normals), -1)
-        keep = normals.converged.cpu().bool()
-        if kind == "normal":  # a converged point with a vanishing gradient has no normal
-            keep = keep & (array.detach().abs().amax(dim=1).cpu() > 0)
-        if not keep.any():
-            raise BoundgeoError("no converged boundary point to take directions from")
-        rows = _Rows(array.cpu(), keep, normals.input_shape, unit=True)
-        if rows.n * rows.d <= _DENSE_LIMIT:
-            _check_rows(rows)
-        return rows
+        return _points_rows(normals, kind)
     if isinstance(normals, np.ndarray):
         normals = torch.from_numpy(normals)
     if not isinstance(normals, torch.Tensor):
@@ -310,6 +292,40 @@ def _as_rows(normals, kind: str) -> _Rows:
         raise BoundgeoError(f"normals must be a non-empty (n, d) matrix of rows, got {tuple(normals.shape)}")
     rows = _Rows(normals.detach().cpu().reshape(normals.shape[0], -1), None, normals.shape[1:], unit=False)
     _check_rows(rows)
+    return rows
+
+
+def _points_rows(points, kind: str) -> _Rows:
+    """The converged rows of ``points``; for normals, without the zero ones (a vanishing
+    gradient gives no normal). A large collection on disk is read block by block from its
+    file, choosing rows from the small per-row arrays only."""
+    from .boundary import ZERO_NORMAL, _stored
+
+    keep = points.converged.cpu().bool()
+    if kind == "normal":
+        keep &= points.status.cpu() != ZERO_NORMAL
+    if not keep.any():
+        raise BoundgeoError("no converged boundary point with a non-zero normal" if kind == "normal"
+                            else "no converged boundary point to take directions from")
+    stored = _stored(points)
+    if stored is not None and len(points) * int(np.prod(points.input_shape)) > _DENSE_LIMIT:
+        path = stored.folder / f"{kind}.npy"
+        rows = _FileRows(path, keep, points.input_shape)
+        if kind == "normal" and stored.format < 2:  # written before zero normals were flagged
+            keep &= rows.nonzero()
+            if not keep.any():
+                raise BoundgeoError("no converged boundary point with a non-zero normal")
+            rows = _FileRows(path, keep, points.input_shape)
+        return rows
+    source = points.normal if kind == "normal" else points.perturbation
+    array = source.detach().reshape(len(points), -1).cpu()
+    if kind == "normal":  # results made or saved before zero normals were flagged
+        keep &= array.abs().amax(dim=1) > 0
+        if not keep.any():
+            raise BoundgeoError("no converged boundary point with a non-zero normal")
+    rows = _Rows(array, keep, points.input_shape, unit=True)
+    if rows.n * rows.d <= _DENSE_LIMIT:
+        _check_rows(rows)
     return rows
 
 
@@ -383,12 +399,14 @@ def _route_stream(rows: _Rows, keep: int):
         gram = torch.zeros(rows.d, rows.d, dtype=torch.float64)
         for block in rows.row_blocks(size):
             gram += block.T @ block
+            del block  # before the next block is read: one block in memory at a time, not two
         s, v = _from_gram_rows(gram)
         return s, v[:, :keep].T.contiguous().float()
     size = max(1, _BLOCK_BYTES // (8 * rows.n))
     gram = torch.zeros(rows.n, rows.n, dtype=torch.float64)
     for _, block in rows.column_blocks(size):
         gram += block @ block.T
+        del block
     scale = gram.diagonal().clone().sqrt()  # row norms: unit rows without a separate pass
     if (scale == 0).any():
         raise BoundgeoError(f"{int((scale == 0).sum())} rows are zero; a zero row has no direction")
@@ -402,6 +420,7 @@ def _route_stream(rows: _Rows, keep: int):
     v = torch.empty(keep, rows.d, dtype=torch.float32)
     for start, block in rows.column_blocks(size):
         v[:, start : start + block.shape[1]] = (block.T @ coeff).T.float()
+        del block
     return s, v
 
 

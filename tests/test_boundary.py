@@ -130,16 +130,73 @@ def test_zero_gradient_is_reported_not_divided_by():
     "kwargs, match",
     [
         (dict(norm="l1"), "norm must be"),
-        (dict(overshoot=-0.1), "overshoot must be >= 0"),
+        (dict(overshoot=-0.1), r"overshoot must be in \[0"),
         (dict(max_iter=0), "max_iter"),
+        (dict(max_iter=2.5), "max_iter must be a whole number"),
         (dict(candidates=1), "candidates must be >= 2"),
         (dict(batch_size=0), "batch_size"),
+        (dict(nearest=0), "nearest must be >= 1"),
     ],
 )
 def test_bad_settings_raise(small_net, kwargs, match):
     model, x, _ = small_net
     with pytest.raises(bg.BoundgeoError, match=match):
         bg.deepfool(bg.Classifier(model), x[:3], **kwargs)
+    with pytest.raises(bg.BoundgeoError, match=match):
+        bg.boundary_normals(bg.Classifier(model), x[:3], progress=False, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(shard_size=0), "shard_size must be >= 1"),  # once silently the batch size
+        (dict(shard_size=1.5), "shard_size must be a whole number"),
+        (dict(seed=-1), "seed must be between 0"),
+        (dict(seed=0.5), "seed must be a whole number"),
+        (dict(n=2.5), "n must be a whole number"),
+        (dict(n=0), "n must be between 1 and 3"),
+        (dict(dtype=torch.float64), "dtype .* must be torch.float32 or torch.float16"),
+        (dict(dtype="float16"), "dtype"),
+        (dict(max_steps=3), "unknown deepfool arguments"),
+    ],
+)
+def test_bad_collection_settings_raise(small_net, kwargs, match):
+    model, x, _ = small_net
+    with pytest.raises(bg.BoundgeoError, match=match):
+        bg.boundary_normals(bg.Classifier(model), x[:3], progress=False, **kwargs)
+
+
+def test_out_must_not_be_a_file(small_net, tmp_path):
+    model, x, _ = small_net
+    (tmp_path / "taken").write_text("a file")
+    with pytest.raises(bg.BoundgeoError, match="existing file"):
+        bg.boundary_normals(bg.Classifier(model), x[:3], out=tmp_path / "taken", progress=False)
+    assert (tmp_path / "taken").read_text() == "a file"
+
+
+class _Saturating(nn.Module):
+    """f = (min(relu(x₀), 1), 1/2): crossing at x₀ = 1/2, and flat beyond x₀ = 1."""
+
+    def forward(self, x):
+        first = x[:, :1].clamp(0, 1)
+        return torch.cat([first, torch.full_like(first, 0.5)], dim=1)
+
+
+def test_a_crossed_point_without_gradient_is_flagged_zero_normal(tmp_path):
+    clf = bg.Classifier(_Saturating().eval(), bounds=(-5, 5), num_classes=2)
+    x = torch.tensor([[0.1, 0.0], [0.3, 0.0]])
+    # overshoot 2 lands the first input at x₀ ≈ 1.3, where the logits are flat; the second
+    # stops at x₀ ≈ 0.9, where the gradient is still there
+    pts = bg.deepfool(clf, x, overshoot=2.0, clip=False)
+    assert pts.converged.all()
+    assert pts.status.tolist() == [boundary.ZERO_NORMAL, boundary.CONVERGED]
+    assert not pts.normal[0].any() and torch.equal(pts.normal[1], torch.tensor([1.0, 0.0]))
+    assert pts.to_frame().status.tolist() == ["zero_normal", "converged"]
+    assert len(pts.directions("normal")) == 1
+    # stored with the flag, the directory gives the same rows as the points in memory
+    stored = bg.boundary_normals(clf, x, out=tmp_path / "run", overshoot=2.0, clip=False, progress=False)
+    assert stored.status.tolist() == pts.status.tolist()
+    assert bg.spectrum(tmp_path / "run", baseline_draws=0).n == bg.spectrum(pts, baseline_draws=0).n == 1
 
 
 def test_empty_input_raises(small_net):

@@ -1,9 +1,17 @@
+import importlib
+import io
+import json
+import tracemalloc
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 import boundgeo as bg
 from boundgeo.spectrum import marchenko_pastur, random_unit_spectrum
+
+spectrum_module = importlib.import_module("boundgeo.spectrum")  # bg.spectrum is the function
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +73,23 @@ def test_streams_from_a_boundary_normals_directory(small_net, tmp_path):
     assert streamed.n == int(pts.converged.sum())
 
 
-def test_a_directory_with_zero_normals_drops_them_as_boundary_points_do(small_net, tmp_path):
+def _as_written_before_zero_normal_flags(run):
+    meta_path = run / "points" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["format"]
+    meta_path.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("from_file", [False, True], ids=["mapped", "read-from-file"])
+def test_an_old_directory_with_zero_normals_drops_them_as_boundary_points_do(small_net, tmp_path, monkeypatch,
+                                                                              from_file):
+    if from_file:  # as for a large directory: rows read block by block from normal.npy
+        monkeypatch.setattr(spectrum_module, "_DENSE_LIMIT", 0)
     model, x, y = small_net
     clf = bg.Classifier(model)
     bg.boundary_normals(clf, (x[:120], y[:120]), out=tmp_path / "run", shard_size=50, progress=False)
+    # a directory written before zero normals were flagged: their status says converged
+    _as_written_before_zero_normal_flags(tmp_path / "run")
     path = tmp_path / "run" / "points" / "normal.npy"
     normals = np.load(path)
     converged = np.load(tmp_path / "run" / "points" / "converged.npy")
@@ -79,7 +100,7 @@ def test_a_directory_with_zero_normals_drops_them_as_boundary_points_do(small_ne
     assert not loaded.normal[zeroed].any()
     reference = bg.spectrum(loaded, route="exact", baseline_draws=0)
     assert reference.n == int(converged.sum()) - 2
-    for route in ("exact", "stream"):  # small files are checked whole, large ones streamed
+    for route in ("exact", "stream"):
         from_disk = bg.spectrum(tmp_path / "run", route=route, baseline_draws=0)
         assert from_disk.n == reference.n
         torch.testing.assert_close(from_disk.singular_values, reference.singular_values, rtol=1e-6, atol=1e-9)
@@ -87,6 +108,26 @@ def test_a_directory_with_zero_normals_drops_them_as_boundary_points_do(small_ne
     np.save(path, normals)
     with pytest.raises(bg.BoundgeoError, match="non-zero normal"):
         bg.spectrum(tmp_path / "run", baseline_draws=0)
+
+
+def test_a_new_directory_takes_zero_normals_from_status_and_refuses_unflagged_ones(small_net, tmp_path,
+                                                                                   monkeypatch):
+    monkeypatch.setattr(spectrum_module, "_DENSE_LIMIT", 0)  # the file route
+    model, x, y = small_net
+    bg.boundary_normals(bg.Classifier(model), (x[:60], y[:60]), out=tmp_path / "run", progress=False)
+    points = tmp_path / "run" / "points"
+    status, converged = np.load(points / "status.npy"), np.load(points / "converged.npy")
+    flagged = np.flatnonzero(converged)[:3]
+    status[flagged] = 3  # zero normal: left out without looking at normal.npy
+    np.save(points / "status.npy", status)
+    spec = bg.spectrum(tmp_path / "run", route="stream", baseline_draws=0)
+    assert spec.n == int(converged.sum()) - 3
+    # a zero row the flags do not announce is an error, never a silent NaN direction
+    normals = np.load(points / "normal.npy")
+    normals[np.flatnonzero(converged)[5]] = 0
+    np.save(points / "normal.npy", normals)
+    with pytest.raises(bg.BoundgeoError, match="1 rows are zero"):
+        bg.spectrum(tmp_path / "run", route="stream", baseline_draws=0)
 
 
 def test_baseline_matches_marchenko_pastur_edges():
@@ -161,3 +202,74 @@ def test_rank_deficient_rows_give_unit_directions_only(route):
     torch.testing.assert_close(spec.components.norm(dim=1), torch.ones(len(spec.components)), atol=1e-4, rtol=0)
     basis = spec.basis(3)
     torch.testing.assert_close(basis @ basis.T, torch.eye(3), atol=1e-4, rtol=0)
+
+
+class _CountingFile:
+    """A file whose reads are counted (the largest and the total, in bytes); it offers no file
+    descriptor, so no read can bypass the count."""
+
+    def __init__(self, real, counts: dict[str, int]) -> None:
+        self._real, self._counts = real, counts
+
+    def _count(self, size: int) -> None:
+        self._counts["largest"] = max(self._counts["largest"], size)
+        self._counts["total"] += size
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._real.read(size)
+        self._count(len(data))
+        return data
+
+    def readinto(self, buffer) -> int:
+        self._count(memoryview(buffer).nbytes)
+        return self._real.readinto(buffer)
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("reads must go through read/readinto, where they are counted")
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._real.close()
+
+
+@pytest.mark.parametrize("flagged", [True, False], ids=["zero-normal-flags", "written-before-flags"])
+def test_the_stream_route_reads_no_more_than_one_block_at_a_time(tmp_path, monkeypatch, flagged):
+    # 600 normals of dimension 8192 (18.8 MiB) against blocks of 1 MiB. Once, choosing the rows
+    # read 4096 rows at a time: the whole file, 1.1 GiB more at ImageNet size.
+    block = 2**20
+    monkeypatch.setattr(spectrum_module, "_BLOCK_BYTES", block)
+    monkeypatch.setattr(spectrum_module, "_DENSE_LIMIT", 0)  # as for a large directory
+    gen = torch.Generator().manual_seed(0)
+    model = torch.nn.Linear(8192, 10)
+    with torch.no_grad():
+        model.weight.copy_(torch.randn(10, 8192, generator=gen) / 90)
+    x = torch.rand(600, 8192, generator=gen)
+    run = tmp_path / "run"
+    pts = bg.boundary_normals(bg.Classifier(model.eval()), x, out=run, candidates=3, progress=False)
+    if not flagged:
+        _as_written_before_zero_normal_flags(run)
+    counts = {"largest": 0, "total": 0}
+
+    def counting_open(path, *args, **kwargs):
+        real = open(path, *args, **kwargs)
+        return _CountingFile(real, counts) if Path(path).name == "normal.npy" else real
+
+    bg.spectrum(run, route="stream", baseline_draws=0)  # first-call allocations are not the reads
+    monkeypatch.setattr(spectrum_module, "open", counting_open, raising=False)
+    tracemalloc.start()
+    try:
+        spec = bg.spectrum(run, route="stream", baseline_draws=0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert spec.n == int(pts.converged.sum()) > 500
+    assert counts["total"] >= spec.n * 8192 * 4  # every row was read, and counted
+    assert counts["largest"] <= block, counts
+    # one block (float32) and its float64 copy, and the 0.8 MiB grid of the Marchenko-Pastur
+    # quantiles; never the whole file
+    assert peak < 3 * block, peak
