@@ -22,10 +22,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._checks import check_count, check_device, check_real, check_seed
+from ._checks import check_choice, check_count, check_device, check_real, check_seed
 from ._errors import BoundgeoError
 
 ARCHITECTURES = ("affine", "mlp", "cnn")
+# Built by build_model too, but kept out of ARCHITECTURES: the scripts that loop over the
+# reference models of digits and MNIST have no recipe for it there.
+CIFAR_ARCHITECTURES = ("resnet",)
+RESNET_WIDTHS = (16, 32, 64)
 WEIGHTS = "weights"  # package data: boundgeo/weights/, installed with the package
 DIGITS_CNN = "digits_cnn.pt"
 MAX_CLASSES = 100_000  # a sanity bound for num_classes (ImageNet-21k has 21,841)
@@ -48,13 +52,20 @@ def build_model(
     Args:
         arch: ``"affine"`` (softmax regression), ``"mlp"`` (two hidden ReLU layers, 256-128)
             or ``"cnn"`` (two 3x3 conv-ReLU-maxpool blocks with 16 and 32 channels, a 64-unit
-            hidden layer).
+            hidden layer). ``"resnet"``: a ResNet-8 for CIFAR-sized colour images (see
+            :func:`resnet8`).
         input_shape: (C, H, W) of one input.
         num_classes: number of logits.
     """
-    if arch not in ARCHITECTURES:
-        raise BoundgeoError(f"unknown architecture {arch!r}; choose one of {ARCHITECTURES}")
+    if arch not in ARCHITECTURES + CIFAR_ARCHITECTURES:
+        raise BoundgeoError(
+            f"unknown architecture {arch!r}; choose one of {ARCHITECTURES + CIFAR_ARCHITECTURES}"
+        )
     input_shape, num_classes = _check_architecture(input_shape, num_classes)
+    if arch == "resnet":
+        if len(input_shape) != 3:
+            raise BoundgeoError(f"the resnet needs inputs (C, H, W), got {input_shape}")
+        return resnet8(input_shape[0], num_classes)
     features = 1
     for s in input_shape:
         features *= s
@@ -84,6 +95,98 @@ def build_model(
         nn.ReLU(),
         nn.Linear(64, num_classes),
     )
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 conv-BatchNorm layers plus a shortcut, then ReLU (He et al. 2016).
+
+    The shortcut is the identity, or a 1x1 conv-BatchNorm where the block changes the width or
+    the resolution.
+
+    Shape:
+        (N, in_channels, H, W) → (N, out_channels, ⌈H/stride⌉, ⌈W/stride⌉).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class _ToChannelsLast(torch.autograd.Function):
+    """x in channels-last layout; the gradient goes back in the standard layout, so that
+    gradients with respect to the inputs can be ``.view``-ed as usual."""
+
+    generate_vmap_rule = True  # for is_grads_batched backward passes
+
+    @staticmethod
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        pass
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous()
+
+
+class ChannelsLast(nn.Module):
+    """Hands the input on in channels-last memory layout (the same values), so that the
+    convolutions after it run their faster NHWC kernels; gradients come back in the standard
+    layout.
+
+    Shape:
+        (N, C, H, W) → (N, C, H, W).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        try:
+            return _ToChannelsLast.apply(x)
+        except RuntimeError:  # inside torch.func.vmap, which cannot set a memory layout
+            return x
+
+
+def resnet8(in_channels: int = 3, num_classes: int = 10) -> nn.Sequential:
+    """A ResNet-8 for 32x32 images: the CIFAR ResNet of He et al. (2016) with one basic block per
+    stage instead of three (ResNet-20), about 78,000 weights, small enough to train on a CPU.
+
+    A 3x3 conv-BatchNorm-ReLU stem with 16 channels, three :class:`BasicBlock` stages of
+    :data:`RESNET_WIDTHS` (16, 32, 64) channels (the last two halve the resolution), global
+    average pooling and a linear layer. Inputs stay in [0, 1]: the BatchNorm after the stem
+    standardises them, so the model needs no mean/std of its own. Weights and activations are
+    kept channels-last (:class:`ChannelsLast`), a third faster on the CPU; inputs may come in
+    either layout, and gradients with respect to them come back in the standard one.
+
+    Shape:
+        (N, in_channels, H, W) → (N, num_classes) for any H, W ≥ 1.
+    """
+    first, *rest = RESNET_WIDTHS
+    layers: list[nn.Module] = [
+        ChannelsLast(),
+        nn.Conv2d(in_channels, first, 3, 1, 1, bias=False),
+        nn.BatchNorm2d(first),
+        nn.ReLU(),
+        BasicBlock(first, first, 1),
+    ]
+    width = first
+    for out in rest:
+        layers.append(BasicBlock(width, out, 2))
+        width = out
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes)]
+    return nn.Sequential(*layers).to(memory_format=torch.channels_last)
 
 
 @dataclass(frozen=True)
@@ -174,6 +277,24 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
     )
 
 
+def crop_flip(x: torch.Tensor, generator: torch.Generator, *, padding: int = 4) -> torch.Tensor:
+    """Random crops of the zero-padded inputs and random horizontal flips (the standard CIFAR
+    augmentation), drawn from ``generator``: the same generator state gives the same batch.
+
+    Shape:
+        x: (N, C, H, W) → (N, C, H, W).
+    """
+    n, c, h, w = x.shape
+    padded = nn.functional.pad(x, (padding,) * 4)
+    top = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    left = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    flip = torch.rand(n, generator=generator) < 0.5
+    rows = (top[:, None] + torch.arange(h))[:, None, :, None].expand(n, c, h, w + 2 * padding)
+    cols = left[:, None] + torch.arange(w)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)[:, None, None, :].expand(n, c, h, w)
+    return padded.gather(2, rows).gather(3, cols)
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1024) -> float:
     """Share of ``x`` that ``model`` classifies as ``y``."""
@@ -198,20 +319,28 @@ def train(
     seed: int = 0,
     meta: dict[str, Any] | None = None,
     progress: bool = False,
+    optimizer: str = "adam",
+    schedule: str | None = None,
+    augment: bool = False,
 ) -> TrainedModel:
-    """Train a reference model with Adam, deterministically on the CPU.
+    """Train a reference model with Adam (or SGD), deterministically on the CPU.
 
-    The same seed, data and settings give bit-identical weights: initialisation and shuffling
-    draw from generators seeded here, and the global RNG state is restored afterwards.
+    The same seed, data and settings give bit-identical weights: initialisation, shuffling and
+    augmentation draw from generators seeded here, and the global RNG state is restored afterwards.
 
     Args:
         arch: one of :data:`ARCHITECTURES`.
         x, y: training inputs (N, C, H, W) in [0, 1] and int64 labels (N,).
         x_val, y_val: held-out data for the reported accuracy.
         epochs, batch_size, lr, weight_decay: optimisation settings.
-        seed: seeds initialisation and shuffling.
+        seed: seeds initialisation, shuffling and augmentation.
         meta: notes saved with the checkpoint (for example the dataset and split).
         progress: print the loss and held-out accuracy after each epoch.
+        optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9, Nesterov).
+        schedule: None (constant ``lr``) or ``"onecycle"`` (``lr`` is the peak of a one-cycle
+            schedule over all steps, Smith & Topin 2019).
+        augment: random crops of the 4-pixel zero-padded inputs and horizontal flips
+            (:func:`crop_flip`), drawn afresh for every batch.
     """
     epochs, batch_size, seed = check_count(epochs, "epochs"), check_count(batch_size, "batch_size"), check_seed(seed)
     lr = check_real(lr, "lr", low=0, low_open=True)
@@ -226,7 +355,18 @@ def train(
         torch.manual_seed(seed)
         model = build_model(arch, tuple(x.shape[1:]), max(num_classes, 2))
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    check_choice(optimizer, "optimizer", ("adam", "sgd"))
+    check_choice(schedule, "schedule", (None, "onecycle"))
+    if optimizer == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True,
+                                    weight_decay=weight_decay)
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    scheduler = None
+    if schedule == "onecycle":
+        steps = epochs * -(-x.shape[0] // batch_size)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps,
+                                                        pct_start=0.25)
     loss_fn = nn.CrossEntropyLoss()
     for epoch in range(epochs):
         model.train()
@@ -234,9 +374,12 @@ def train(
         total = 0.0
         for batch in order.split(batch_size):
             optimizer.zero_grad()
-            loss = loss_fn(model(x[batch]), y[batch])
+            inputs = crop_flip(x[batch], generator) if augment else x[batch]
+            loss = loss_fn(model(inputs), y[batch])
             loss.backward()
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             total += float(loss.detach()) * len(batch)
         if progress:
             val = accuracy(model, x_val, y_val) if x_val is not None else float("nan")
@@ -264,8 +407,11 @@ RECIPES: dict[tuple[str, str], dict[str, Any]] = {
     ("mnist", "affine"): {"epochs": 15, "lr": 3e-3},
     ("mnist", "mlp"): {"epochs": 15},
     ("mnist", "cnn"): {"epochs": 10},
+    ("cifar10", "resnet"): {"epochs": 15, "batch_size": 128, "lr": 0.1, "weight_decay": 5e-4,
+                            "optimizer": "sgd", "schedule": "onecycle", "augment": True},
 }
 MNIST_TRAIN = 8000  # the training split is not shipped: train on the first 8,000 test images
+CIFAR10_TRAIN_PER_CLASS = 800  # likewise: the first 800 test images of each class train, 200 test
 
 
 def reference_split(
@@ -275,7 +421,9 @@ def reference_split(
 
     digits: scikit-learn's digits with boundgeo's fixed 70/30 split. mnist: the first 8,000
     images of the MNIST test split for training and the last 2,000 for testing, since only the
-    test split is at hand.
+    test split is at hand. cifar10: likewise only the test split is at hand (the JPEG image
+    folder, or the ``test_batch`` file); the first 800 images of each class in test order train,
+    the other 200 of each class (2,000) test. Both parts keep the loader's order.
     """
     from .datasets import load_dataset
 
@@ -286,7 +434,13 @@ def reference_split(
     if dataset == "mnist":
         x, y = load_dataset("mnist", root=root, split="test")
         return x[:MNIST_TRAIN], y[:MNIST_TRAIN], x[MNIST_TRAIN:], y[MNIST_TRAIN:]
-    raise BoundgeoError(f"reference models exist for 'digits' and 'mnist', not {dataset!r}")
+    if dataset == "cifar10":
+        x, y = load_dataset("cifar10", root=root, split="test")
+        train_part = torch.zeros(len(y), dtype=torch.bool)
+        for c in y.unique():
+            train_part[(y == c).nonzero().squeeze(1)[:CIFAR10_TRAIN_PER_CLASS]] = True
+        return x[train_part], y[train_part], x[~train_part], y[~train_part]
+    raise BoundgeoError(f"reference models exist for 'digits', 'mnist' and 'cifar10', not {dataset!r}")
 
 
 def train_reference(
@@ -301,11 +455,12 @@ def train_reference(
     if (dataset, arch) not in RECIPES:
         raise BoundgeoError(f"no recipe for {arch!r} on {dataset!r}; see boundgeo.zoo.RECIPES")
     x_tr, y_tr, x_te, y_te = reference_split(dataset, root=root)
-    split = (
-        "digits: sklearn load_digits, stratified 70/30 split (seed 0)"
-        if dataset == "digits"
-        else "mnist: trained on test images [0, 8000), evaluated on [8000, 10000)"
-    )
+    split = {
+        "digits": "digits: sklearn load_digits, stratified 70/30 split (seed 0)",
+        "mnist": "mnist: trained on test images [0, 8000), evaluated on [8000, 10000)",
+        "cifar10": "cifar10: trained on the first 800 test images of each class, evaluated on the "
+                   "other 200 of each class (the training split is not at hand)",
+    }[dataset]
     return train(
         arch,
         x_tr,
