@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+import numpy as np
 import torch
 
-from ._checks import check_choice
+from ._checks import check_choice, check_real
+from ._errors import BoundgeoError
 from .classifier import Classifier
 
 NORMS = ("l2", "linf")
@@ -13,6 +17,22 @@ NORMS = ("l2", "linf")
 def check_norm(norm: str) -> str:
     """The one check of ``norm`` that every analysis shares."""
     return check_choice(norm, "norm", NORMS)
+
+
+def check_radii(values, name: str) -> torch.Tensor:
+    """Budgets or radii: one positive finite number, or a sequence, array or tensor of them, as
+    a 1-D float64 tensor in the order given. Each value goes through ``check_real``, so that
+    ``"abc"``, NaN or a nested list are refused naming the entry."""
+    if isinstance(values, (torch.Tensor, np.ndarray)):
+        items = list(values.reshape(-1))
+    elif isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        items = [values]
+    else:
+        items = list(values)
+    if not items:
+        raise BoundgeoError(f"{name} must hold at least one positive number, got {values!r}")
+    reals = [check_real(v, f"{name}[{i}]", low=0, low_open=True) for i, v in enumerate(items)]
+    return torch.tensor(reals, dtype=torch.float64)
 
 
 def row_sizes(flat: torch.Tensor, norm: str) -> torch.Tensor:

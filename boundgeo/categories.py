@@ -26,12 +26,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._checks import check_choice, check_count, check_real, check_seed
 from ._data import as_tensors
 from ._errors import BoundgeoError
-from ._perturb import check_norm, fooled, project_rows, scale_to_norm
+from ._perturb import check_norm, check_radii, fooled, project_rows, scale_to_norm
 from ._results import Result
 from .boundary import deepfool
-from .classifier import Classifier
+from .classifier import Classifier, as_classifier
+from .universal import METHODS as UNIVERSAL_METHODS
 from .universal import universal_perturbation
 
 NAMES = {
@@ -124,6 +126,7 @@ class RobustnessProfile(Result):
 
     def category_at(self, eps: float) -> int:
         """The category at the largest grid budget not above ``eps``."""
+        eps = check_real(eps, "eps")
         index = int(np.searchsorted(self.epsilons.numpy(), eps, side="right")) - 1
         if index < 0:
             raise BoundgeoError(f"eps {eps} lies below the smallest budget {float(self.epsilons[0])}")
@@ -201,8 +204,13 @@ def pgd_fooled(clf: Classifier, x: torch.Tensor, clean: torch.Tensor, eps: float
     sign steps of ``step_size`` (default 2.5 ε / steps), projected onto the ball and the bounds
     after each step. Returns a bool tensor (n,): True where some iterate changed the class.
     """
+    clf = as_classifier(clf)
     check_norm(norm)
-    alpha = step_size if step_size is not None else 2.5 * eps / steps
+    eps = check_real(eps, "eps", low=0, low_open=True)
+    steps = check_count(steps, "steps")
+    batch_size = check_count(batch_size, "batch_size")
+    alpha = (check_real(step_size, "step_size", low=0, low_open=True) if step_size is not None
+             else 2.5 * eps / steps)
     out = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     for start in range(0, len(x), batch_size):
         xb, yb = x[start : start + batch_size], clean[start : start + batch_size]
@@ -275,16 +283,17 @@ def robustness_profile(
     Returns:
         :class:`RobustnessProfile`. The categories are evidence from attacks, not proofs.
     """
+    clf = as_classifier(clf)
     check_norm(norm)
-    if not 0 < threshold <= 1:
-        raise BoundgeoError(f"threshold must be in (0, 1], got {threshold!r}")
-    if not 0 < fit_fraction < 1:
-        raise BoundgeoError(f"fit_fraction must be in (0, 1), got {fit_fraction!r}")
-    if draws < 1:
-        raise BoundgeoError(f"draws must be >= 1, got {draws!r}")
-    eps = torch.as_tensor(np.sort(np.asarray(epsilons, dtype=np.float64).reshape(-1)))
-    if len(eps) == 0 or not torch.isfinite(eps).all() or (eps <= 0).any():
-        raise BoundgeoError(f"epsilons must be positive finite numbers, got {epsilons!r}")
+    threshold = check_real(threshold, "threshold", low=0, high=1, low_open=True)
+    fit_fraction = check_real(fit_fraction, "fit_fraction", low=0, high=1, low_open=True, high_open=True)
+    seed, draws = check_seed(seed), check_count(draws, "draws")
+    universal_method = check_choice(universal_method, "universal_method", UNIVERSAL_METHODS)
+    universal_passes = check_count(universal_passes, "universal_passes")
+    batch_size, pgd_steps = check_count(batch_size, "batch_size"), check_count(pgd_steps, "pgd_steps")
+    for name, flag in (("refine", refine), ("progress", progress)):
+        check_choice(flag, name, (True, False))
+    eps = check_radii(epsilons, "epsilons").sort().values
     x, _ = as_tensors(data)
     x = clf.check_inputs(x)
     if len(x) < 4:
@@ -375,6 +384,8 @@ def categorize(
         >>> bg.categorize(toy.classifier, toy.x, eps=toy.eps).value
         1
     """
+    clf = as_classifier(clf)
+    eps = check_real(eps, "eps", low=0, low_open=True)
     prof = robustness_profile(clf, data, epsilons=[eps], norm=norm, threshold=threshold, seed=seed,
                               **profile_kwargs)
     value = int(prof.category[0])

@@ -32,11 +32,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._checks import check_choice, check_count, check_real, check_seed
 from ._data import as_source
 from ._errors import BoundgeoError
 from ._results import Result
 from .boundary import BoundaryPoints, deepfool
-from .classifier import Classifier
+from .classifier import Classifier, as_classifier
 
 METHODS = ("finite_difference", "autograd")
 _BISECTION_STEPS = 30
@@ -281,17 +282,31 @@ def _apply_each(apply, vectors: torch.Tensor) -> torch.Tensor:
     return torch.stack([apply(vectors[:, i]).detach() for i in range(vectors.shape[1])], 1)
 
 
-def _check(k, method, steps, step, relative_step) -> None:
-    if method not in METHODS:
-        raise BoundgeoError(f"method must be one of {METHODS}, got {method!r}")
-    if int(k) != k or k < 1:
-        raise BoundgeoError(f"k must be an integer >= 1, got {k!r}")
-    if steps is not None and (int(steps) != steps or steps < 1):
-        raise BoundgeoError(f"lanczos_steps must be an integer >= 1, got {steps!r}")
-    if step is not None and not (np.isfinite(step) and step > 0):
-        raise BoundgeoError(f"step must be a positive number, got {step!r}")
-    if not (np.isfinite(relative_step) and relative_step > 0):
-        raise BoundgeoError(f"relative_step must be a positive number, got {relative_step!r}")
+def _check(k, method, steps, step, relative_step, batch_size, seed, progress) -> dict[str, Any]:
+    """The settings of :func:`boundary_curvature`, validated and in their canonical types."""
+    check_choice(progress, "progress", (True, False))
+    return {
+        "k": check_count(k, "k"),
+        "method": check_choice(method, "method", METHODS),
+        "lanczos_steps": None if steps is None else check_count(steps, "lanczos_steps"),
+        "step": None if step is None else check_real(step, "step", low=0, low_open=True),
+        "relative_step": check_real(relative_step, "relative_step", low=0, low_open=True),
+        "batch_size": check_count(batch_size, "batch_size"),
+        "seed": check_seed(seed),
+    }
+
+
+def _check_finite(curvature, residual, gradient_norm, valid) -> None:
+    """Every valid point has finite curvatures: a NaN there (an overflowing gradient, a step h
+    so small that the difference of gradients is all rounding) must not pass for a measurement."""
+    bad = valid & ~(torch.isfinite(curvature).all(1) & torch.isfinite(residual).all(1)
+                    & torch.isfinite(gradient_norm))
+    if bool(bad.any()):
+        rows = bad.nonzero().squeeze(1)[:5].tolist()
+        raise BoundgeoError(
+            f"boundary_curvature produced NaN or Inf curvatures at {int(bad.sum())} boundary points "
+            f"(rows {rows}...); try a larger step= or relative_step=, or method='finite_difference'"
+        )
 
 
 # ============================================================================== public
@@ -353,7 +368,10 @@ def boundary_curvature(
         >>> bool(curv.curvature.abs().max() < 1e-3)  # an affine boundary is flat
         True
     """
-    _check(k, method, lanczos_steps, step, relative_step)
+    clf = as_classifier(clf)
+    checked = _check(k, method, lanczos_steps, step, relative_step, batch_size, seed, progress)
+    k, lanczos_steps, step, relative_step, batch_size, seed = (
+        checked[name] for name in ("k", "lanczos_steps", "step", "relative_step", "batch_size", "seed"))
     start_time = time.perf_counter()
     if isinstance(points, BoundaryPoints):
         if inputs is None:
@@ -400,7 +418,14 @@ def boundary_curvature(
     along_out = None if along is None else torch.full((n, along.shape[0]), float("nan"), **real)
     index = pts.index.to(x.device)
 
-    chunks = list(valid.nonzero().squeeze(1).split(batch_size))
+    # an empty tensor splits into one empty chunk: with no converged point there is no batch
+    chunks = [rows for rows in valid.nonzero().squeeze(1).split(batch_size) if len(rows)]
+    if not chunks:
+        warnings.warn(
+            f"DeepFool found no boundary point for any of the {n} inputs (none converged), so "
+            "there is no curvature to measure: every row is NaN with valid=False",
+            stacklevel=2,
+        )
     if progress:
         from tqdm.auto import tqdm
 
@@ -453,7 +478,9 @@ def boundary_curvature(
 
         # each point's own random stream, from (seed, its index in the data): its result does
         # not depend on the batch size or on which other points are in the run
-        generators = [torch.Generator().manual_seed(seed * 1_000_003 + int(i)) for i in index[rows].tolist()]
+        # modulo 2**64, the range manual_seed takes, so that every seed check_seed allows works
+        generators = [torch.Generator().manual_seed((seed * 1_000_003 + int(i)) % 2**64)
+                      for i in index[rows].tolist()]
         start = torch.stack([torch.randn(d, generator=g) for g in generators]).to(x.device, x.dtype)
         start = _tangent(start, normal)
         tri, basis, _ = _lanczos(lambda u: apply(u).detach(), start, normal, m, generators)
@@ -481,6 +508,7 @@ def boundary_curvature(
         point[rows] = z
         gradient_norm[rows] = gnorm
         steps_h[rows] = h
+    _check_finite(curvature, residual, gradient_norm, valid)
     if unbracketed:
         warnings.warn(
             f"{unbracketed} boundary points are not between x (the label wins) and x + r (the target "

@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._checks import check_choice, check_count, check_seed
 from ._data import as_tensors
 from ._errors import BoundgeoError
-from ._perturb import check_norm, fooled, scale_to_norm
+from ._perturb import check_norm, check_radii, fooled, scale_to_norm
 from ._results import Result
-from .classifier import Classifier
+from .classifier import Classifier, as_classifier
 
 _ORTHONORMAL_TOL = 1e-4
 
@@ -153,12 +154,13 @@ def subspace_fooling(
     Shape:
         x: (n, *S); basis: (k, d) with d = prod(S) → rates: (R,) and (R, draws).
     """
+    clf = as_classifier(clf)
     check_norm(norm)
-    if draws < 1:
-        raise BoundgeoError(f"draws must be >= 1, got {draws}")
-    radii_t = torch.as_tensor(np.asarray(radii, dtype=np.float64).reshape(-1))
-    if len(radii_t) == 0 or not torch.isfinite(radii_t).all() or (radii_t <= 0).any():
-        raise BoundgeoError(f"radii must be positive finite numbers, got {radii!r}")
+    draws, seed = check_count(draws, "draws"), check_seed(seed)
+    batch_size = check_count(batch_size, "batch_size")
+    for name, flag in (("independent", independent), ("progress", progress)):
+        check_choice(flag, name, (True, False))
+    radii_t = check_radii(radii, "radii")
     inputs, _ = as_tensors(x)
     inputs = clf.check_inputs(inputs)
     n, shape = inputs.shape[0], tuple(inputs.shape[1:])
@@ -209,6 +211,7 @@ def halfspace_fooling_probability(margin, radius, d: int):
     """
     from scipy.special import betainc
 
+    d = check_count(d, "d", minimum=2)
     a = np.asarray(margin, dtype=np.float64) / np.asarray(radius, dtype=np.float64)
     tail = 0.5 * betainc((d - 1) / 2.0, 0.5, np.clip(1.0 - a**2, 0.0, 1.0))
     return np.where(a >= 1.0, 0.0, np.where(a <= 0.0, 1.0 - tail, tail))

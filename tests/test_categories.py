@@ -86,6 +86,17 @@ def test_category_round_trip(tmp_path):
         (dict(epsilons=[1.0], norm="l1"), "norm"),
         (dict(epsilons=[1.0], threshold=0.0), "threshold"),
         (dict(epsilons=[1.0], fit_fraction=1.0), "fit_fraction"),
+        (dict(epsilons="abc"), r"epsilons\[0\] must be a finite real number, got 'abc'"),
+        (dict(epsilons=[1.0, float("nan")]), r"epsilons\[1\] must be a finite"),
+        (dict(epsilons=[1.0], draws=2.5), "draws must be a whole number"),
+        (dict(epsilons=[1.0], seed=-1), "seed must be between"),
+        (dict(epsilons=[1.0], seed=1.5), "seed must be a whole number"),
+        (dict(epsilons=[1.0], refine=True, pgd_steps=0), "pgd_steps must be >= 1, got 0"),
+        (dict(epsilons=[1.0], refine=True, pgd_steps=-3), "pgd_steps must be >= 1, got -3"),
+        (dict(epsilons=[1.0], batch_size=0), "batch_size must be >= 1"),
+        (dict(epsilons=[1.0], universal_method="pgd"), "universal_method must be one of"),
+        (dict(epsilons=[1.0], universal_passes=0), "universal_passes must be >= 1"),
+        (dict(epsilons=[1.0], threshold=float("nan")), "threshold must be a finite"),
     ],
 )
 def test_bad_input_raises(small_net, kwargs, match):
@@ -113,3 +124,39 @@ def test_pgd_refinement_only_adds_witnesses(small_net):
     inside = margins < 0.6
     assert inside.sum() > 20 and hits[inside].float().mean() > 0.9
     assert not pgd_fooled(clf, x[:100], clean, 1e-4, steps=5).any()
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [(dict(eps=[1, 2]), r"eps must be a finite real number, got \[1, 2\]"),
+     (dict(eps=0.0), r"eps must be in \(0"),
+     (dict(eps=1.0, threshold=2.0), r"threshold must be in \(0, 1\]"),
+     (dict(eps=1.0, draws=0), "draws must be >= 1")],
+)
+def test_categorize_bad_settings_raise(kwargs, match):
+    toy = bg.toys.wide_margins(dim=2)
+    with pytest.raises(bg.BoundgeoError, match=match):
+        bg.categorize(toy.classifier, toy.x, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [(dict(steps=0), "steps must be >= 1, got 0"),  # a ZeroDivisionError before
+     (dict(steps=-3), "steps must be >= 1"),  # no attack at all before, and every input unfooled
+     (dict(step_size=0.0), r"step_size must be in \(0"),
+     (dict(batch_size=0), "batch_size must be >= 1")],
+)
+def test_pgd_bad_settings_raise(kwargs, match):
+    from boundgeo.categories import pgd_fooled
+
+    toy = bg.toys.wide_margins(dim=2)
+    clf = toy.classifier
+    with pytest.raises(bg.BoundgeoError, match=match):
+        pgd_fooled(clf, toy.x, clf.predict(toy.x), 0.5, **kwargs)
+
+
+def test_profile_wraps_a_bare_module_with_a_warning():
+    toy = bg.toys.wide_margins(dim=2, n=40)
+    with pytest.warns(UserWarning, match="bare _Halfspace"):
+        with pytest.raises(bg.BoundgeoError, match="outside the bounds"):  # the toy lives outside [0, 1]
+            bg.robustness_profile(toy.model, toy.x, epsilons=[0.5])

@@ -254,6 +254,12 @@ def test_caller_data_unchanged():
         ({"step": -1.0}, "step must be"),
         ({"relative_step": 0.0}, "relative_step"),
         ({"lanczos_steps": 0}, "lanczos_steps"),
+        ({"k": 2.5}, "k must be a whole number"),
+        ({"step": float("nan")}, "step must be a finite"),
+        ({"relative_step": float("inf")}, "relative_step must be a finite"),
+        ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
+        ({"seed": -1}, "seed must be between"),
+        ({"seed": 2.5}, "seed must be a whole number"),
     ],
 )
 def test_bad_settings_raise(kwargs, match):
@@ -309,3 +315,40 @@ def test_points_with_the_wrong_inputs_are_left_out_with_a_warning(small_net):
         wrong = bg.boundary_curvature(clf, pts, inputs=x[20:40], k=2, lanczos_steps=6)  # other images
     assert wrong.valid.sum() < right.valid.sum()
     assert torch.isnan(wrong.curvature[~wrong.valid]).all()
+
+
+def test_the_largest_seed_works():
+    clf, x, _, _ = _quadric()
+    bg.boundary_curvature(clf, x[:1], k=1, seed=2**63 - 1)  # overflowed manual_seed before
+
+
+def test_non_finite_curvatures_raise(monkeypatch):
+    """A NaN curvature at a valid point is an error, not a measurement."""
+    import boundgeo.curvature as curvature
+
+    clf, x, _, _ = _quadric()
+    real = curvature._apply_each
+    monkeypatch.setattr(curvature, "_apply_each", lambda apply, vectors: real(apply, vectors) * float("nan"))
+    with pytest.raises(bg.BoundgeoError, match=r"NaN or Inf curvatures at 5 boundary points"):
+        bg.boundary_curvature(clf, x, k=2)
+
+
+def test_a_bare_module_is_wrapped_with_a_warning():
+    ball = Ball(torch.full((4,), 0.5), 0.3).eval()  # the boundary lies inside [0, 1]^4
+    x = 0.5 + 0.1 * torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(UserWarning, match="bare Ball"):
+        curv = bg.boundary_curvature(ball, x, k=2)
+    assert curv.valid.all()
+    torch.testing.assert_close(curv.curvature, torch.full((6, 2), 1 / 0.3), rtol=0.05, atol=0.0)
+
+
+def test_no_converged_point_warns_instead_of_crashing():
+    """A boundary outside the box: DeepFool converges nowhere (a RuntimeError in reshape before)."""
+    model = nn.Linear(3, 2).eval()
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]))
+        model.bias.copy_(torch.tensor([0.0, -5.0]))
+    clf = bg.Classifier(model)
+    with pytest.warns(UserWarning, match="no boundary point for any of the 4 inputs"):
+        curv = bg.boundary_curvature(clf, torch.rand(4, 3), k=1, max_iter=3)
+    assert not curv.valid.any() and torch.isnan(curv.curvature).all()

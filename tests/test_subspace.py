@@ -73,3 +73,41 @@ def test_basis_checks(small_net):
         bg.subspace_fooling(clf, x[:10], torch.eye(10)[:2], radii=[1.0])
     with pytest.raises(bg.BoundgeoError, match="radii"):
         bg.subspace_fooling(clf, x[:10], torch.eye(64)[:2], radii=[0.0])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [(dict(radii="abc"), r"radii\[0\] must be a finite real number, got 'abc'"),
+     (dict(radii=[1.0, float("inf")]), r"radii\[1\] must be a finite"),
+     (dict(radii=[]), "radii must hold at least one positive number"),
+     (dict(radii=[1.0], draws=2.5), "draws must be a whole number"),
+     (dict(radii=[1.0], seed=-1), "seed must be between"),
+     (dict(radii=[1.0], batch_size=0), "batch_size must be >= 1"),
+     (dict(radii=[1.0], independent="yes"), "independent must be one of"),
+     (dict(radii=[1.0], norm="l3"), "norm must be one of")],
+)
+def test_bad_settings_raise(kwargs, match):
+    clf, x, _, _ = _binary_affine(8)
+    with pytest.raises(bg.BoundgeoError, match=match):
+        bg.subspace_fooling(clf, x[:10], torch.eye(8)[:2], **kwargs)
+
+
+def test_radii_accept_a_number_an_array_or_a_tensor():
+    clf, x, _, _ = _binary_affine(8)
+    basis = torch.eye(8)[:2]
+    one = bg.subspace_fooling(clf, x[:20], basis, radii=0.5, draws=2)
+    arr = bg.subspace_fooling(clf, x[:20], basis, radii=np.array([0.5]), draws=2)
+    ten = bg.subspace_fooling(clf, x[:20], basis, radii=torch.tensor([0.5]), draws=2)
+    assert torch.equal(one.full_rates, arr.full_rates) and torch.equal(one.full_rates, ten.full_rates)
+
+
+def test_a_bare_module_is_wrapped_with_a_warning():
+    clf, x, _, _ = _binary_affine(8)
+    with pytest.warns(UserWarning, match="bare Linear"):
+        result = bg.subspace_fooling(clf.model, x[:10].clamp(0, 1), torch.eye(8)[:2], radii=[0.5], draws=1)
+    assert result.n == 10
+
+
+def test_closed_form_needs_two_dimensions():
+    with pytest.raises(bg.BoundgeoError, match="d must be >= 2"):
+        halfspace_fooling_probability(0.1, 1.0, 1)
