@@ -298,6 +298,7 @@ def crop_flip(x: torch.Tensor, generator: torch.Generator, *, padding: int = 4) 
 @torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1024) -> float:
     """Share of ``x`` that ``model`` classifies as ``y``."""
+    batch_size = check_count(batch_size, "batch_size")
     model.eval()
     correct = sum(
         int((model(xb).argmax(1) == yb).sum()) for xb, yb in zip(x.split(batch_size), y.split(batch_size))

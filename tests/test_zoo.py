@@ -135,6 +135,11 @@ def test_bad_training_settings_raise(kwargs, match):
         zoo.train("affine", torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 0, 1]), **kwargs)
 
 
+def test_accuracy_checks_its_batch_size():
+    with pytest.raises(bg.BoundgeoError, match="batch_size must be >= 1, got 0"):  # a RuntimeError from split before
+        zoo.accuracy(zoo.build_model("affine"), torch.rand(4, 1, 8, 8), torch.zeros(4, dtype=torch.long), batch_size=0)
+
+
 def test_build_model_checks_its_shape_and_classes():
     with pytest.raises(bg.BoundgeoError, match="num_classes must be between 2 and 100000"):
         zoo.build_model("affine", (1, 8, 8), 10**9)
