@@ -2,21 +2,48 @@
 
     boundgeo demo                         # the whole analysis on the embedded digits CNN
     boundgeo analyze --model pkg.mod:make_net --weights net.pt --dataset mnist --out DIR
+    boundgeo analyze --model torchvision.models:resnet50 --preset imagenet --dataset folder:DIR \
+        --size 256 --crop 224 --num-inputs 50
     boundgeo normals | spectrum | curvature | uap | profile ...   # one stage, reading/writing DIR
     boundgeo report DIR                   # re-render the report from the results saved in DIR
+
+Every command that runs the model writes ``DIR/setup.json``: the model, the data (description and
+class names), the normalisation and the notes that qualify the results (random weights, labels
+not compared). The report reads it.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
+import json
+import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from . import __version__
+from ._checks import check_count
 from ._errors import BoundgeoError
+
+# Normalisation presets (mean, std per channel) for inputs in [0, 1].
+PRESETS = {
+    # the normalisation of torchvision's ImageNet weights (its documented transforms)
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    # mean and standard deviation over all pixels of the 50,000 CIFAR-10 training images, per
+    # channel (as computed in kuangliu/pytorch-cifar issue #19 and Lightning Bolts'
+    # cifar10_normalization)
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "none": (None, None),
+}
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+# at most this much of float32 images is decoded at once; beyond it --num-inputs is needed
+DECODE_LIMIT_BYTES = 2 * 2**30
+RUN_FILE = "setup.json"
+EXAMPLES = 8  # perturbed examples shown in the report
 
 
 def _seed_everything(seed: int) -> None:
@@ -24,84 +51,316 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-# ----------------------------------------------------------------------------- models and data
-def _reference_model(args: argparse.Namespace):
+# ----------------------------------------------------------------------------- run record
+def _record(out: Path, **fields) -> None:
+    """Merge ``fields`` into ``out/setup.json`` (notes are merged by topic)."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / RUN_FILE
+    run = json.loads(path.read_text()) if path.exists() else {}
+    notes = {**run.get("notes", {}), **fields.pop("notes", {})}
+    run.update(fields)
+    run["notes"] = {k: v for k, v in notes.items() if v}
+    path.write_text(json.dumps(run, indent=2) + "\n")
+
+
+def _say(notes: dict[str, str]) -> None:
+    for text in notes.values():
+        if text:
+            print(f"note: {text}")
+
+
+# ----------------------------------------------------------------------------- models
+@dataclass
+class _Model:
+    clf: object
+    name: str
+    notes: dict[str, str] = field(default_factory=dict)
+    record: dict = field(default_factory=dict)
+
+
+def _reference_model(args: argparse.Namespace) -> _Model:
     """The reference CNN of the dataset: committed for digits, trained for mnist."""
     from . import zoo
     from .classifier import Classifier
 
+    if args.dataset not in ("digits", "mnist"):
+        raise BoundgeoError(f"--dataset {args.dataset} needs --model MODULE:FACTORY; reference models "
+                            "exist for digits and mnist only")
     if args.dataset == "digits":
         trained = zoo.pretrained_digits_cnn(verbose=True)
     else:
         print(f"training the {args.dataset} cnn on its reference split (about 10 s)")
         trained = zoo.train_reference(args.dataset, "cnn", root=args.data_dir)
-    return Classifier(trained.model), f"{args.dataset} {trained.arch} (boundgeo.zoo)"
+    name = f"{args.dataset} {trained.arch} (boundgeo.zoo)"
+    record = {"model": name, "weights": "trained by boundgeo.zoo", "preset": None, "mean": None, "std": None,
+              "parameters": sum(p.numel() for p in trained.model.parameters())}
+    return _Model(Classifier(trained.model), name, record=record)
 
 
-def _user_model(args: argparse.Namespace):
-    """Import MODULE:FACTORY, call it, load --weights with weights_only=True, wrap it."""
-    from .classifier import Classifier
-
-    module_name, _, attr = args.model.partition(":")
-    if not module_name or not attr:
-        raise BoundgeoError(f"--model must be MODULE:FACTORY, got {args.model!r}")
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
+def _import_factory(spec: str):
+    """The callable named by MODULE:FACTORY or path/to/file.py:FACTORY."""
+    location, _, attr = spec.rpartition(":")
+    if not location or not attr or not attr.isidentifier():
+        raise BoundgeoError(f"--model must be MODULE:FACTORY or path/to/file.py:FACTORY, got {spec!r}")
     try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise BoundgeoError(f"cannot import {args.model}: {exc}") from exc
-    model = factory()
+        if location.endswith(".py") or "/" in location or os.sep in location:
+            path = Path(location)
+            if not path.is_file():
+                raise BoundgeoError(f"--model {spec}: no file {path}")
+            # the file's own folder first, so that it can import the files beside it
+            folder = str(path.resolve().parent)
+            if folder not in sys.path:
+                sys.path.insert(0, folder)
+            name = f"_boundgeo_user_{path.stem}"
+            module_spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[name] = module
+            module_spec.loader.exec_module(module)
+        else:
+            if str(Path.cwd()) not in sys.path:
+                sys.path.insert(0, str(Path.cwd()))
+            module = importlib.import_module(location)
+        return getattr(module, attr)
+    except BoundgeoError:
+        raise
+    except Exception as exc:  # the user's module may raise anything while it is imported
+        raise BoundgeoError(f"cannot import {spec}: {type(exc).__name__}: {exc}") from exc
+
+
+def _normalisation(args: argparse.Namespace):
+    """Mean and std from --preset, each replaced by --mean/--std when given."""
+    mean, std = PRESETS[args.preset] if args.preset else (None, None)
+    if args.mean is not None:
+        mean = tuple(args.mean)
+    if args.std is not None:
+        std = tuple(args.std)
+    return mean, std
+
+
+def _user_model(args: argparse.Namespace) -> _Model:
+    """Import the factory, call it, load --weights (weights_only=True) and wrap the model."""
+    from .classifier import Classifier
+    from .io import load_weights
+
+    factory = _import_factory(args.model)
+    try:
+        model = factory()
+    except Exception as exc:  # the user's code: report it in one line, as every other error
+        raise BoundgeoError(f"{args.model}() raised {type(exc).__name__}: {exc}") from exc
     if not isinstance(model, torch.nn.Module):
         raise BoundgeoError(f"{args.model}() returned a {type(model).__name__}, not a torch.nn.Module")
+    notes = {}
     if args.weights:
-        state = torch.load(args.weights, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
-        try:
-            model.load_state_dict(state)
-        except (RuntimeError, TypeError) as exc:
-            raise BoundgeoError(f"{args.weights} does not fit {args.model}: {exc}") from exc
+        load_weights(model, args.weights)
+        weights = str(args.weights)
+    elif args.model.rpartition(":")[0].split(".")[0] == "torchvision":
+        weights = "random (torchvision factory called without weights)"
+        notes["weights"] = (f"the weights of {args.model} are random: the torchvision factory was called "
+                            "without weights (none are downloaded) and no --weights was given, so the "
+                            "results describe an untrained network")
+    else:
+        weights = f"as returned by {args.model}()"
     model.eval()
-    return Classifier(model, bounds=tuple(args.bounds), mean=args.mean, std=args.std), args.model
+    mean, std = _normalisation(args)
+    clf = Classifier(model, bounds=tuple(args.bounds), mean=mean, std=std)
+    record = {"model": args.model, "weights": weights, "preset": args.preset,
+              "mean": None if mean is None else list(mean), "std": None if std is None else list(std),
+              "bounds": list(args.bounds), "parameters": sum(p.numel() for p in model.parameters())}
+    return _Model(clf, args.model, notes, record)
 
 
-def _classifier(args: argparse.Namespace):
+def _classifier(args: argparse.Namespace) -> _Model:
     return _user_model(args) if getattr(args, "model", None) else _reference_model(args)
 
 
-def _split(args: argparse.Namespace):
-    """Inputs for the normals and disjoint held-out inputs for the fooling rates."""
+# ----------------------------------------------------------------------------- data
+@dataclass
+class _Data:
+    """Inputs for the normals, disjoint held-out inputs, class names and what they are."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    x_eval: torch.Tensor
+    y_eval: torch.Tensor
+    classes: tuple[str, ...]
+    description: str
+
+
+def _dataset_argument(value: str) -> str:
+    if value in ("digits", "mnist", "cifar10") or (value.startswith("folder:") and len(value) > 7):
+        return value
+    raise argparse.ArgumentTypeError(f"choose digits, mnist, cifar10 or folder:DIR, got {value!r}")
+
+
+def _halves(x, y, n: int | None, seed: int, classes, description: str) -> _Data:
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    if n:
+        order = order[: 2 * n]
+    half = len(order) // 2
+    return _Data(x[order[:half]], y[order[:half]], x[order[half:]], y[order[half:]], tuple(classes), description)
+
+
+def _is_cifar_batches(root: Path) -> bool:
+    return (root / "cifar-10-batches-py").is_dir() or (root / "test_batch").exists()
+
+
+def _folder(root: Path, args: argparse.Namespace, what: str) -> _Data:
+    """A seeded choice of 2n images of an image folder (all of them without --num-inputs),
+    decoding only those: the first half for the normals, the second held out."""
+    from .io import ImageFolder
+
+    dataset = ImageFolder(root, size=args.size, crop=args.crop, grayscale=args.grayscale)
+    total = len(dataset)
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(args.seed))
+    if args.n:
+        order = order[: 2 * args.n]
+    if len(order) < 2:
+        raise BoundgeoError(f"{what}: {total} image(s); the analysis needs at least 2 (normals and held-out)")
+    first, _ = dataset[int(order[0])]
+    need = len(order) * first.numel() * first.element_size()
+    if need > DECODE_LIMIT_BYTES:
+        shape = "x".join(map(str, first.shape))
+        fits = max(1, DECODE_LIMIT_BYTES // (2 * first.numel() * first.element_size()))
+        raise BoundgeoError(
+            f"{what}: {len(order)} images of {shape} would take {need / 2**30:.1f} GiB as float32 "
+            f"(limit {DECODE_LIMIT_BYTES / 2**30:g} GiB); pass --num-inputs N (at most {fits} at this "
+            f"size) to analyse a seeded choice of N + N images, or --size/--crop for smaller ones"
+        )
+    x = torch.empty((len(order), *first.shape), dtype=torch.float32)
+    y = torch.empty(len(order), dtype=torch.int64)
+    for row, index in enumerate(order.tolist()):
+        image, label = dataset[index] if row else (first, dataset.targets[index])
+        if image.shape != first.shape:
+            raise BoundgeoError(
+                f"{what}: {dataset.samples[index][0]} is {'x'.join(map(str, image.shape))} but "
+                f"{dataset.samples[int(order[0])][0]} is {'x'.join(map(str, first.shape))}; pass "
+                f"--size and --crop to give every image one size"
+            )
+        x[row], y[row] = image, label
+    half = len(order) // 2
+    shape = "x".join(map(str, first.shape))
+    description = (f"{what}: {total} images in {len(dataset.classes)} classes, "
+                   f"{len(order)} decoded (seed {args.seed}) at {shape}"
+                   + (f" (size={args.size}, crop={args.crop})" if args.size or args.crop else ""))
+    return _Data(x[:half], y[:half], x[half:], y[half:], tuple(dataset.classes), description)
+
+
+def _split(args: argparse.Namespace) -> _Data:
+    """The data of the analysis, split into inputs for the normals and disjoint held-out ones."""
     from . import zoo
     from .datasets import load_dataset
 
-    if args.dataset in ("digits", "mnist") and not getattr(args, "model", None):
+    digit_names = tuple(str(i) for i in range(10))
+    image_options = [f"--{name}" for name in ("size", "crop", "grayscale") if getattr(args, name, None)]
+    if image_options and not (args.dataset.startswith("folder:") or args.dataset == "cifar10"):
+        raise BoundgeoError(f"{', '.join(image_options)} apply to image folders (--dataset folder:DIR "
+                            f"or cifar10's folder layout), not to --dataset {args.dataset}")
+    if args.dataset.startswith("folder:"):
+        root = Path(args.dataset[len("folder:"):])
+        return _folder(root, args, f"image folder {root}")
+    if args.dataset == "cifar10":
+        root = Path(args.data_dir) if args.data_dir else Path("data") / "cifar10"
+        if root.is_dir() and not _is_cifar_batches(root):
+            return _folder(root, args, f"CIFAR-10 image folder {root}")
+        if image_options:
+            raise BoundgeoError(f"{', '.join(image_options)} apply to image folders; {root} holds "
+                                "CIFAR-10's python batches")
+        x, y = load_dataset("cifar10", root=root, split="test")
+        return _halves(x, y, args.n, args.seed, CIFAR10_CLASSES, f"CIFAR-10 test batch in {root}")
+    if not getattr(args, "model", None):
         x_tr, y_tr, x_te, y_te = zoo.reference_split(args.dataset, root=args.data_dir)
         if args.dataset == "digits":  # normals on the 1,257 training images, fooling on the 540 test ones
-            if not getattr(args, "n", None):
-                return x_tr, y_tr, x_te, y_te
+            description = "scikit-learn digits (8x8): normals on the training split, held-out test split"
+            if not args.n:
+                return _Data(x_tr, y_tr, x_te, y_te, digit_names, description)
             generator = torch.Generator().manual_seed(args.seed)
             fit = torch.randperm(len(x_tr), generator=generator)[: args.n]
             held = torch.randperm(len(x_te), generator=generator)[: args.n]
-            return x_tr[fit], y_tr[fit], x_te[held], y_te[held]
-    else:
-        x_te, y_te = load_dataset(args.dataset, root=args.data_dir, split="test")
-    order = torch.randperm(len(x_te), generator=torch.Generator().manual_seed(args.seed))
-    if getattr(args, "n", None):
-        order = order[: 2 * args.n]
-    half = len(order) // 2
-    return x_te[order[:half]], y_te[order[:half]], x_te[order[half:]], y_te[order[half:]]
+            return _Data(x_tr[fit], y_tr[fit], x_te[held], y_te[held], digit_names,
+                         description + f" ({args.n} + {args.n} of them, seed {args.seed})")
+        return _halves(x_te, y_te, args.n, args.seed, digit_names,
+                       "MNIST: the reference model's 2,000 test images")
+    x, y = load_dataset(args.dataset, root=args.data_dir, split="test")
+    what = "scikit-learn digits (8x8), test split" if args.dataset == "digits" else "MNIST test split"
+    return _halves(x, y, args.n, args.seed, digit_names, what)
+
+
+# ----------------------------------------------------------------------------- setup
+@dataclass
+class _Setup:
+    """What every stage needs: the classifier, the data, whether labels mean the model's
+    classes, batch sizes that keep memory bounded at the input size, and the notes."""
+
+    clf: object
+    data: _Data
+    labelled: bool
+    batches: dict[str, int]
+    notes: dict[str, str]
+
+
+def batch_sizes(shape, *, k: int = 10) -> dict[str, int]:
+    """Rows per pass for inputs of ``shape``, so that memory stays bounded at any size.
+
+    ``grad``: inputs per batch with gradients (DeepFool holds candidates x d per input, the
+    network its activations); ``forward``: inputs per batch without. ``curvature``: points per
+    batch, whose Lanczos basis holds steps x d values each and whose finite differences run
+    2 rows each. At 8x8 and 32x32 these are the library's defaults; at 224x224x3 they are 6,
+    27 and 3. ``points``: default count of curvature points, whose k principal directions
+    (points x k x d) are kept within 512 MB.
+    """
+    d = 1
+    for s in shape:
+        d *= int(s)
+    steps = min(max(2 * k + 10, 30), max(d - 1, 1))
+    grad = max(1, min(256, 2**20 // d))
+    return {"grad": grad, "forward": max(1, min(512, 2**22 // d)),
+            "curvature": max(1, min(64, grad // 2, 2**24 // (steps * d))),
+            "points": max(1, min(200, 2**27 // (k * d)))}
+
+
+def _prepare(args: argparse.Namespace, out: Path) -> _Setup:
+    """Load the model and the data, decide whether the labels can be compared with the
+    predictions, print what was loaded and record it in ``out/setup.json``."""
+    model = _classifier(args)
+    data = _split(args)
+    clf = model.clf
+    classes = clf.logits(data.x_eval[:1]).shape[1]
+    notes = {"weights": "", "labels": "", **model.notes}  # clear what an earlier run noted
+    labelled = classes == len(data.classes)
+    if not labelled:
+        shown = ", ".join(data.classes[:5]) + (", …" if len(data.classes) > 5 else "")
+        notes["labels"] = (f"the model has {classes} classes and the data {len(data.classes)} ({shown}): the "
+                           "labels cannot be compared with the predictions, so the analysis runs without "
+                           "labels (no accuracy, no misclassified input skipped; classes are the model's "
+                           "predictions)")
+    parameters = sum(p.numel() for p in clf.model.parameters())
+    line = f"model: {model.name}, {parameters:,} parameters, {classes} classes"
+    if labelled:
+        acc = float((clf.predict(data.x_eval).cpu() == data.y_eval).float().mean())
+        line += f", held-out accuracy {acc:.4f} on {len(data.y_eval)} inputs"
+    print(line)
+    print(f"data: {data.description}")
+    _say(notes)
+    _record(out, **model.record, num_classes=classes, dataset=args.dataset, description=data.description,
+            classes=list(data.classes), input_shape=list(data.x.shape[1:]), labels_compared=labelled,
+            notes=notes)
+    return _Setup(clf, data, labelled, batch_sizes(data.x.shape[1:]), notes)
 
 
 # ----------------------------------------------------------------------------- stages
-def stage_normals(clf, x, y, out: Path, seed: int):
+def stage_normals(setup: _Setup, out: Path, seed: int):
     from .boundary import boundary_normals
 
+    x, y = setup.data.x, setup.data.y
     print(f"[normals] boundary normals of {len(x)} inputs (DeepFool, l2)")
-    pts = boundary_normals(clf, (x, y), out=out / "normals", resume=False, seed=seed)
+    pts = boundary_normals(setup.clf, (x, y), out=out / "normals", resume=False, seed=seed,
+                           batch_size=setup.batches["grad"], keep_misclassified=not setup.labelled)
     ok = pts.converged
-    print(f"      {int(ok.sum())} converged, {pts.settings['skipped_misclassified']} misclassified "
-          f"skipped; median margin ‖r‖₂ = {float(pts.margin[ok].median()):.4g}")
+    if not ok.any():
+        raise BoundgeoError(f"DeepFool reached the boundary for none of the {len(pts)} inputs; nothing to analyse")
+    skipped = (f"{pts.settings['skipped_misclassified']} misclassified skipped" if setup.labelled
+               else "labels not compared, none skipped")
+    print(f"      {int(ok.sum())} converged, {skipped}; median margin ‖r‖₂ = {float(pts.margin[ok].median()):.4g}")
     return pts
 
 
@@ -114,9 +373,10 @@ def stage_spectrum(out: Path, seed: int):
     spec = spectrum(pts, kind="perturbation", seed=seed)
     spec.save(out / "spectrum")
     summary = spec.summary()
+    top = min(10, len(spec.components))
     print(f"      90% of the energy in {summary['dim_90']} of {spec.d} dimensions "
-          f"(random: {summary['random_dim_90']}); top 10 hold {spec.energy(min(10, spec.d)):.0%} "
-          f"(random: {spec.energy(min(10, spec.d), baseline=True):.0%})")
+          f"(random: {summary['random_dim_90']}); top {top} hold {spec.energy(top):.0%} "
+          f"(random: {spec.energy(min(top, len(spec.baseline_mean)), baseline=True):.0%})")
     return spec
 
 
@@ -127,16 +387,18 @@ def _median_margin(out: Path) -> float:
     return float(pts.margin[pts.converged].median())
 
 
-def stage_subspace(clf, x_eval, out: Path, seed: int):
+def stage_subspace(setup: _Setup, out: Path, seed: int):
     from .spectrum import Spectrum
     from .subspace import subspace_fooling
 
+    x_eval = setup.data.x_eval
     spec = Spectrum.load(out / "spectrum")
     median = _median_margin(out)
-    k = min(10, spec.d)
+    k = min(10, len(spec.components))  # fewer normals than 10 give fewer principal directions
     radii = [m * median for m in (0.5, 1, 1.5, 2, 3, 4, 6)]
     print(f"[subspace] random vectors in the top-{k} subspace vs the full space, {len(x_eval)} held-out inputs")
-    fool = subspace_fooling(clf, x_eval, spec.basis(k), radii=radii, draws=10, seed=seed, progress=True)
+    fool = subspace_fooling(setup.clf, x_eval, spec.basis(k), radii=radii, draws=10, seed=seed, progress=True,
+                            batch_size=setup.batches["forward"])
     fool.save(out / "subspace_fooling")
     low = (fool.full_rate < 0.10).nonzero().squeeze(1)
     at = int(low[-1]) if len(low) else 0
@@ -145,9 +407,12 @@ def stage_subspace(clf, x_eval, out: Path, seed: int):
     return fool
 
 
-def stage_curvature(clf, x, out: Path, seed: int, n: int = 200, k: int = 10):
+def stage_curvature(setup: _Setup, out: Path, seed: int, n: int | None = None, k: int = 10):
     """Principal curvatures at up to ``n`` of the saved boundary points (seeded choice), and the
-    curvature along the top-10 principal directions of the normals beside random directions."""
+    curvature along the top-10 principal directions of the normals beside random directions.
+
+    ``n=None`` takes 200 points, fewer for large inputs (``batch_sizes(...)["points"]``), so
+    that their principal directions stay within 512 MB; the batch of points is lowered too."""
     from ._perturb import scale_to_norm
     from .boundary import BoundaryPoints
     from .curvature import boundary_curvature
@@ -155,16 +420,25 @@ def stage_curvature(clf, x, out: Path, seed: int, n: int = 200, k: int = 10):
 
     pts = BoundaryPoints.load(out / "normals")
     spec = Spectrum.load(out / "spectrum")
+    sizes = batch_sizes(pts.input_shape, k=k)
     converged = pts.converged.nonzero().squeeze(1)
+    if n is None:
+        n = sizes["points"]
+        if n < min(200, len(converged)):
+            print(f"[curvature] {n} points rather than 200: the principal directions of more would "
+                  f"exceed 512 MB at {'x'.join(map(str, pts.input_shape))} (--points on `boundgeo "
+                  "curvature` chooses)")
     generator = torch.Generator().manual_seed(seed)
     chosen = converged[torch.randperm(len(converged), generator=generator)[:n]].sort().values
     subset = pts.select(chosen)
-    m = min(10, spec.d)
+    m = min(10, len(spec.components))
     kind = "normals" if spec.kind == "normal" else "directions r(x)/‖r(x)‖"
     along = {f"top-{m} principal directions of the {kind}": spec.basis(m),
              "random directions": scale_to_norm(torch.randn(m, spec.d, generator=generator), "l2")}
-    print(f"[curvature] top-{k} principal curvatures at {len(chosen)} boundary points (finite differences)")
-    curv = boundary_curvature(clf, subset, inputs=x, k=k, along=along, seed=seed, progress=True)
+    print(f"[curvature] top-{k} principal curvatures at {len(chosen)} boundary points (finite differences, "
+          f"{sizes['curvature']} per batch)")
+    curv = boundary_curvature(setup.clf, subset, inputs=setup.data.x, k=k, along=along, seed=seed,
+                              progress=True, batch_size=sizes["curvature"])
     curv.save(out / "curvature")
     frame = curv.along_frame()
     means = frame.groupby("group", sort=False).curvature.mean()
@@ -173,36 +447,64 @@ def stage_curvature(clf, x, out: Path, seed: int, n: int = 200, k: int = 10):
     return curv
 
 
-def stage_uap(clf, x_fit, x_eval, out: Path, seed: int, xi: float | None = None, norm: str = "l2",
+def stage_uap(setup: _Setup, out: Path, seed: int, xi: float | None = None, norm: str = "l2",
               method: str = "sgd"):
     from .universal import perturbed_examples, universal_perturbation
 
+    clf, data = setup.clf, setup.data
     if xi is None:
         xi = 3 * _median_margin(out)
     print(f"[uap] universal perturbation ({method}), {norm} ξ = {xi:.3g}")
-    uap = universal_perturbation(clf, x_fit, xi=xi, norm=norm, method=method, eval_data=x_eval,
-                                 seed=seed, progress=True)
+    uap = universal_perturbation(clf, data.x, xi=xi, norm=norm, method=method, eval_data=data.x_eval,
+                                 seed=seed, progress=True, batch_size=min(64, setup.batches["grad"]))
     uap.save(out / "universal")
-    perturbed_examples(clf, x_eval, uap, k=8, seed=seed).save(out / "examples")
+    # a seeded choice of held-out inputs, whose true classes go into setup.json for the figure
+    pick = torch.randperm(len(data.x_eval), generator=torch.Generator().manual_seed(seed))[:EXAMPLES]
+    examples = perturbed_examples(clf, data.x_eval[pick], uap, k=len(pick), seed=seed)
+    examples.save(out / "examples")
+    same = (examples.clean.flatten(1)[:, None] == data.x_eval[pick].cpu().flatten(1)[None]).all(2)
+    _record(out, examples_true_label=data.y_eval[pick][same.float().argmax(1)].tolist())
     print(f"      fools {uap.fooling_rate:.1%} of the fit inputs and {uap.eval_fooling_rate:.1%} of the "
           f"held-out ones ({uap.seconds:.1f} s)")
     return uap
 
 
-def stage_profile(clf, x_eval, out: Path, seed: int, epsilons=None):
+def stage_profile(setup: _Setup, out: Path, seed: int, epsilons=None):
     import numpy as np
 
     from .categories import robustness_profile
 
+    x_eval = setup.data.x_eval
+    if len(x_eval) < 4:
+        note = (f"the robustness profile was skipped: it needs at least 4 held-out inputs (half to fit "
+                f"universal perturbations, half to evaluate) and there are {len(x_eval)}; raise --num-inputs")
+        print(f"[profile] {note}")
+        setup.notes["profile"] = note
+        _record(out, notes={"profile": note})
+        _forget(out, "profile")
+        return None
+    _record(out, notes={"profile": ""})
     if epsilons is None:
         median = _median_margin(out)
         epsilons = np.geomspace(0.1 * median, 25 * median, 12)
     print(f"[profile] robustness profile over {len(epsilons)} budgets (ℓ2, τ = 0.5), held-out inputs")
-    profile = robustness_profile(clf, x_eval, epsilons=epsilons, norm="l2", threshold=0.5, seed=seed,
-                                 progress=True)
+    profile = robustness_profile(setup.clf, x_eval, epsilons=epsilons, norm="l2", threshold=0.5, seed=seed,
+                                 progress=True, batch_size=setup.batches["grad"])
     profile.save(out / "profile")
     print("      " + profile.summary().replace("\n", "\n      "))
     return profile
+
+
+# the results (and figures) each optional stage writes, removed when it is skipped so that the
+# report never shows an earlier run's results beside this one's
+_OUTPUTS = {"subspace": ("subspace_fooling",), "curvature": ("curvature", "section_curvature"),
+            "uap": ("universal", "examples"), "profile": ("profile",)}
+
+
+def _forget(out: Path, stage: str) -> None:
+    for name in _OUTPUTS[stage]:
+        for suffix in (".json", ".npz", ".png", ".pdf"):
+            (out / name).with_suffix(suffix).unlink(missing_ok=True)
 
 
 def _whole_analysis(args: argparse.Namespace) -> int:
@@ -214,20 +516,24 @@ def _whole_analysis(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    clf, name = _classifier(args)
-    x_n, y_n, x_e, y_e = _split(args)
-    acc = float((clf.predict(x_e).cpu() == y_e).float().mean())
-    print(f"model: {name}, {sum(p.numel() for p in clf.model.parameters())} parameters, "
-          f"held-out accuracy {acc:.4f} on {len(y_e)} images")
-    stage_normals(clf, x_n, y_n, out, args.seed)
+    skip = set(getattr(args, "skip", None) or ())
+    setup = _prepare(args, out)
+    stage_normals(setup, out, args.seed)
     stage_spectrum(out, args.seed)
-    stage_subspace(clf, x_e, out, args.seed)
-    stage_curvature(clf, x_n, out, args.seed)
-    stage_uap(clf, x_n, x_e, out, args.seed)
-    stage_profile(clf, x_e, out, args.seed)
+    stages = (("subspace", lambda: stage_subspace(setup, out, args.seed)),
+              ("curvature", lambda: stage_curvature(setup, out, args.seed)),
+              ("uap", lambda: stage_uap(setup, out, args.seed)),
+              ("profile", lambda: stage_profile(setup, out, args.seed)))
+    for name, run in stages:
+        if name in skip:
+            print(f"[{name}] skipped (--skip)")
+            _forget(out, name)
+        else:
+            run()
     md, page = render(out)
     print(f"report: {md} and {page}")
     print(f"results and figures in {out}/ ({time.perf_counter() - start:.0f} s)")
+    _say(setup.notes)  # once more at the end, where it is read
     return 0
 
 
@@ -241,12 +547,17 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return _whole_analysis(args)
 
 
-def cmd_normals(args: argparse.Namespace) -> int:
+def _stage_command(args: argparse.Namespace, run) -> int:
     _seed_everything(args.seed)
-    clf, _ = _classifier(args)
-    x_n, y_n, _, _ = _split(args)
-    stage_normals(clf, x_n, y_n, Path(args.out), args.seed)
+    out = Path(args.out)
+    setup = _prepare(args, out)
+    run(setup, out)
+    _say(setup.notes)
     return 0
+
+
+def cmd_normals(args: argparse.Namespace) -> int:
+    return _stage_command(args, lambda setup, out: stage_normals(setup, out, args.seed))
 
 
 def cmd_spectrum(args: argparse.Namespace) -> int:
@@ -255,27 +566,16 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
 
 
 def cmd_curvature(args: argparse.Namespace) -> int:
-    _seed_everything(args.seed)
-    clf, _ = _classifier(args)
-    x_n, _, _, _ = _split(args)
-    stage_curvature(clf, x_n, Path(args.out), args.seed, n=args.points, k=args.k)
-    return 0
+    return _stage_command(args, lambda setup, out: stage_curvature(setup, out, args.seed, n=args.points, k=args.k))
 
 
 def cmd_uap(args: argparse.Namespace) -> int:
-    _seed_everything(args.seed)
-    clf, _ = _classifier(args)
-    x_n, _, x_e, _ = _split(args)
-    stage_uap(clf, x_n, x_e, Path(args.out), args.seed, xi=args.xi, norm=args.norm, method=args.method)
-    return 0
+    return _stage_command(args, lambda setup, out: stage_uap(setup, out, args.seed, xi=args.xi, norm=args.norm,
+                                                             method=args.method))
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    _seed_everything(args.seed)
-    clf, _ = _classifier(args)
-    _, _, x_e, _ = _split(args)
-    stage_profile(clf, x_e, Path(args.out), args.seed, epsilons=args.epsilons)
-    return 0
+    return _stage_command(args, lambda setup, out: stage_profile(setup, out, args.seed, epsilons=args.epsilons))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -286,17 +586,42 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(value: str) -> int:
+    try:
+        return check_count(int(value), "--num-inputs")
+    except (ValueError, BoundgeoError) as exc:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}") from exc
+
+
+def _num_inputs(parser: argparse.ArgumentParser) -> None:
+    # --n stays as an alias; torchrun reads "--n" as an ambiguous abbreviation of its own options
+    parser.add_argument("--num-inputs", "--n", dest="n", type=_positive_int, default=None, metavar="N",
+                        help="use a seeded choice of N inputs for the normals and N held-out ones")
+
+
 def _data_arguments(parser: argparse.ArgumentParser, *, model: bool) -> None:
-    parser.add_argument("--dataset", choices=["digits", "mnist", "cifar10"], default="digits")
+    parser.add_argument("--dataset", type=_dataset_argument, default="digits",
+                        help="digits, mnist, cifar10 (python batches or the image-folder layout in "
+                             "--data-dir) or folder:DIR (one sub-folder of images per class)")
     parser.add_argument("--data-dir", default=None, help="directory of the dataset's files")
+    parser.add_argument("--size", type=int, default=None,
+                        help="image folders: resize the shorter side to SIZE first")
+    parser.add_argument("--crop", type=int, default=None, help="image folders: then center-crop to CROP x CROP")
+    parser.add_argument("--grayscale", action="store_true", help="image folders: one channel")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--n", type=int, default=None, help="use at most n inputs for the normals and n held-out ones")
+    _num_inputs(parser)
     if model:
         parser.add_argument("--model", default=None,
-                            help="MODULE:FACTORY returning an nn.Module (default: the reference CNN)")
-        parser.add_argument("--weights", default=None, help="state dict, read with weights_only=True")
-        parser.add_argument("--mean", type=float, nargs="+", default=None, help="per-channel mean")
-        parser.add_argument("--std", type=float, nargs="+", default=None, help="per-channel std")
+                            help="MODULE:FACTORY or path/to/file.py:FACTORY returning an nn.Module "
+                                 "(default: the reference CNN), e.g. torchvision.models:resnet50")
+        parser.add_argument("--weights", default=None,
+                            help="checkpoint, read with weights_only=True (state dict, {'state_dict': ...}, "
+                                 "'module.' keys)")
+        parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                            help="normalisation: imagenet or cifar10 mean and std, or none")
+        parser.add_argument("--mean", type=float, nargs="+", default=None,
+                            help="per-channel mean (wins over --preset)")
+        parser.add_argument("--std", type=float, nargs="+", default=None, help="per-channel std (wins over --preset)")
         parser.add_argument("--bounds", type=float, nargs=2, default=(0.0, 1.0), metavar=("LOW", "HIGH"))
 
 
@@ -313,13 +638,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dataset", choices=["digits", "mnist"], default="digits")
     demo.add_argument("--data-dir", default=None, help="directory of the MNIST files")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--n", type=int, default=None,
-                      help="use at most n inputs for the normals and n held-out ones (a quick look)")
+    _num_inputs(demo)
     demo.set_defaults(func=cmd_demo)
 
     analyze = sub.add_parser("analyze", help="the whole analysis on your own model")
     analyze.add_argument("--out", default="boundgeo-analysis", help="output directory")
     _data_arguments(analyze, model=True)
+    analyze.add_argument("--skip", nargs="+", choices=sorted(_OUTPUTS), default=(), metavar="STAGE",
+                         help="leave out stages (subspace, curvature, uap, profile): at 224x224 on a CPU, "
+                              "curvature costs about 100 forward-backward passes per point")
     analyze.set_defaults(func=cmd_analyze)
 
     for name, func, helptext in (("normals", cmd_normals, "stage 1: boundary points and normals"),
@@ -337,7 +664,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "profile":
             stage.add_argument("--epsilons", type=float, nargs="+", default=None)
         if name == "curvature":
-            stage.add_argument("--points", type=int, default=200, help="boundary points to measure")
+            stage.add_argument("--points", type=int, default=None,
+                               help="boundary points to measure (default 200, fewer for large inputs)")
             stage.add_argument("-k", type=int, default=10, help="principal curvatures per point")
         stage.set_defaults(func=func)
 

@@ -101,19 +101,54 @@ def plot_subspace_fooling(results: SubspaceFooling | Mapping[str, SubspaceFoolin
     return ax
 
 
-def plot_margins(points: BoundaryPoints, *, ax=None, by: str = "label"):
-    """Histogram of the DeepFool margins ‖r(x)‖, stacked by ``by`` (``"label"`` or ``"target"``)."""
+def plot_margins(points: BoundaryPoints, *, ax=None, by: str = "label", class_names=None, max_groups: int = 12):
+    """Histogram of the DeepFool margins ‖r(x)‖, stacked by ``by``.
+
+    Args:
+        by: ``"label"`` (predicted class), ``"target"`` (class across the boundary) or
+            ``"true_label"`` (the data's labels, when the points hold them).
+        class_names: names for the class indices of ``by``.
+        max_groups: with more classes than this among the points, one unstacked histogram
+            (a legend of hundreds of classes says nothing).
+    """
     ax = _axes(ax)
     frame = points.to_frame()
     frame = frame[frame.converged]
-    sns.histplot(frame, x="margin", hue=by, multiple="stack", palette="tab10", bins=30, ax=ax)
+    if by not in frame:
+        raise ValueError(f"by must be a column of the points ({', '.join(frame.columns)}), got {by!r}")
+    codes = sorted(frame[by].unique())
+    if len(codes) > max_groups:
+        sns.histplot(frame, x="margin", bins=30, color="C0", ax=ax)
+        ax.set_title(f"DeepFool margins of {len(frame)} inputs ({len(codes)} classes)")
+    else:
+        name = (lambda c: str(class_names[c])) if class_names is not None else str
+        frame = frame.assign(**{by: [name(int(c)) for c in frame[by]]})
+        sns.histplot(frame, x="margin", hue=by, hue_order=[name(int(c)) for c in codes], multiple="stack",
+                     palette="tab10" if len(codes) <= 10 else "tab20", bins=30, ax=ax)
+        legend = ax.get_legend()
+        if legend is not None:
+            legend.set_title({"label": "predicted class", "target": "class across",
+                              "true_label": "class (data)"}.get(by, by))
+        ax.set_title(f"DeepFool margins of {len(frame)} inputs")
     ax.set_xlabel(f"margin ‖r(x)‖ ({points.norm})")
-    ax.set_title(f"DeepFool margins of {len(frame)} inputs")
     return ax
 
 
+RGB_SCALE = "0.5 + v / (2·max|v|), grey = 0"  # how a signed colour image is shown
+
+
+def _signed_rgb(image: np.ndarray) -> tuple[np.ndarray, float]:
+    """A signed (H, W, 3) image shown in [0, 1] around grey: 0.5 + v / (2·max|v|)."""
+    lim = float(np.abs(image).max()) or 1.0
+    return 0.5 + 0.5 * image / lim, lim
+
+
 def plot_directions(directions, *, titles=None, axes=None, ncols: int = 5, cmap: str = "RdBu_r"):
-    """Show directions (k, C, H, W) or (k, H, W) as images with a symmetric colour scale.
+    """Show directions (k, C, H, W) or (k, H, W) as images with a symmetric scale per image.
+
+    Three channels are shown in colour as 0.5 + v / (2·max|v|) (grey is 0, each image on its
+    own scale); one channel (or a channel mean otherwise) on the diverging ``cmap``. A figure
+    created here says so in its title.
 
     Args:
         directions: e.g. ``spectrum.basis(10, reshape=True)`` or a universal perturbation.
@@ -127,23 +162,28 @@ def plot_directions(directions, *, titles=None, axes=None, ncols: int = 5, cmap:
     if images.ndim == 4:
         images = images.mean(axis=1) if images.shape[1] != 3 else images.transpose(0, 2, 3, 1)
     count = images.shape[0]
-    if axes is None:
+    created = axes is None
+    if created:
         rows = int(np.ceil(count / ncols))
-        _, axes = plt.subplots(rows, min(ncols, count), figsize=(1.6 * min(ncols, count), 1.7 * rows), squeeze=False)
+        _, axes = plt.subplots(rows, min(ncols, count), figsize=(1.6 * min(ncols, count), 1.7 * rows + 0.4),
+                               squeeze=False)
     flat_axes = np.ravel(axes)
     for i, ax in enumerate(flat_axes):
         ax.axis("off")
         if i >= count:
             continue
         img = images[i]
-        if img.ndim == 3:  # RGB: rescale to [0, 1] around grey
-            lim = np.abs(img).max() or 1.0
-            ax.imshow(0.5 + 0.5 * img / lim)
+        if img.ndim == 3:
+            ax.imshow(_signed_rgb(img)[0])
         else:
             lim = np.abs(img).max() or 1.0
             ax.imshow(img, cmap=cmap, vmin=-lim, vmax=lim)
         if titles is not None:
             ax.set_title(str(titles[i]), fontsize=8)
+    if created:
+        how = (f"RGB shown as {RGB_SCALE}" if images.ndim == 4
+               else "blue < 0 < red, symmetric scale")
+        flat_axes[0].figure.suptitle(f"{how}, per image", fontsize=8)
     return axes
 
 
@@ -293,7 +333,11 @@ def plot_regions_2d(toy, *, ax=None, resolution: int = 300, category=None):
 
 def plot_perturbation(perturbation, *, ax=None, cmap: str = "RdBu_r", title: str | None = None):
     """A perturbation (a :class:`~boundgeo.UniversalPerturbation` or a tensor of one input's
-    shape) as an image on a symmetric colour scale, with its norm in the title."""
+    shape) as an image on a symmetric scale, with its norm in the title.
+
+    Three channels are shown in colour as 0.5 + v / (2·max|v|) (grey is 0), and the title
+    states max|v|; one channel on the diverging ``cmap`` with a colour bar.
+    """
     from .universal import UniversalPerturbation
 
     ax = _axes(ax)
@@ -301,10 +345,13 @@ def plot_perturbation(perturbation, *, ax=None, cmap: str = "RdBu_r", title: str
     image = np.asarray(v.detach().cpu() if hasattr(v, "detach") else v, dtype=float)
     if image.ndim == 3:
         image = image.mean(axis=0) if image.shape[0] != 3 else image.transpose(1, 2, 0)
-    lim = np.abs(image).max() or 1.0
+    scale = ""
     if image.ndim == 3:
-        ax.imshow(0.5 + 0.5 * image / lim)
+        shown, lim = _signed_rgb(image)
+        ax.imshow(shown)
+        scale = f"RGB shown as {RGB_SCALE}, max|v| = {lim:.3g}"
     else:
+        lim = np.abs(image).max() or 1.0
         shown = ax.imshow(image, cmap=cmap, vmin=-lim, vmax=lim)
         ax.figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
     ax.axis("off")
@@ -313,26 +360,30 @@ def plot_perturbation(perturbation, *, ax=None, cmap: str = "RdBu_r", title: str
                  f"({perturbation.norm})\nfooling rate {perturbation.fooling_rate:.1%}"
                  + (f", held-out {perturbation.eval_fooling_rate:.1%}"
                     if perturbation.eval_fooling_rate is not None else ""))
+    title = "\n".join(t for t in (title, scale) if t)
     if title:
         ax.set_title(title, fontsize=9)
     return ax
 
 
-def plot_examples(examples, *, axes=None, class_names=None):
+def plot_examples(examples, *, axes=None, class_names=None, true_names=None):
     """Inputs before and after a perturbation, with the predicted labels (the paper's Figure 1).
 
     Args:
         examples: a :class:`~boundgeo.PerturbedExamples`.
         axes: a (2, k) array of Axes; created when None.
-        class_names: names for the class indices.
+        class_names: names for the predicted class indices.
+        true_names: the data's class of each example, shown above its prediction (for
+            instance when the model's classes are not the data's).
 
     Returns:
-        The (2, k) array of Axes: clean inputs on top, perturbed ones below.
+        The (2, k) array of Axes: clean inputs on top, perturbed ones below; a prediction that
+        the perturbation changed is red.
     """
     k = len(examples.before)
     if axes is None:
-        _, axes = plt.subplots(2, k, figsize=(1.5 * k, 3.4), squeeze=False)
-    name = (lambda c: class_names[c]) if class_names is not None else str
+        _, axes = plt.subplots(2, k, figsize=(1.5 * k, 3.4 + 0.3 * (true_names is not None)), squeeze=False)
+    name = (lambda c: str(class_names[c])) if class_names is not None else str
     for row, (images, labels) in enumerate(((examples.clean, examples.before), (examples.perturbed, examples.after))):
         for i in range(k):
             ax = axes[row][i]
@@ -342,7 +393,11 @@ def plot_examples(examples, *, axes=None, class_names=None):
             else:
                 ax.imshow(img.reshape(img.shape[-2:]), cmap="gray", vmin=0, vmax=1)
             changed = row == 1 and int(examples.after[i]) != int(examples.before[i])
-            ax.set_title(name(int(labels[i])), fontsize=9, color="#c0392b" if changed else "black")
+            text = name(int(labels[i]))
+            if true_names is not None:  # then the true class above the first prediction
+                text = f"{true_names[i]}\npred {text}" if row == 0 else f"pred {text}"
+            ax.set_title(text, fontsize=8 if true_names is not None else 9,
+                         color="#c0392b" if changed else "black")
             ax.axis("off")
     axes[0][0].text(-0.15, 0.5, "clean", transform=axes[0][0].transAxes, rotation=90, va="center", ha="right")
     axes[1][0].text(-0.15, 0.5, "+ v", transform=axes[1][0].transAxes, rotation=90, va="center", ha="right")

@@ -9,10 +9,28 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import math
 from pathlib import Path
 
 from ._errors import BoundgeoError
+
+RUN_FILE = "setup.json"  # written by the command line: the model, the data and their notes
+
+
+def _run_info(out: Path) -> dict:
+    """The record of what was analysed (``out/setup.json``), or {} for results saved otherwise."""
+    path = out / RUN_FILE
+    if not path.exists():
+        return {}
+    try:
+        info = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise BoundgeoError(f"{path} is not valid JSON ({exc})") from exc
+    if not isinstance(info, dict):
+        raise BoundgeoError(f"{path} must hold a JSON object, got {type(info).__name__}")
+    return info
+
 
 def _load(out: Path):
     from .boundary import BoundaryPoints
@@ -41,10 +59,10 @@ def _load(out: Path):
 def draw_figures(out: str | Path) -> list[str]:
     """Draw the figures of the saved results in ``out`` as PNG and PDF; returns their names."""
     out = Path(out)
-    return _draw(out, _load(out))
+    return _draw(out, _load(out), _run_info(out))
 
 
-def _draw(out: Path, res: dict) -> list[str]:
+def _draw(out: Path, res: dict, info: dict) -> list[str]:
     import matplotlib.pyplot as plt
     import numpy as np
 
@@ -75,20 +93,59 @@ def _draw(out: Path, res: dict) -> list[str]:
         save(plot.plot_perturbation(res["universal"]), "universal")
     if "profile" in res:
         save(plot.plot_profile(res["profile"], log_eps=True), "profile")
+    classes = info.get("classes")
+    # predictions index the data's classes only when their counts agree (the CLI checks)
+    predicted_names = classes if classes is not None and info.get("labels_compared", True) else None
     if "examples" in res:
-        save(plot.plot_examples(res["examples"])[0][0], "examples")
+        truth = info.get("examples_true_label")
+        true_names = ([classes[c] for c in truth] if classes is not None and truth is not None
+                      and len(truth) == len(res["examples"].before) else None)
+        save(plot.plot_examples(res["examples"], class_names=predicted_names, true_names=true_names)[0][0],
+             "examples")
     if "normals" in res:
-        save(plot.plot_margins(res["normals"]), "margins")
+        pts = res["normals"]
+        if predicted_names is None and classes is not None and pts.true_label is not None:
+            ax = plot.plot_margins(pts, by="true_label", class_names=classes)
+        else:
+            ax = plot.plot_margins(pts, class_names=predicted_names)
+        save(ax, "margins")
     return drawn
 
 
 def findings(out: str | Path) -> list[tuple[str, list[str], str | None]]:
     """(heading, sentences, figure name) for every stage whose results are saved in ``out``."""
-    return _findings(_load(Path(out)))
+    out = Path(out)
+    return _findings(_load(out), _run_info(out))
 
 
-def _findings(res: dict) -> list[tuple[str, list[str], str | None]]:
-    sections = []
+def _setup_findings(info: dict) -> list[tuple[str, list[str], str | None]]:
+    """What was analysed, from setup.json: model, weights, normalisation, data and classes."""
+    if not info:
+        return []
+    sentences = []
+    if info.get("model"):
+        model = f"Model: {info['model']}"
+        details = [f"{info['parameters']:,} parameters" if info.get("parameters") else "",
+                   f"{info['num_classes']} classes" if info.get("num_classes") else "",
+                   f"weights {info['weights']}" if info.get("weights") else ""]
+        sentences.append(model + "".join(f", {d}" for d in details if d) + ".")
+    if info.get("mean") is not None or info.get("std") is not None:
+        preset = f" (preset {info['preset']})" if info.get("preset") not in (None, "none") else ""
+        sentences.append(f"Inputs are normalised inside the classifier with mean {info.get('mean')} and "
+                         f"std {info.get('std')}{preset}.")
+    if info.get("description"):
+        shape = "x".join(map(str, info.get("input_shape") or []))
+        shown = f"; inputs of {shape}" if shape and shape not in info["description"] else ""
+        sentences.append(f"Data: {info['description']}{shown}.")
+    classes = info.get("classes")
+    if classes:
+        shown = ", ".join(classes[:20]) + (f", … ({len(classes)} in all)" if len(classes) > 20 else "")
+        sentences.append(f"Classes: {shown}.")
+    return [("What was analysed", sentences, None)] if sentences else []
+
+
+def _findings(res: dict, info: dict | None = None) -> list[tuple[str, list[str], str | None]]:
+    sections = _setup_findings(info or {})
     if "normals" in res:
         pts = res["normals"]
         ok = pts.converged
@@ -104,12 +161,13 @@ def _findings(res: dict) -> list[tuple[str, list[str], str | None]]:
         spec = res["spectrum"]
         summary = spec.summary()
         kind = "unit normals" if spec.kind == "normal" else "unit directions r(x)/‖r(x)‖"
+        top = min(10, len(spec.singular_values))  # fewer with fewer than 10 normals
         sections.append(("Spectrum of the boundary directions", [
             f"The {spec.n} {kind} in R^{spec.d} hold 90% of their energy Σσ² in "
             f"{summary['dim_90']} dimensions; {spec.n} random unit vectors need {summary['random_dim_90']} "
             f"(concentration {summary['concentration']:.3g}x).",
-            f"The top 10 directions hold {spec.energy(min(10, len(spec.singular_values))):.1%} of the energy, "
-            f"against {spec.energy(min(10, len(spec.baseline_mean)), baseline=True):.1%} for random vectors; "
+            f"The top {top} directions hold {spec.energy(top):.1%} of the energy, "
+            f"against {spec.energy(min(top, len(spec.baseline_mean)), baseline=True):.1%} for random vectors; "
             f"effective rank {spec.effective_rank:.3g} against {spec.baseline_effective_rank:.3g}.",
         ], "spectrum"))
     if "subspace" in res:
@@ -191,11 +249,18 @@ def render(out: str | Path, *, draw: bool = True) -> tuple[Path, Path]:
     if not out.is_dir():
         raise BoundgeoError(f"{out} is not a directory of saved results")
     res = _load(out)  # once, for the figures and the sentences
+    info = _run_info(out)
     if draw:
-        _draw(out, res)
-    sections = _findings(res)
+        _draw(out, res, info)
+    sections = _findings(res, info)
     md = ["# boundgeo report", ""]
     body = ["<h1>boundgeo report</h1>"]
+    notes = [text for text in info.get("notes", {}).values() if text]
+    for text in notes:  # first, since they qualify every number below
+        sentence = text[0].upper() + text[1:] + ("" if text.endswith(".") else ".")
+        md += [f"> **Note:** {sentence}", ""]
+        body.append(f"<p style='border-left:4px solid #c0392b;padding-left:.6em'><b>Note:</b> "
+                    f"{html.escape(sentence)}</p>")
     for heading, sentences, figure in sections:
         md += [f"## {heading}", ""] + [" ".join(sentences), ""]
         body += [f"<h2>{html.escape(heading)}</h2>", f"<p>{html.escape(' '.join(sentences))}</p>"]

@@ -132,7 +132,8 @@ def test_bad_model_arguments_are_reported(tmp_path, capsys, user_model):
 
     torch.save({"weight": torch.zeros(3)}, torch_file)
     assert main(["normals", "--out", str(tmp_path), "--model", "my_nets:make", "--weights", str(torch_file)]) == 2
-    assert "does not fit" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "do not fit" in err and "missing from the file" in err and "unexpected in the file (1): weight" in err
 
 
 def test_n_limits_the_reference_digits_split_too():
@@ -141,14 +142,16 @@ def test_n_limits_the_reference_digits_split_too():
     from boundgeo.cli import _split
 
     args = argparse.Namespace(dataset="digits", data_dir=None, seed=0, n=30)
-    x, y, x_eval, y_eval = _split(args)
+    data = _split(args)
+    x, y, x_eval, y_eval = data.x, data.y, data.x_eval, data.y_eval
     assert len(x) == len(y) == 30 and len(x_eval) == len(y_eval) == 30
     again = _split(args)
-    assert all((a == b).all() for a, b in zip(again, (x, y, x_eval, y_eval)))  # seeded
+    assert all((a == b).all() for a, b in zip((again.x, again.y, again.x_eval, again.y_eval),
+                                               (x, y, x_eval, y_eval)))  # seeded
     full = _split(argparse.Namespace(dataset="digits", data_dir=None, seed=0, n=None))
-    assert (len(full[0]), len(full[2])) == (1257, 540)
+    assert (len(full.x), len(full.x_eval)) == (1257, 540)
     # the normals come from the training images and the held-out ones from the test images
-    train_rows = {tuple(row.flatten().tolist()) for row in full[0]}
+    train_rows = {tuple(row.flatten().tolist()) for row in full.x}
     assert all(tuple(row.flatten().tolist()) in train_rows for row in x)
     assert not any(tuple(row.flatten().tolist()) in train_rows for row in x_eval)
 
@@ -160,3 +163,217 @@ def test_demo_takes_n_for_a_quick_look(tmp_path):
     pts = bg.BoundaryPoints.load(tmp_path / "quick" / "normals")
     assert len(pts) + pts.settings["skipped_misclassified"] == 40  # misclassified inputs are skipped
     assert (tmp_path / "quick" / "report.md").exists()
+
+
+def test_demo_with_fewer_than_ten_inputs_clamps_to_the_directions_that_exist(tmp_path, capsys):
+    import boundgeo as bg
+
+    out = tmp_path / "tiny"
+    assert main(["demo", "--num-inputs", "3", "--out", str(out)]) == 0  # exited 2 at the subspace stage
+    spec = bg.Spectrum.load(out / "spectrum")
+    assert bg.SubspaceFooling.load(out / "subspace_fooling").k == len(spec.components) <= 3
+    assert bg.Curvature.load(out / "curvature").along_names[0].startswith(f"top-{len(spec.components)}")
+    # 3 held-out inputs are too few for the profile (half fit, half evaluate): said, not crashed
+    assert not (out / "profile.json").exists()
+    assert "profile was skipped" in (out / "report.md").read_text()
+    assert "profile was skipped" in capsys.readouterr().out
+
+
+def test_num_inputs_has_n_as_an_alias():
+    from boundgeo.cli import build_parser
+
+    parser = build_parser()
+    for command in (["demo"], ["analyze"], ["normals", "--out", "o"], ["curvature", "--out", "o"],
+                    ["uap", "--out", "o"], ["profile", "--out", "o"]):
+        assert parser.parse_args(command + ["--num-inputs", "7"]).n == 7
+        assert parser.parse_args(command + ["--n", "7"]).n == 7
+
+
+def test_presets_set_mean_and_std_and_explicit_values_win():
+    from boundgeo.cli import PRESETS, _normalisation, build_parser
+
+    parse = build_parser().parse_args
+    assert _normalisation(parse(["analyze", "--preset", "imagenet"])) == PRESETS["imagenet"]
+    assert PRESETS["imagenet"] == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert PRESETS["cifar10"] == ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+    assert _normalisation(parse(["analyze", "--preset", "none"])) == (None, None)
+    mean, std = _normalisation(parse(["analyze", "--preset", "cifar10", "--mean", "0.5", "0.5", "0.5"]))
+    assert mean == (0.5, 0.5, 0.5) and std == PRESETS["cifar10"][1]
+
+
+# ------------------------------------------------------------------- image folders, real networks
+def _image_folder(root, classes, per_class: int, size: int, seed: int = 0):
+    """A folder of synthetic colour images, one sub-folder per class, PNG and JPEG mixed: class c
+    is a colour gradient of its own hue, with noise."""
+    import colorsys
+
+    import torch
+    from torchvision.io import write_jpeg, write_png
+
+    gen = torch.Generator().manual_seed(seed)
+    ramp = torch.linspace(0, 1, size)
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        colour = torch.tensor(colorsys.hsv_to_rgb(c / len(classes), 0.9, 0.9))[:, None, None]
+        for i in range(per_class):
+            shade = (ramp[None, :, None] if c % 2 else ramp[None, None, :]) * 0.5 + 0.5
+            image = (colour * shade + 0.1 * torch.rand(3, size, size, generator=gen)).clamp(0, 1)
+            image = (255 * image).to(torch.uint8)
+            if i % 2:
+                write_png(image, str(root / name / f"{i}.png"))
+            else:
+                write_jpeg(image, str(root / name / f"{i}.jpg"), quality=95)
+    return root
+
+
+def _colourful_share(png) -> float:
+    """Share of the pixels of a PNG whose channels differ (text and axes are grey, white or black)."""
+    import matplotlib.image as mpimg
+
+    image = mpimg.imread(png)[..., :3]
+    return float(((image.max(-1) - image.min(-1)) > 0.1).mean())
+
+
+CIFAR_LIKE = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+TINY_NET = """from torch import nn
+
+
+def make_net():
+    return nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4),
+                         nn.Flatten(), nn.Linear(128, 10))
+"""
+
+
+@pytest.fixture(scope="module")
+def cifar_like(tmp_path_factory):
+    """A 32x32 colour folder of 10 classes, a factory file and weights trained on the folder,
+    saved as a DataParallel checkpoint: {"state_dict": {"module.<key>": ...}}."""
+    import importlib.util
+
+    import torch
+
+    import boundgeo as bg
+    from boundgeo.cli import PRESETS
+
+    root = tmp_path_factory.mktemp("cifar_like")
+    folder = _image_folder(root / "images", CIFAR_LIKE, per_class=3, size=32)
+    (root / "nets.py").write_text(TINY_NET)
+    spec = importlib.util.spec_from_file_location("tiny_nets_for_training", root / "nets.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(0)
+    model = module.make_net()
+    data = bg.ImageFolder(folder)
+    x = torch.stack([data[i][0] for i in range(len(data))])
+    y = torch.tensor(data.targets)
+    mean, std = (torch.tensor(v)[:, None, None] for v in PRESETS["cifar10"])
+    opt = torch.optim.Adam(model.parameters(), lr=3e-2)
+    for _ in range(150):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model((x - mean) / std), y).backward()
+        opt.step()
+    assert (model((x - mean) / std).argmax(1) == y).all()
+    torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}, "epoch": 3},
+               root / "ckpt.pt")
+    return folder, root / "nets.py", root / "ckpt.pt"
+
+
+def test_analyze_a_factory_file_on_a_32x32_colour_folder(cifar_like, tmp_path, capsys):
+    import json
+
+    import boundgeo as bg
+
+    folder, nets, ckpt = cifar_like
+    out = tmp_path / "out"
+    assert main(["analyze", "--model", f"{nets}:make_net", "--weights", str(ckpt), "--preset", "cifar10",
+                 "--dataset", f"folder:{folder}", "--num-inputs", "8", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "held-out accuracy 1.0000" in printed and "are random" not in printed
+    run = json.loads((out / "setup.json").read_text())
+    assert run["classes"] == list(CIFAR_LIKE) and run["labels_compared"] is True
+    assert (run["mean"], run["std"]) == ([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616])
+    assert run["input_shape"] == [3, 32, 32] and run["notes"] == {}
+    pts = bg.BoundaryPoints.load(out / "normals")
+    assert len(pts) == 8 and pts.true_label is not None
+    report = (out / "report.md").read_text()
+    assert "Classes: airplane, automobile, bird" in report and "preset cifar10" in report
+    for name in ("universal", "examples", "principal_directions"):
+        assert _colourful_share(out / f"{name}.png") > 0.05, name
+    assert bg.RobustnessProfile.load(out / "profile").n == 4
+
+
+def test_a_model_with_other_classes_than_the_folder_runs_without_labels(cifar_like, tmp_path, capsys):
+    import json
+
+    import boundgeo as bg
+
+    _, nets, ckpt = cifar_like
+    two = _image_folder(tmp_path / "two", ("cat", "dog"), per_class=3, size=32, seed=1)
+    out = tmp_path / "out"
+    assert main(["normals", "--model", f"{nets}:make_net", "--weights", str(ckpt), "--preset", "cifar10",
+                 "--dataset", f"folder:{two}", "--n", "3", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "10 classes and the data 2 (cat, dog)" in printed and "held-out accuracy" not in printed
+    pts = bg.BoundaryPoints.load(out / "normals")
+    assert len(pts) == 3 and pts.settings["skipped_misclassified"] == 0  # none skipped as "misclassified"
+    assert sorted(set(pts.true_label.tolist())) <= [0, 1]  # the folder's classes are kept beside
+    assert json.loads((out / "setup.json").read_text())["labels_compared"] is False
+
+
+def test_only_the_chosen_images_are_decoded_and_a_large_folder_needs_num_inputs(cifar_like, tmp_path,
+                                                                              monkeypatch, capsys):
+    import boundgeo.cli as cli
+    from boundgeo.io import ImageFolder
+
+    folder, nets, ckpt = cifar_like
+    decoded = []
+    original = ImageFolder.__getitem__
+    monkeypatch.setattr(ImageFolder, "__getitem__", lambda self, i: decoded.append(i) or original(self, i))
+    common = ["normals", "--model", f"{nets}:make_net", "--weights", str(ckpt), "--dataset", f"folder:{folder}",
+              "--out", str(tmp_path / "o")]
+    assert main(common + ["--num-inputs", "2"]) == 0
+    assert len(set(decoded)) == 4 and len(decoded) == 4  # 2 + 2 of the 30 images, each once
+    monkeypatch.setattr(cli, "DECODE_LIMIT_BYTES", 20 * 3 * 32 * 32 * 4)  # 20 images
+    capsys.readouterr()
+    assert main(common) == 2
+    err = capsys.readouterr().err
+    assert "30 images of 3x32x32" in err and "--num-inputs N (at most 10" in err
+    assert main(common + ["--num-inputs", "10"]) == 0
+
+
+def test_model_file_and_checkpoint_errors_are_one_line(cifar_like, tmp_path, capsys):
+    import torch
+
+    folder, nets, _ = cifar_like
+    common = ["normals", "--out", str(tmp_path / "o"), "--dataset", f"folder:{folder}", "--n", "2"]
+    code = tmp_path / "whole_model.pt"
+    torch.save(torch.nn.Linear(2, 2), code)  # a pickled module: code, which weights_only=True refuses
+    assert main(common + ["--model", f"{nets}:make_net", "--weights", str(code)]) == 2
+    err = capsys.readouterr().err
+    assert "holds code" in err and "NOT loaded" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "broken.py").write_text("def make():\n    raise RuntimeError('no GPU here')\n")
+    assert main(common + ["--model", f"{tmp_path / 'broken.py'}:make"]) == 2
+    assert "raised RuntimeError: no GPU here" in capsys.readouterr().err
+    assert main(common + ["--model", f"{tmp_path / 'absent.py'}:make"]) == 2
+    assert "no file" in capsys.readouterr().err
+    assert main(common + ["--model", "torchvision.models:resnet18", "--weights", str(tmp_path / "x.pt")]) == 2
+    assert "x.pt" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_analyze_a_random_torchvision_resnet_on_a_224_folder(tmp_path, capsys):
+    """The issue's "done when": resnet18 without weights, ImageNet normalisation, a 2-class folder
+    of 224x224 images; the report names the classes and says that the weights are random, and
+    the pictures of images and perturbations are in colour."""
+    folder = _image_folder(tmp_path / "pets", ("cat", "dog"), per_class=3, size=224)
+    out = tmp_path / "out"
+    assert main(["analyze", "--model", "torchvision.models:resnet18", "--preset", "imagenet",
+                 "--dataset", f"folder:{folder}", "--num-inputs", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "weights of torchvision.models:resnet18 are random" in printed
+    assert "1000 classes and the data 2 (cat, dog)" in printed
+    report = (out / "report.md").read_text()
+    assert "are random" in report and "Classes: cat, dog" in report and "cannot be compared" in report
+    assert "3x224x224" in report
+    for name in ("universal", "examples", "principal_directions"):
+        assert _colourful_share(out / f"{name}.png") > 0.05, name
