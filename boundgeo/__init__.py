@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 from ._errors import BoundgeoError
 from .boundary import BoundaryPoints, boundary_normals, deepfool
 from .categories import Category, RobustnessProfile, categorize, robustness_profile
-from .classifier import Classifier
+from .classifier import Classifier, as_classifier
 from .curvature import Curvature, boundary_curvature
 from .datasets import load_dataset
 from .io import load_weights
@@ -42,6 +42,7 @@ __all__ = [
     "boundary_normals",
     "deepfool",
     "Classifier",
+    "as_classifier",
     "Curvature",
     "boundary_curvature",
     "load_dataset",

@@ -64,8 +64,8 @@ def check_real(
     too_low = low is not None and (real <= low if low_open else real < low)
     too_high = high is not None and (real >= high if high_open else real > high)
     if too_low or too_high:
-        left = "(" if low_open else "["
-        right = ")" if high_open else "]"
+        left = "(" if low_open or low is None else "["
+        right = ")" if high_open or high is None else "]"
         lo = "-inf" if low is None else f"{low:g}"
         hi = "inf" if high is None else f"{high:g}"
         raise BoundgeoError(f"{name} must be in {left}{lo}, {hi}{right}, got {value!r}")
