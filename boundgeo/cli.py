@@ -39,7 +39,6 @@ PRESETS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "none": (None, None),
 }
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 # at most this much of float32 images is decoded at once; beyond it --num-inputs is needed
 DECODE_LIMIT_BYTES = 2 * 2**30
 RUN_FILE = "setup.json"
@@ -200,8 +199,14 @@ def _halves(x, y, n: int | None, seed: int, classes, description: str) -> _Data:
     return _Data(x[order[:half]], y[order[:half]], x[order[half:]], y[order[half:]], tuple(classes), description)
 
 
-def _is_cifar_batches(root: Path) -> bool:
-    return (root / "cifar-10-batches-py").is_dir() or (root / "test_batch").exists()
+def _cifar10_folder(root: Path) -> Path | None:
+    """The class folders of CIFAR-10's test split under ``root`` (``root/test/`` or ``root``
+    itself), or None when ``root`` holds the python batches, as ``load_dataset`` tells them apart."""
+    batches = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
+    names = ["test_batch"] + [f"data_batch_{i}" for i in range(1, 6)]
+    if not root.is_dir() or any((batches / name).exists() for name in names):
+        return None
+    return root / "test" if (root / "test").is_dir() else root
 
 
 def _folder(root: Path, args: argparse.Namespace, what: str) -> _Data:
@@ -248,7 +253,7 @@ def _folder(root: Path, args: argparse.Namespace, what: str) -> _Data:
 def _split(args: argparse.Namespace) -> _Data:
     """The data of the analysis, split into inputs for the normals and disjoint held-out ones."""
     from . import zoo
-    from .datasets import load_dataset
+    from .datasets import CIFAR10_CLASSES, load_dataset
 
     digit_names = tuple(str(i) for i in range(10))
     image_options = [f"--{name}" for name in ("size", "crop", "grayscale") if getattr(args, name, None)]
@@ -260,8 +265,13 @@ def _split(args: argparse.Namespace) -> _Data:
         return _folder(root, args, f"image folder {root}")
     if args.dataset == "cifar10":
         root = Path(args.data_dir) if args.data_dir else Path("data") / "cifar10"
-        if root.is_dir() and not _is_cifar_batches(root):
-            return _folder(root, args, f"CIFAR-10 image folder {root}")
+        folder = _cifar10_folder(root)
+        if folder is not None:  # decoded lazily, as any image folder
+            data = _folder(folder, args, f"CIFAR-10 image folder {folder}")
+            if data.classes != CIFAR10_CLASSES:
+                raise BoundgeoError(f"--dataset cifar10: {folder} has class folders {list(data.classes)}, not "
+                                    f"CIFAR-10's {list(CIFAR10_CLASSES)}; use --dataset folder:{folder}")
+            return data
         if image_options:
             raise BoundgeoError(f"{', '.join(image_options)} apply to image folders; {root} holds "
                                 "CIFAR-10's python batches")

@@ -377,3 +377,35 @@ def test_analyze_a_random_torchvision_resnet_on_a_224_folder(tmp_path, capsys):
     assert "3x224x224" in report
     for name in ("universal", "examples", "principal_directions"):
         assert _colourful_share(out / f"{name}.png") > 0.05, name
+
+
+def test_cifar10_reads_either_layout_from_data_dir(cifar_like, tmp_path, capsys):
+    import json
+    import pickle
+
+    import numpy as np
+
+    import boundgeo as bg
+
+    folder, nets, ckpt = cifar_like
+    images = bg.ImageFolder(folder)
+    batches = tmp_path / "batches" / "cifar-10-batches-py"
+    batches.mkdir(parents=True)
+    pixels = np.stack([(255 * images[i][0].numpy()).round().astype(np.uint8).reshape(-1) for i in range(len(images))])
+    with open(batches / "test_batch", "wb") as handle:
+        pickle.dump({b"data": pixels, b"labels": list(images.targets)}, handle)
+    split_layout = tmp_path / "splits"
+    split_layout.mkdir()
+    (split_layout / "test").symlink_to(folder, target_is_directory=True)
+    model = ["--model", f"{nets}:make_net", "--weights", str(ckpt), "--preset", "cifar10"]
+    for data_dir, says in ((folder, "CIFAR-10 image folder"), (split_layout, f"image folder {split_layout / 'test'}"),
+                           (tmp_path / "batches", "CIFAR-10 test batch")):
+        out = tmp_path / f"out_{data_dir.name}"
+        assert main(["normals", *model, "--dataset", "cifar10", "--data-dir", str(data_dir), "--n", "4",
+                     "--out", str(out)]) == 0
+        assert says in capsys.readouterr().out
+        run = json.loads((out / "setup.json").read_text())
+        assert run["classes"] == list(CIFAR_LIKE) and run["labels_compared"] is True
+    assert main(["normals", *model, "--dataset", "cifar10", "--data-dir", str(tmp_path / "batches"), "--size", "8",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "apply to image folders" in capsys.readouterr().err

@@ -89,3 +89,56 @@ def test_transfer_plot_annotates_every_cell_and_outlines_the_diagonal(tmp_path):
     outlined = sorted((p.get_x(), p.get_y()) for p in ax.patches if isinstance(p, plt.Rectangle) and not p.get_fill())
     assert outlined == [(0, 0), (1, 1)]  # cnn→cnn and mlp→mlp; random has no column
     assert _saved(ax, tmp_path, "transfer") > 5000
+
+
+def test_colour_perturbations_are_shown_around_grey_with_their_scale_stated():
+    import numpy as np
+
+    v = 0.01 * torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(0))
+    ax = plot.plot_perturbation(v)
+    shown = ax.images[0].get_array()
+    assert shown.shape == (32, 32, 3)  # in colour, not a channel mean
+    lim = float(v.abs().max())
+    np.testing.assert_allclose(shown, 0.5 + 0.5 * v.permute(1, 2, 0).numpy() / lim, rtol=1e-5)
+    assert f"max|v| = {lim:.3g}" in ax.get_title() and "grey = 0" in ax.get_title()
+    plt.close(ax.figure)
+    grey = plot.plot_perturbation(torch.randn(1, 8, 8))
+    assert grey.images[0].get_array().ndim == 2 and len(grey.figure.axes) == 2  # one channel: colour bar
+    plt.close(grey.figure)
+    axes = plot.plot_directions(torch.randn(4, 3, 32, 32), titles=list("abcd"))
+    assert axes.flat[0].images[0].get_array().shape == (32, 32, 3)
+    assert "0.5 + v / (2·max|v|)" in axes.flat[0].figure.get_suptitle()
+    plt.close(axes.flat[0].figure)
+
+
+def test_examples_in_colour_with_the_data_class_above_the_prediction():
+    gen = torch.Generator().manual_seed(0)
+    clean = torch.rand(3, 3, 32, 32, generator=gen)
+    examples = bg.PerturbedExamples(clean=clean, perturbed=(clean + 0.1).clamp(0, 1),
+                                    before=torch.tensor([417, 3, 3]), after=torch.tensor([417, 5, 3]))
+    axes = plot.plot_examples(examples, true_names=["cat", "dog", "dog"])
+    assert axes[0][0].images[0].get_array().shape == (32, 32, 3)
+    assert [a.get_title() for a in axes[0]] == ["cat\npred 417", "dog\npred 3", "dog\npred 3"]
+    assert [a.get_title() for a in axes[1]] == ["pred 417", "pred 5", "pred 3"]
+    assert axes[1][1].title.get_color() == "#c0392b"  # changed by the perturbation
+    plt.close(axes[0][0].figure)
+    axes = plot.plot_examples(examples, class_names={3: "cat", 5: "dog", 417: "tabby"})
+    assert [a.get_title() for a in axes[1]] == ["tabby", "dog", "cat"]
+    plt.close(axes[0][0].figure)
+
+
+def test_margins_name_the_classes_and_drop_an_unreadable_legend(results):
+    import dataclasses
+
+    pts = results[0]
+    ax = plot.plot_margins(pts, class_names=[f"digit {i}" for i in range(10)])
+    names = {t.get_text() for t in ax.get_legend().get_texts()}
+    assert names and names <= {f"digit {i}" for i in range(10)}
+    assert ax.get_legend().get_title().get_text() == "predicted class"
+    plt.close(ax.figure)
+    many = dataclasses.replace(pts, label=torch.arange(len(pts)))  # as many classes as points
+    ax = plot.plot_margins(many)
+    assert ax.get_legend() is None and f"({len(pts)} classes)" in ax.get_title()
+    plt.close(ax.figure)
+    with pytest.raises(ValueError, match="true_label"):
+        plot.plot_margins(pts, by="true_label")  # deepfool() keeps no data labels
