@@ -1,22 +1,39 @@
-"""Spectrum: speed on 10,000 MNIST normals and bounded memory on ImageNet-sized normals.
+"""Spectrum: bounded memory on ImageNet-sized normals, float16 storage, speed on MNIST normals.
 
-    python analysis/benchmarks/bench_spectrum.py [--data-dir data/mnist] [--skip-memory]
+    python analysis/benchmarks/bench_spectrum.py [--only memory,float16,speed] [--data-dir data/mnist]
 
-Speed: the boundary normals of all 10,000 MNIST test images under the reference MNIST CNN
-(d = 784), then ``bg.spectrum`` with its 5-draw random baseline, timed over 3 runs, for the
-automatic route and for every forced route. Target: <= 3 s.
+Every figure of memory is in MiB (2**20 bytes): the peak resident set size (``ru_maxrss``) of a
+process of its own that does one thing.
 
-Memory: 2,000 boundary normals of dimension 3 x 224 x 224 = 150,528 (ImageNet-sized) from a small
-CNN on smooth random images, collected with ``bg.boundary_normals(out=DIR)`` and then streamed
-from disk by ``bg.spectrum(DIR)``. Each stage runs in its own process and reports its own peak
-resident memory (ru_maxrss). Target: the spectrum's peak RSS < 2 GB.
-Results go to analysis/results/bench_spectrum.json.
+memory: 2,000 boundary normals of dimension 3 x 224 x 224 = 150,528 of a linear model
+(``Flatten`` + ``Linear(150528, 10)``, seeded) on smooth random images that a Dataset makes on
+demand, collected with ``bg.boundary_normals(out=DIR)``; then the streamed spectrum with its
+5-draw random baseline through the public API, ``bg.spectrum(DIR)`` and
+``bg.spectrum(bg.BoundaryPoints.load(DIR))``, and once more with DIR made to look written before
+zero normals were flagged (its rows then found by a scan in bounded blocks). Also the floor
+(``import torch, boundgeo`` alone) and the disk per 1,000 normals in float32 and in float16.
+Target: every spectrum below 1,000 MiB.
+
+float16: the relative error of the top-50 singular values of the spectrum of normals stored in
+float16 against float32, for the MNIST reference CNN (2,000 held-out test images) and for a
+random-weights torchvision resnet18 on 64 smooth random 3 x 224 x 224 images.
+
+speed: the boundary normals of all 10,000 MNIST test images under the reference MNIST CNN
+(d = 784), then ``bg.spectrum`` with its 5-draw baseline, best of 3, for the automatic route and
+every forced one. Target: <= 3 s.
+
+Each section that runs replaces its own entry in analysis/results/bench_spectrum.json, with the
+environment it ran in (versions, threads, CPU, date, commit, load average before and after:
+the machine may be shared, which slows the timings but not the memory).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
+import platform
 import resource
 import shutil
 import subprocess
@@ -25,25 +42,47 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "analysis" / "results" / "bench_spectrum.json"
 IMAGENET_SHAPE = (3, 224, 224)
+D = 3 * 224 * 224
+SECTIONS = ("memory", "float16", "speed")
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def imagenet_sized_model() -> nn.Module:
+def environment() -> dict:
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": git("rev-parse", "HEAD"),
+        "uncommitted_changes_in_boundgeo": bool(git("status", "--porcelain", "--", "boundgeo")),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "load_average_before": os.getloadavg(),
+    }
+
+
+# ------------------------------------------------------------------------------ inputs and models
+def linear_imagenet_model() -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        return nn.Sequential(
-            nn.Conv2d(3, 8, 5, stride=4, padding=2), nn.ReLU(),
-            nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(256, 10),
-        ).eval()
+        return nn.Sequential(nn.Flatten(), nn.Linear(D, 10)).eval()
 
 
 class SmoothImages(torch.utils.data.Dataset):
@@ -63,37 +102,129 @@ class SmoothImages(torch.utils.data.Dataset):
                                          align_corners=False)[0]
 
 
-def child_collect(out: str, n: int) -> dict:
-    import boundgeo as bg
-
-    clf = bg.Classifier(imagenet_sized_model())
-    start = time.perf_counter()
-    data = SmoothImages(n, seed=1)
-    pts = bg.boundary_normals(clf, data, out=out, batch_size=50, shard_size=100, progress=False)
-    return {"n": len(pts), "converged": int(pts.converged.sum()), "seconds": time.perf_counter() - start,
-            "dataset_mb": n * 150528 * 4 / 2**20, "peak_rss_mb": peak_rss_mb()}
+def folder_mib(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
 
 
-def child_spectrum(out: str) -> dict:
+# ------------------------------------------------------------------------------ children
+def child_collect(out: str, n: int, dtype: str) -> dict:
     import boundgeo as bg
 
     start = time.perf_counter()
-    spec = bg.spectrum(out, baseline_draws=5)
-    seconds = time.perf_counter() - start
-    return {"route": spec.route, "n": spec.n, "d": spec.d, "seconds": seconds,
+    pts = bg.boundary_normals(bg.Classifier(linear_imagenet_model()), SmoothImages(n, seed=1), out=out,
+                              batch_size=50, shard_size=100, dtype=getattr(torch, dtype), progress=False)
+    return {"n": len(pts), "converged": int(pts.converged.sum()), "dtype": dtype,
+            "seconds": time.perf_counter() - start, "peak_rss_mib": peak_rss_mib()}
+
+
+def child_spectrum(out: str, how: str) -> dict:
+    import boundgeo as bg
+
+    start = time.perf_counter()
+    source = out if how == "directory" else bg.BoundaryPoints.load(out)
+    spec = bg.spectrum(source, baseline_draws=5)
+    return {"call": "bg.spectrum(DIR)" if how == "directory" else "bg.spectrum(bg.BoundaryPoints.load(DIR))",
+            "route": spec.route, "n": spec.n, "d": spec.d, "seconds": time.perf_counter() - start,
             "sigma_1": float(spec.singular_values[0]), "dim_90": spec.dim(0.9),
             "random_dim_90": spec.dim(0.9, baseline=True), "components": list(spec.components.shape),
-            "peak_rss_mb": peak_rss_mb()}
+            "peak_rss_mib": peak_rss_mib()}
 
 
-def run_child(*args: str, env: dict | None = None) -> dict:
-    import os
+def child_import() -> dict:
+    import boundgeo  # noqa: F401
 
-    done = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})
+    return {"peak_rss_mib": peak_rss_mib()}
+
+
+def run_child(*args: str) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(done.stderr)
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------ sections
+def memory(n_large: int, work: Path) -> dict:
+    normals = work / "normals"
+    floor = run_child("import")
+    print(f"import torch, boundgeo alone: peak RSS {floor['peak_rss_mib']:.0f} MiB")
+    collect = run_child("collect", str(normals), str(n_large), "float32")
+    print(f"collected {collect['n']} normals of {IMAGENET_SHAPE} in {collect['seconds']:.0f} s, "
+          f"peak RSS {collect['peak_rss_mib']:.0f} MiB")
+    spectra = {how: run_child("spectrum", str(normals), how) for how in ("directory", "points")}
+    meta_path = normals / "points" / "meta.json"
+    original = meta_path.read_text()
+    meta = json.loads(original)
+    del meta["format"]  # as written before zero normals were flagged in status
+    meta_path.write_text(json.dumps(meta))
+    try:
+        spectra["directory_written_before_flags"] = run_child("spectrum", str(normals), "directory")
+    finally:
+        meta_path.write_text(original)
+    for key, row in spectra.items():
+        print(f"{row['call']} ({key}), {row['route']} route, {row['n']} x {row['d']}: {row['seconds']:.0f} s, "
+              f"peak RSS {row['peak_rss_mib']:.0f} MiB")
+    half = work / "normals-float16"
+    collect_half = run_child("collect", str(half), "1000", "float16")
+    per_1000 = lambda folder, count: {"points_mib": folder_mib(folder / "points") * 1000 / count,
+                                      "shards_mib": folder_mib(folder / "shards") * 1000 / count}
+    disk = {"float32": per_1000(normals, collect["n"]), "float16": per_1000(half, collect_half["n"])}
+    for dtype, row in disk.items():
+        print(f"disk per 1,000 normals at d = {D}, {dtype}: points/ {row['points_mib']:.0f} MiB, "
+              f"shards/ {row['shards_mib']:.0f} MiB")
+    return {"model": "Flatten + Linear(150528, 10), torch.manual_seed(0)",
+            "inputs": f"{n_large} smooth random 3x224x224 images (14x14 noise upsampled), made on demand",
+            "import_only": floor, "collect": collect, "spectrum": spectra,
+            "disk_per_1000_normals": disk, "normal_matrix_mib": collect["n"] * D * 4 / 2**20,
+            "target_mib": 1000}
+
+
+def _relative_error(points32, points16, k: int) -> dict:
+    import boundgeo as bg
+
+    a = bg.spectrum(points32, baseline_draws=0).singular_values[:k]
+    b = bg.spectrum(points16, baseline_draws=0).singular_values[:k]
+    rel = (b - a).abs() / a
+    return {"k": len(a), "max_relative_error": float(rel.max()), "median_relative_error": float(rel.median()),
+            "sigma_1_float32": float(a[0]), "sigma_k_float32": float(a[-1])}
+
+
+def float16_error(data_dir: str) -> dict:
+    import dataclasses
+
+    import boundgeo as bg
+    from boundgeo import zoo
+
+    rows = {}
+    trained = zoo.train_reference("mnist", "cnn", root=data_dir)
+    x, _ = bg.load_dataset("mnist", root=data_dir)
+    held_out = x[zoo.MNIST_TRAIN:]
+    clf = bg.Classifier(trained.model)
+    wide = bg.boundary_normals(clf, held_out, progress=False)
+    half = bg.boundary_normals(clf, held_out, dtype=torch.float16, progress=False)
+    assert torch.equal(half.normal, wide.normal.half()), "float16 storage is the float32 run rounded"
+    rows["mnist_cnn"] = {"inputs": f"MNIST test images [{zoo.MNIST_TRAIN}, 10000) ({len(held_out)})",
+                         **_relative_error(wide, half, 50)}
+    print(f"MNIST CNN, {len(held_out)} normals: top-50 singular values from float16, max relative error "
+          f"{rows['mnist_cnn']['max_relative_error']:.2e}")
+
+    import torchvision
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        resnet = torchvision.models.resnet18(weights=None).eval()
+    images = torch.stack([SmoothImages(64, seed=2)[i] for i in range(64)])
+    start = time.perf_counter()
+    wide = bg.boundary_normals(bg.Classifier(resnet), images, batch_size=16, progress=False)
+    seconds = time.perf_counter() - start
+    # dtype=torch.float16 stores exactly these values rounded (checked above on MNIST)
+    half = dataclasses.replace(wide, normal=wide.normal.half(), perturbation=wide.perturbation.half())
+    rows["resnet18_random_224"] = {
+        "inputs": "64 smooth random 3x224x224 images; torchvision resnet18(weights=None), torch.manual_seed(0)",
+        "converged": int(wide.converged.sum()), "collect_seconds": seconds, **_relative_error(wide, half, 50)}
+    print(f"resnet18 (random weights), {int(wide.converged.sum())} normals at 3x224x224: top-50 singular values "
+          f"from float16, max relative error {rows['resnet18_random_224']['max_relative_error']:.2e}")
+    return rows
 
 
 def speed(data_dir: str) -> dict:
@@ -101,7 +232,7 @@ def speed(data_dir: str) -> dict:
     from boundgeo import zoo
 
     trained = zoo.train_reference("mnist", "cnn", root=data_dir)
-    x, y = bg.load_dataset("mnist", root=data_dir)
+    x, _ = bg.load_dataset("mnist", root=data_dir)
     clf = bg.Classifier(trained.model)
     start = time.perf_counter()
     pts = bg.boundary_normals(clf, x, progress=False)  # all 10,000 images, no labels: none skipped
@@ -124,42 +255,45 @@ def speed(data_dir: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections: " + ", ".join(SECTIONS))
     parser.add_argument("--data-dir", default=str(ROOT / "data" / "mnist"))
     parser.add_argument("--n-large", type=int, default=2000)
-    parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         kind, *rest = args.child
-        result = child_collect(rest[0], int(rest[1])) if kind == "collect" else child_spectrum(rest[0])
+        if kind == "collect":
+            result = child_collect(rest[0], int(rest[1]), rest[2])
+        elif kind == "spectrum":
+            result = child_spectrum(rest[0], rest[1])
+        else:
+            result = child_import()
         print(json.dumps(result))
         return
 
-    result = {"benchmark": "spectrum", "torch_threads": torch.get_num_threads(),
-              "speed": speed(args.data_dir)}
-    if not args.skip_memory:
-        work = Path(tempfile.mkdtemp(prefix="boundgeo-bench-"))
-        try:
-            collect = run_child("collect", str(work / "normals"), str(args.n_large))
-            print(f"collected {collect['n']} normals of {IMAGENET_SHAPE} in {collect['seconds']:.0f} s, "
-                  f"peak RSS {collect['peak_rss_mb']:.0f} MB (the dataset would take {collect['dataset_mb']:.0f} MB)")
-            disk = sum(p.stat().st_size for p in (work / "normals" / "points").glob("*.npy"))
-            spectrum = run_child("spectrum", str(work / "normals"))
-            print(f"streamed spectrum of {spectrum['n']} x {spectrum['d']} ({spectrum['route']}): "
-                  f"{spectrum['seconds']:.0f} s, peak RSS {spectrum['peak_rss_mb']:.0f} MB")
-            # glibc's dynamic mmap threshold lets freed ~30 MB tensors pile up in the heap; a fixed
-            # threshold returns them at once. Same collection, other allocator setting:
-            fixed = run_child("collect", str(work / "normals-fixed"), str(args.n_large),
-                              env={"MALLOC_MMAP_THRESHOLD_": str(2**20)})
-            print(f"same collection with MALLOC_MMAP_THRESHOLD_=1048576: peak RSS {fixed['peak_rss_mb']:.0f} MB")
-            result["memory"] = {"collect": collect, "collect_fixed_mmap_threshold": fixed,
-                                "spectrum": spectrum, "points_on_disk_mb": disk / 2**20,
-                                "normal_matrix_mb": spectrum["n"] * spectrum["d"] * 4 / 2**20}
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-    out = ROOT / "analysis" / "results" / "bench_spectrum.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    only = [s for s in args.only.split(",") if s]
+    unknown = set(only) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}")
+    result = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    result = {key: value for key, value in result.items() if key in SECTIONS}  # one entry per section
+    for section in only:
+        env = environment()
+        if section == "memory":
+            work = Path(tempfile.mkdtemp(prefix="boundgeo-bench-"))
+            try:
+                rows = memory(args.n_large, work)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+        elif section == "float16":
+            rows = float16_error(args.data_dir)
+        else:
+            rows = speed(args.data_dir)
+        env["load_average_after"] = os.getloadavg()
+        result[section] = {"environment": env, **rows}
+        RESULTS.write_text(json.dumps({"benchmark": "spectrum", "memory_unit": "MiB (2**20 bytes)",
+                                       **{k: result[k] for k in SECTIONS if k in result}}, indent=2) + "\n")
+        print(f"wrote the {section} section of {RESULTS}")
 
 
 if __name__ == "__main__":
