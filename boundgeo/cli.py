@@ -161,8 +161,8 @@ def _user_model(args: argparse.Namespace) -> _Model:
         weights = f"as returned by {args.model}()"
     model.eval()
     mean, std = _normalisation(args)
-    clf = Classifier(model, bounds=tuple(args.bounds), mean=mean, std=std)
-    record = {"model": args.model, "weights": weights, "preset": args.preset,
+    clf = Classifier(model, bounds=tuple(args.bounds), mean=mean, std=std, outputs=args.outputs)
+    record = {"model": args.model, "weights": weights, "preset": args.preset, "outputs": args.outputs,
               "mean": None if mean is None else list(mean), "std": None if std is None else list(std),
               "bounds": list(args.bounds), "parameters": sum(p.numel() for p in model.parameters())}
     return _Model(clf, args.model, notes, record)
@@ -633,6 +633,9 @@ def _data_arguments(parser: argparse.ArgumentParser, *, model: bool) -> None:
                             help="per-channel mean (wins over --preset)")
         parser.add_argument("--std", type=float, nargs="+", default=None, help="per-channel std (wins over --preset)")
         parser.add_argument("--bounds", type=float, nargs=2, default=(0.0, 1.0), metavar=("LOW", "HIGH"))
+        parser.add_argument("--outputs", choices=["auto", "logits", "probabilities"], default="auto",
+                            help="what the model returns: auto (logits, checked: softmax outputs are an "
+                                 "error), logits, or probabilities (boundgeo works on their log)")
 
 
 def build_parser() -> argparse.ArgumentParser:

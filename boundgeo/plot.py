@@ -259,10 +259,20 @@ def plot_curvature(curvature: Curvature, *, ax=None):
     return ax
 
 
+def _central_range(values: np.ndarray, keep: float = 0.5) -> tuple[float, float]:
+    """The central 100 − 2·keep percent of ``values``; all of them when there are too few for
+    that share to hold a whole value (a percentile between two points would cut one of a
+    handful off, and a group of one value would vanish from a histogram)."""
+    if len(values) * keep / 100 < 1:
+        return float(values.min()), float(values.max())
+    low, high = np.percentile(values, [keep, 100 - keep])
+    return float(low), float(high)
+
+
 def _clip_outliers(ax, values: np.ndarray, *, axis: str, keep: float = 0.5) -> str:
     """Limit an axis to the central 100 − 2·keep percent of ``values`` (padded), so that a few
     extreme points do not flatten the rest; returns a note saying how many lie outside ("" if none)."""
-    low, high = np.percentile(values, [keep, 100 - keep])
+    low, high = _central_range(values, keep)
     pad = 0.08 * (high - low) or 1.0
     low, high = min(low - pad, -pad), max(high + pad, pad)
     outside = int(((values < low) | (values > high)).sum())
@@ -276,7 +286,9 @@ def plot_section_curvature(curvature: Curvature, *, ax=None):
     ax = _axes(ax)
     frame = curvature.along_frame()
     groups = list(dict.fromkeys(frame["group"]))
-    low, high = np.percentile(frame["curvature"], [0.5, 99.5])
+    low, high = _central_range(frame["curvature"].to_numpy())
+    if high <= low:  # a single value: a bin around it
+        low, high = low - (abs(low) * 0.1 or 1.0), high + (abs(high) * 0.1 or 1.0)
     sns.histplot(frame, x="curvature", hue="group", hue_order=groups, element="step", stat="density",
                  common_norm=False, bins=np.linspace(low, high, 50), palette=sns.color_palette("deep", len(groups)),
                  ax=ax)
@@ -382,7 +394,8 @@ def plot_examples(examples, *, axes=None, class_names=None, true_names=None):
     """
     k = len(examples.before)
     if axes is None:
-        _, axes = plt.subplots(2, k, figsize=(1.5 * k, 3.4 + 0.3 * (true_names is not None)), squeeze=False)
+        _, axes = plt.subplots(2, k, figsize=(max(1.5 * k, 2.6), 3.4 + 0.3 * (true_names is not None)),
+                               squeeze=False)
     name = (lambda c: str(class_names[c])) if class_names is not None else str
     for row, (images, labels) in enumerate(((examples.clean, examples.before), (examples.perturbed, examples.after))):
         for i in range(k):

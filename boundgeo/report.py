@@ -127,7 +127,8 @@ def _setup_findings(info: dict) -> list[tuple[str, list[str], str | None]]:
         model = f"Model: {info['model']}"
         details = [f"{info['parameters']:,} parameters" if info.get("parameters") else "",
                    f"{info['num_classes']} classes" if info.get("num_classes") else "",
-                   f"weights {info['weights']}" if info.get("weights") else ""]
+                   f"weights {info['weights']}" if info.get("weights") else "",
+                   f"outputs read as {info['outputs']}" if info.get("outputs") not in (None, "auto") else ""]
         sentences.append(model + "".join(f", {d}" for d in details if d) + ".")
     if info.get("mean") is not None or info.get("std") is not None:
         preset = f" (preset {info['preset']})" if info.get("preset") not in (None, "none") else ""
@@ -193,9 +194,13 @@ def _findings(res: dict, info: dict | None = None) -> list[tuple[str, list[str],
             f"fitted on{held}, after {uap.passes} passes ({uap.seconds:.1f} s).{shown}",
         ], "universal"))
         if examples is not None:
+            largest = float(uap.perturbation.abs().max())
+            low, high = (info or {}).get("bounds") or (0.0, 1.0)
+            unseen = " (under 2% of the input range: not visible in the pictures)" if largest < 0.02 * (high - low) else ""
             sections.append(("Perturbed examples", [
                 "Held-out inputs before (top) and after (bottom) adding the universal perturbation, "
-                "with the predicted classes."], "examples"))
+                f"with the predicted classes; its largest change of one value is {largest:.3g}{unseen}."],
+                "examples"))
     if "profile" in res:
         prof = res["profile"]
         fmt = lambda v: "not reached" if v is None else f"{v:.4g}"

@@ -142,3 +142,26 @@ def test_margins_name_the_classes_and_drop_an_unreadable_legend(results):
     plt.close(ax.figure)
     with pytest.raises(ValueError, match="true_label"):
         plot.plot_margins(pts, by="true_label")  # deepfool() keeps no data labels
+
+
+def test_curvature_plots_of_a_single_point_show_every_value(small_net):
+    import warnings
+
+    import numpy as np
+
+    model, x, _ = small_net
+    gen = torch.Generator().manual_seed(0)
+    curv = bg.boundary_curvature(bg.Classifier(model), x[:1], k=2, lanczos_steps=6,
+                                 along={"a": torch.randn(1, 64, generator=gen), "b": torch.randn(1, 64, generator=gen)})
+    values = curv.along_frame().curvature.to_numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a group outside the bins had NaN densities (0 / 0)
+        ax = plot.plot_section_curvature(curv)
+    low, high = ax.get_xlim()
+    assert low < values.min() and values.max() < high and "outside the axis" not in ax.get_xlabel()
+    heights = [p.get_height() for p in ax.patches if hasattr(p, "get_height")]
+    assert all(np.isfinite(heights))
+    plt.close(ax.figure)
+    ax = plot.plot_curvature(curv)
+    assert not ax.texts  # no value of the two left outside the axis
+    plt.close(ax.figure)
