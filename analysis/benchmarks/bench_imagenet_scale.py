@@ -91,11 +91,11 @@ def calibrate_batchnorm(model: nn.Module, x: torch.Tensor, *, batch_size: int = 
     """Recompute every batch-norm layer's running mean and variance on ``x`` (no weight changes).
 
     A freshly initialised network in eval mode normalises with mean 0 and variance 1. Through
-    googlenet's 0.01-std initialisation the signal then shrinks to nothing: the logits differ
-    across inputs by ~2e-6, below the float32 rounding of the logits, so DeepFool cannot tell a
-    crossing apart (no input converged in 50 steps). Through resnet152 it grows to logits of
-    ~1e7. With statistics measured on real inputs (cumulative average, ``momentum=None``) both
-    behave like ordinary networks. Returns the number of batch-norm layers.
+    googlenet's 0.01-std initialisation the signal then shrinks to nothing: at 224x224 its logits
+    vary across inputs by ~1e-15, a constant function to float32, and in a first try DeepFool
+    crossed for none of 2 inputs in 50 steps (‖r‖ ~200, clipped). Through resnet152 the signal
+    grows to logits of ~1e8. With statistics measured on real inputs (cumulative average,
+    ``momentum=None``) both behave like ordinary networks. Returns the number of batch-norm layers.
     """
     layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not layers:
@@ -540,59 +540,62 @@ def gpu_estimates(arch: dict, candidates: int = DEEPFOOL["candidates"]) -> dict:
             "batch_size_fitting": batches}
 
 
+def markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "| --- " * len(header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
 def table(result: dict) -> str:
-    lines = [
-        "| network (paper's) | torchvision | params | boundgeo ms / image | foolbox ms / image | foolbox / boundgeo "
-        "| median ‖r‖ boundgeo / foolbox | converged / success | peak RSS MiB: boundgeo DeepFool / foolbox / whole process "
-        "| spectrum: route, s (stream forced, s) | disk per 1,000 normals MiB: float32 / float16 "
-        "| subspace fooling s | SGD pass s | profile s |",
-        "| --- " * 14 + "|",
-    ]
+    header = ["network (paper's)", "torchvision", "params", "boundgeo ms / image", "foolbox ms / image",
+              "foolbox / boundgeo", "median ‖r‖ boundgeo / foolbox", "converged / success",
+              "peak RSS MiB: boundgeo DeepFool / foolbox / whole process", "spectrum: route, s (stream forced, s)",
+              "disk per 1,000 normals MiB: float32 / float16", "subspace fooling s", "SGD pass s", "profile s"]
+    rows = []
     for arch in result["architectures"]:
-        s = arch["stages"]
-        n = arch["n"]
+        s, n, m = arch["stages"], arch["n"], arch["model"]
         t_bg = s["boundgeo_deepfool"]["seconds"] / n * 1e3
         t_fb = s["foolbox_deepfool"]["seconds"] / n * 1e3
-        bgm, fbm = arch["boundgeo"]["median_norm"], arch["foolbox"]["median_norm"]
-        lines.append(
-            f"| {arch['paper_network']} | {arch['architecture']} | {arch['model']['parameters'] / 1e6:.0f}M "
-            f"| {t_bg:,.0f} | {t_fb:,.0f} | {t_fb / t_bg:.2f}x "
-            f"| {bgm:.3g} / {fbm:.3g} | {arch['boundgeo']['converged']}/{n} / {arch['foolbox']['success']}/{n} "
-            f"| {s['boundgeo_deepfool']['peak_rss_mib']:,.0f} / {s['foolbox_deepfool']['peak_rss_mib']:,.0f} "
-            f"/ {arch['peak_rss_process_mib']:,.0f} "
-            f"| {arch['spectrum']['route']}, {s['spectrum']['seconds']:.2f} ({s['spectrum_stream']['seconds']:.2f}) "
-            f"| {arch['disk']['float32_normal_mib_per_1000']:.0f} / {arch['disk']['float16_normal_mib_per_1000']:.0f} "
-            f"| {s['subspace_fooling']['seconds']:.0f} | {s['universal_sgd_pass']['seconds']:.0f} "
-            f"| {s['robustness_profile']['seconds']:.0f} |")
-    return "\n".join(lines)
+        rows.append([
+            arch["paper_network"], arch["architecture"], f"{m['parameters'] / 1e6:.0f}M", f"{t_bg:,.0f}",
+            f"{t_fb:,.0f}", f"{t_fb / t_bg:.2f}x",
+            f"{arch['boundgeo']['median_norm']:.3g} / {arch['foolbox']['median_norm']:.3g}",
+            f"{arch['boundgeo']['converged']}/{n} / {arch['foolbox']['success']}/{n}",
+            f"{s['boundgeo_deepfool']['peak_rss_mib']:,.0f} / {s['foolbox_deepfool']['peak_rss_mib']:,.0f} "
+            f"/ {arch['peak_rss_process_mib']:,.0f}",
+            f"{arch['spectrum']['route']}, {s['spectrum']['seconds']:.2f} ({s['spectrum_stream']['seconds']:.2f})",
+            f"{arch['disk']['float32_normal_mib_per_1000']:.0f} / {arch['disk']['float16_normal_mib_per_1000']:.0f}",
+            f"{s['subspace_fooling']['seconds']:.0f}", f"{s['universal_sgd_pass']['seconds']:.0f}",
+            f"{s['robustness_profile']['seconds']:.0f}"])
+    return markdown(header, rows)
 
 
 def gpu_table(result: dict) -> str:
-    lines = ["| network | weights MiB | counted per image MiB: forward graph + 9 x largest layer + DeepFool buffers "
-             "| measured per image on the CPU MiB | planned per image MiB | batch in 16 GiB | in 24 GiB | in 80 GiB |",
-             "| --- " * 8 + "|"]
+    header = ["network", "weights MiB", "counted per image MiB: forward graph + 9 x largest layer + DeepFool buffers",
+              "measured per image on the CPU MiB", "planned per image MiB", "batch in 16 GiB", "in 24 GiB", "in 80 GiB"]
+    rows = []
     for arch in result["architectures"]:
         m, g = arch["model"], gpu_estimates(arch)
-        lines.append(f"| {arch['architecture']} | {m['weights_mib']:.0f} "
-                     f"| {g['counted_per_image_mib']:.0f} = {m['saved_mib']:.0f} + 9 x {m['largest_layer_mib']:.1f} "
-                     f"+ {g['deepfool_buffers_mib']:.0f} | {g['measured_cpu_rise_per_image_mib']:.0f} "
-                     f"| {g['per_image_mib']:.0f} | {g['batch_size_fitting']['16GiB']} "
-                     f"| {g['batch_size_fitting']['24GiB']} | {g['batch_size_fitting']['80GiB']} |")
-    return "\n".join(lines)
+        fits = g["batch_size_fitting"]
+        rows.append([arch["architecture"], f"{m['weights_mib']:.0f}",
+                     f"{g['counted_per_image_mib']:.0f} = {m['saved_mib']:.0f} + 9 x {m['largest_layer_mib']:.1f} "
+                     f"+ {g['deepfool_buffers_mib']:.0f}", f"{g['measured_cpu_rise_per_image_mib']:.0f}",
+                     f"{g['per_image_mib']:.0f}", str(fits["16GiB"]), str(fits["24GiB"]), str(fits["80GiB"])])
+    return markdown(header, rows)
 
 
 def sweep_table(result: dict) -> str:
-    lines = ["| network | torch threads | batch | boundgeo s | foolbox s |", "| --- " * 5 + "|"]
-    for sweep in result["sweeps"]:
-        for row in sweep["rows"]:
-            lines.append(f"| {sweep['architecture']} ({sweep['n']} images) | {row['threads']} | {row['batch_size']} "
-                         f"| {row['boundgeo_seconds']:.1f} | {row['foolbox_seconds']:.1f} |")
-    return "\n".join(lines)
+    rows = [[f"{sweep['architecture']} ({sweep['n']} images)", str(row["threads"]), str(row["batch_size"]),
+             f"{row['boundgeo_seconds']:.1f}", f"{row['foolbox_seconds']:.1f}"]
+            for sweep in result["sweeps"] for row in sweep["rows"]]
+    return markdown(["network", "torch threads", "batch", "boundgeo s", "foolbox s"], rows)
 
 
 def print_tables(result: dict) -> None:
     setup = result["setup"]
-    print(f"\n{setup['weights']}.\nInputs: {setup['inputs']}.\n")
+    loads = [a["loadavg_before"][0] for a in result["architectures"]] + [a["loadavg_after"][0] for a in result["architectures"]]
+    shared = (f"Timed on a shared 2-core machine: 1-minute load average {min(loads):.1f}-{max(loads):.1f} "
+              "around the networks." if setup["shared_machine"] else "Timed on an idle machine.")
+    print(f"\n{setup['weights']}.\nBatch norm: {setup['batchnorm']}.\nInputs: {setup['inputs']}.\n{shared}\n")
     print(table(result))
     if result["sweeps"]:
         chosen = setup["chosen"]
@@ -673,9 +676,12 @@ def main() -> None:
         "benchmark": "imagenet_scale",
         "setup": {
             "weights": RANDOM_WEIGHTS,
-            "batchnorm": f"running statistics of googlenet and resnet152 recomputed on {CALIBRATION_IMAGES} other "
-                         "images (weights untouched): uncalibrated, googlenet's logits differ by ~2e-6 across "
-                         "inputs and resnet152's reach ~1e7",
+            "batchnorm": f"running statistics recomputed on {CALIBRATION_IMAGES} other images, weights untouched "
+                         "(uncalibrated, on the first 4 images: " + "; ".join(
+                             f"{a['architecture']} logits vary across inputs by "
+                             f"{a['stages']['model']['uncalibrated_logits']['spread_across_inputs']:.1g}, largest "
+                             f"{a['stages']['model']['uncalibrated_logits']['max_abs']:.2g}"
+                             for a in results if a["stages"]["model"]["batchnorm_layers_calibrated"]) + ")",
             "inputs": (f"CIFAR-10 test JPEGs (32x32) from data/cifar10 upscaled to 3x{SIZE}x{SIZE} by "
                        f"bg.ImageFolder(size={SIZE}); {args.n} images per architecture for DeepFool and the fit, "
                        f"{args.heldout} held-out; the same images for every architecture and library"),
