@@ -59,6 +59,8 @@ def scale_to_norm(v: torch.Tensor, norm: str) -> torch.Tensor:
 def project_rows(v: torch.Tensor, radius: float, norm: str) -> torch.Tensor:
     """Each row of ``v`` (m, *S) projected onto the ℓ2 or ℓ∞ ball of radius ``radius``."""
     if norm == "linf":
+        # a radius beyond the dtype's range (xi=1e300 with float32) means no constraint at all
+        radius = min(float(radius), torch.finfo(v.dtype).max) if v.is_floating_point() else radius
         return v.clamp(-radius, radius)
     size = row_sizes(v.reshape(v.shape[0], -1), "l2")
     scale = torch.where(size > radius, radius / size.clamp_min(1e-30), torch.ones_like(size))

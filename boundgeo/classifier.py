@@ -180,6 +180,8 @@ class Classifier:
             raise BoundgeoError(
                 f"inputs must be a non-empty batch of shape (n, ...), got {tuple(x.shape)}"
             )
+        if x.is_complex():
+            raise BoundgeoError(f"inputs must be real, got dtype {x.dtype} of shape {tuple(x.shape)}")
         if not x.is_floating_point():
             x = x.float()
         x = x.to(self.device)

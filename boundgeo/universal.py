@@ -87,9 +87,12 @@ def _as_perturbation(v, inputs: torch.Tensor, name: str = "perturbation") -> tor
     if isinstance(v, UniversalPerturbation):
         v = v.perturbation
     try:
-        v = torch.as_tensor(v).to(inputs.device, inputs.dtype)
+        v = torch.as_tensor(v)
     except (TypeError, ValueError, RuntimeError) as exc:
         raise BoundgeoError(f"{name} must be a tensor or array, got {type(v).__name__}") from exc
+    if v.is_complex():  # .to(float) would drop the imaginary part with only a warning
+        raise BoundgeoError(f"{name} must be real, got dtype {v.dtype}")
+    v = v.to(inputs.device, inputs.dtype)
     shared, per_input = tuple(inputs.shape[1:]), tuple(inputs.shape)
     if tuple(v.shape) not in (shared, per_input):
         raise BoundgeoError(

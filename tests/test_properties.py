@@ -156,7 +156,6 @@ VECTORS = mixed(
 )
 def test_classifier_construction_and_prediction(bounds, mean, std, num_classes, device, outputs, model,
                                                 kind, n, batch_size):
-    assume(kind != "complex")  # a known bug: see test_check_inputs_refuses_complex
     clf = attempt(bg.Classifier, MODELS[model], bounds=bounds, mean=mean, std=std,
                   num_classes=num_classes, device=device, outputs=outputs)
     if clf is None:
@@ -196,7 +195,6 @@ def test_classifier_construction_and_prediction(bounds, mean, std, num_classes, 
 )
 def test_deepfool(model, bounds, kind, n, data_seed, norm, overshoot, max_iter, candidates,
                   batch_size, clip):
-    assume(kind != "complex")  # a known bug: see test_check_inputs_refuses_complex
     clf = classifier(model, bounds)
     x = make_inputs(kind, n, bounds, data_seed)
     pts = attempt(bg.deepfool, clf, x, norm=norm, overshoot=overshoot, max_iter=max_iter,
@@ -327,7 +325,6 @@ def test_fooling_rate(model, kind, n, v_kind, v_scale, batch_size, data_seed):
         v = v.tolist()
     elif v_kind == "string":
         v = "v"
-    assume(v_kind != "complex")  # a known bug: see test_fooling_rate_refuses_complex_perturbation
     if v_kind == "batch_of_one" and n == 1:
         v_kind = "per_input"
     rate = attempt(bg.fooling_rate, clf, x, v, batch_size=batch_size)
@@ -359,7 +356,6 @@ def test_fooling_rate(model, kind, n, v_kind, v_scale, batch_size, data_seed):
 def test_universal_perturbation(model, kind, n, xi, norm, method, max_passes, seed, step_size,
                                 delta, data_seed):
     # a known bug: see test_universal_perturbation_huge_xi
-    assume(not (isinstance(xi, float) and math.isfinite(xi) and xi > torch.finfo(torch.float32).max))
     clf = classifier(model)
     x = make_inputs(kind, n, seed=data_seed)
     uap = attempt(bg.universal_perturbation, clf, x, xi=xi, norm=norm, method=method,
@@ -462,11 +458,17 @@ def test_robustness_profile(kind, n, epsilons, norm, threshold, seed, draws, fit
 def known_bug(reason: str, name: str, *values):
     """xfail(strict=True) over the explicit examples ``name=value`` only (no generated ones)."""
     def decorate(test):
+        return pytest.mark.xfail(strict=True, reason=reason)(fixed_bug(reason, name, *values)(test))
+    return decorate
+
+
+def fixed_bug(reason: str, name: str, *values):
+    """The explicit examples of a bug the properties found and that is fixed: they keep it so."""
+    def decorate(test):
         for value in reversed(values):
             test = example(**{name: value})(test)
         test = given(**{name: st.just(values[0])})(test)
-        test = settings(phases=[Phase.explicit], deadline=None)(test)
-        return pytest.mark.xfail(strict=True, reason=reason)(test)
+        return settings(phases=[Phase.explicit], deadline=None)(test)
     return decorate
 
 
@@ -529,7 +531,7 @@ def test_spectrum_settings_through_checks(setting):
         check_spectrum_of_unit_rows(ROWS, **setting)
 
 
-@known_bug("fooling_rate: a complex perturbation v is cast to the "
+@fixed_bug("fooling_rate: a complex perturbation v is cast to the "
            "inputs' real dtype (imaginary part silently dropped, only a torch warning) "
            "instead of raising BoundgeoError",
            "v", torch.complex(torch.zeros(D), torch.ones(D)),
@@ -539,7 +541,7 @@ def test_fooling_rate_refuses_complex_perturbation(v):
     assert rate is None or not v.is_complex(), "a complex perturbation was accepted"
 
 
-@known_bug("Classifier.check_inputs (so logits, predict, deepfool): "
+@fixed_bug("Classifier.check_inputs (so logits, predict, deepfool): "
            "complex inputs are cast with x.float(), the imaginary part silently dropped "
            "(only a torch warning), instead of raising BoundgeoError",
            "call", "predict",
@@ -553,7 +555,7 @@ def test_check_inputs_refuses_complex(call):
     assert attempt(fn, *args) is None, "complex inputs were accepted"
 
 
-@known_bug("universal_perturbation: a finite xi beyond float32's range "
+@fixed_bug("universal_perturbation: a finite xi beyond float32's range "
            "(1e300) passes check_real, then v.clamp(-xi, xi) in _perturb.project_rows raises "
            "RuntimeError 'value cannot be converted to type float without overflow'",
            "xi", 1e300,
