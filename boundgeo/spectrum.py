@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._checks import check_count, check_seed
 from ._errors import BoundgeoError
 from ._results import Result
 
@@ -70,11 +71,19 @@ class Spectrum(Result):
     settings: dict[str, Any] = field(default_factory=dict)
 
     # -------------------------------------------------------------- summaries
+    @property
+    def baseline_source(self) -> str:
+        """What ``baseline=True`` compares with: the mean of the seeded random draws, or the
+        Marchenko-Pastur prediction when none were drawn (``baseline_draws=0``)."""
+        return "random draws" if len(self.baseline_mean) else "marchenko-pastur (baseline_draws=0)"
+
     def _values(self, baseline: bool) -> torch.Tensor:
-        return self.baseline_mean if baseline else self.singular_values
+        if not baseline:
+            return self.singular_values
+        return self.baseline_mean if len(self.baseline_mean) else self.marchenko_pastur
 
     def _total(self, baseline: bool) -> float:
-        return float((self.baseline_mean.double() ** 2).sum()) if baseline else self.total_energy
+        return float((self._values(True).double() ** 2).sum()) if baseline else self.total_energy
 
     def energy(self, k: int, *, baseline: bool = False) -> float:
         """Share of Σσ² in the top k singular values (of the random baseline if ``baseline``)."""
@@ -112,15 +121,16 @@ class Spectrum(Result):
 
     @property
     def baseline_effective_rank(self) -> float:
-        return self._erank(self.baseline_mean)
+        return self._erank(self._values(True))
 
     def concentration(self, energy: float = 0.9) -> float:
         """How much more concentrated than random: dims random needs for ``energy`` divided by
         the dims the normals need."""
         return self.dim(energy, baseline=True) / self.dim(energy)
 
-    def summary(self, energy: float = 0.9) -> dict[str, float]:
-        """Headline numbers for the normals and for the random baseline alike."""
+    def summary(self, energy: float = 0.9) -> dict[str, float | int | str]:
+        """Headline numbers for the normals and for the random baseline alike; ``"baseline"``
+        says which baseline the ``random_*`` numbers come from (see :attr:`baseline_source`)."""
         return {
             "n": self.n,
             "d": self.d,
@@ -130,9 +140,10 @@ class Spectrum(Result):
             "effective_rank": self.effective_rank,
             "random_effective_rank": self.baseline_effective_rank,
             "energy_top10": self.energy(min(10, len(self.singular_values))),
-            "random_energy_top10": self.energy(min(10, len(self.baseline_mean)), baseline=True),
+            "random_energy_top10": self.energy(min(10, len(self._values(True))), baseline=True),
             "sigma_1": float(self.singular_values[0]),
-            "random_sigma_1": float(self.baseline_mean[0]),
+            "random_sigma_1": float(self._values(True)[0]),
+            "baseline": self.baseline_source,
         }
 
     def basis(self, k: int, *, reshape: bool = False) -> torch.Tensor:
@@ -167,6 +178,14 @@ class Spectrum(Result):
 
 
 # ============================================================================== inputs
+def _unit_rows(x: torch.Tensor) -> torch.Tensor:
+    """Rows scaled to unit ℓ2 norm, in place: divided by their largest entry first, so that rows
+    of magnitude 1e200 (whose squared norm overflows) or 1e-200 (underflows) keep their direction."""
+    x /= x.abs().amax(dim=1, keepdim=True)
+    x /= x.norm(dim=1, keepdim=True)
+    return x
+
+
 class _Rows:
     """The (n, d) matrix of directions: a view of the source plus which rows to use."""
 
@@ -183,13 +202,11 @@ class _Rows:
         return self.array.shape[1]
 
     def dense(self) -> torch.Tensor:
-        x = self.array[self.rows].double()
-        return x / x.norm(dim=1, keepdim=True)
+        return _unit_rows(self.array[self.rows].double())
 
     def row_blocks(self, size: int):
         for start in range(0, self.n, size):
-            block = self.array[self.rows[start : start + size]].double()
-            yield block / block.norm(dim=1, keepdim=True)
+            yield _unit_rows(self.array[self.rows[start : start + size]].double())
 
     def column_blocks(self, size: int):
         for start in range(0, self.d, size):
@@ -275,14 +292,12 @@ class _FileRows(_Rows):
         raw = np.empty((self.n, self.d), dtype=self._dtype)
         with open(self.path, "rb", buffering=0) as handle:
             self._read_rows(handle, self._rows_np, 0, self.d, raw)
-        x = torch.from_numpy(raw).double()
-        return x / x.norm(dim=1, keepdim=True)
+        return _unit_rows(torch.from_numpy(raw).double())
 
     def row_blocks(self, size: int):
         spans = [(self._rows_np[start : start + size], 0, self.d) for start in range(0, self.n, size)]
         for block in self._blocks(spans):
-            block /= block.norm(dim=1, keepdim=True)
-            yield block
+            yield _unit_rows(block)
 
     def column_blocks(self, size: int):
         spans = [(self._rows_np, start, min(start + size, self.d)) for start in range(0, self.d, size)]
@@ -309,6 +324,8 @@ def _as_rows(normals, kind: str) -> _Rows:
         )
     if normals.dim() < 2 or normals.shape[0] == 0:
         raise BoundgeoError(f"normals must be a non-empty (n, d) matrix of rows, got {tuple(normals.shape)}")
+    if normals.is_complex() or normals.dtype == torch.bool:
+        raise BoundgeoError(f"normals must be real-valued rows, got dtype {normals.dtype}")
     rows = _Rows(normals.detach().cpu().reshape(normals.shape[0], -1), None, normals.shape[1:], unit=False)
     _check_rows(rows)
     return rows
@@ -563,8 +580,10 @@ def spectrum(
     """
     if route is not None and route not in ROUTES:
         raise BoundgeoError(f"route must be one of {ROUTES} or None, got {route!r}")
-    if baseline_draws < 0:
-        raise BoundgeoError(f"baseline_draws must be >= 0, got {baseline_draws}")
+    baseline_draws = check_count(baseline_draws, "baseline_draws", minimum=0, maximum=10_000)
+    seed = check_seed(seed)
+    if k is not None:
+        k = check_count(k, "k")
     rows = _as_rows(normals, kind)
     n, d = rows.n, rows.d
     rank = min(n, d)

@@ -233,12 +233,6 @@ def test_deepfool(model, bounds, kind, n, data_seed, norm, overshoot, max_iter, 
 SCALES = [1.0, 1.0, 1e-30, 1e30, 1e-150, 1e150, 1e-200, 1e200, 1e-300]
 
 
-def spectrum_known_bug(scale: float, dtype: torch.dtype) -> bool:
-    """Rows whose squared norm overflows or underflows (see the xfail tests below)."""
-    tiny, huge = torch.finfo(torch.float64).tiny, torch.finfo(torch.float64).max
-    return dtype == torch.float64 and (scale * scale > huge or scale * scale < tiny)
-
-
 @settings(max_examples=150, **SETTINGS)
 @given(
     n=mixed(st.integers(1, 8), [0]),
@@ -246,14 +240,13 @@ def spectrum_known_bug(scale: float, dtype: torch.dtype) -> bool:
     scale=st.sampled_from(SCALES),
     dtype=st.sampled_from([torch.float32, torch.float64, torch.float64, torch.int64]),
     defect=st.sampled_from([None] * 6 + ["nan", "inf", "zero_row", "1d", "list"]),
-    # only whole numbers: 2.5, "2", None or NaN for k, baseline_draws or seed are known bugs (below)
+    # 2.5, "2", None or NaN for k, baseline_draws or seed: the fixed examples below
     k=st.one_of(st.none(), st.integers(-1, 9)),
     baseline_draws=st.integers(-1, 3),
     seed=st.integers(0, 2**62),
     data_seed=st.integers(0, 100),
 )
 def test_spectrum(n, d, scale, dtype, defect, k, baseline_draws, seed, data_seed):
-    assume(not (defect is None and spectrum_known_bug(scale, dtype)))
     gen = torch.Generator().manual_seed(data_seed)
     rows = torch.randn(n, d, generator=gen, dtype=torch.float64)
     if dtype.is_floating_point:
@@ -451,17 +444,10 @@ def test_robustness_profile(kind, n, epsilons, norm, threshold, seed, draws, fit
     assert (prof.per_image_rate >= prof.universal_rate - 1e-12).all()
 
 
-# ============================================================================== known bugs
-# Each test below holds the failing inputs of one bug found by the properties above, as explicit
-# examples only. xfail(strict=True): CI stays green while the bug is there and fails (XPASS) once
-# it is fixed; then remove the xfail and the matching ``assume``/restriction in the property.
-def known_bug(reason: str, name: str, *values):
-    """xfail(strict=True) over the explicit examples ``name=value`` only (no generated ones)."""
-    def decorate(test):
-        return pytest.mark.xfail(strict=True, reason=reason)(fixed_bug(reason, name, *values)(test))
-    return decorate
-
-
+# ============================================================================== found bugs
+# Each test below holds the inputs of one bug the properties above found, as explicit examples
+# only, so that it stays fixed. A newly found bug goes here as the same kind of test, marked
+# xfail(strict=True) until it is fixed.
 def fixed_bug(reason: str, name: str, *values):
     """The explicit examples of a bug the properties found and that is fixed: they keep it so."""
     def decorate(test):
@@ -483,7 +469,7 @@ def check_spectrum_of_unit_rows(rows, **kwargs):
     assert float((s ** 2).sum()) == pytest.approx(spec.n, rel=1e-6)
 
 
-@known_bug("spectrum: rows of float64 magnitude 1e200 normalised by "
+@fixed_bug("spectrum: rows of float64 magnitude 1e200 normalised by "
            "x / x.norm(): the squared norm overflows to inf and every singular value is 0 "
            "(Σσ² = 0, not n)",
            "scale", 1e200,
@@ -492,7 +478,7 @@ def test_spectrum_huge_rows(scale):
     check_spectrum_of_unit_rows(ROWS * scale)
 
 
-@known_bug("spectrum: rows of float64 magnitude 1e-200 (squared norm "
+@fixed_bug("spectrum: rows of float64 magnitude 1e-200 (squared norm "
            "underflows to 0): x / x.norm() is inf/NaN and linalg.svd raises _LinAlgError, "
            "not BoundgeoError",
            "scale", 1e-200,
@@ -501,7 +487,7 @@ def test_spectrum_tiny_rows(scale):
     check_spectrum_of_unit_rows(ROWS * scale)
 
 
-@known_bug("spectrum: complex rows are accepted and their imaginary "
+@fixed_bug("spectrum: complex rows are accepted and their imaginary "
            "part silently dropped (.double()); bool rows raise NotImplementedError "
            "('abs_cpu' not implemented for 'Bool')",
            "rows", ROWS.to(torch.complex64),
@@ -511,7 +497,7 @@ def test_spectrum_refuses_complex_and_bool_rows(rows):
         rows.is_complex() or rows.dtype == torch.bool), "accepted"
 
 
-@known_bug("spectrum: k, baseline_draws and seed are not checked with "
+@fixed_bug("spectrum: k, baseline_draws and seed are not checked with "
            "_checks: k=2.5 or 2.0 (TypeError: slice indices), k='2', baseline_draws=2.5/NaN/"
            "'2'/None, seed=2.5/NaN/'0'/None raise TypeError instead of BoundgeoError",
            "setting", {"k": 2.5},

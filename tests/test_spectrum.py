@@ -273,3 +273,14 @@ def test_the_stream_route_reads_no_more_than_one_block_at_a_time(tmp_path, monke
     # one block (float32) and its float64 copy, and the 0.8 MiB grid of the Marchenko-Pastur
     # quantiles; never the whole file
     assert peak < 3 * block, peak
+
+
+def test_without_a_baseline_the_summaries_compare_with_marchenko_pastur():
+    spec = bg.spectrum(torch.randn(40, 30, generator=torch.Generator().manual_seed(0)), baseline_draws=0)
+    assert spec.baseline_source.startswith("marchenko-pastur")
+    summary = spec.summary()
+    assert summary["baseline"] == spec.baseline_source
+    assert summary["random_dim_90"] == spec.dim(0.9, baseline=True) >= 1
+    assert spec.concentration() > 0
+    drawn = bg.spectrum(torch.randn(40, 30, generator=torch.Generator().manual_seed(0)), baseline_draws=2)
+    assert drawn.summary()["baseline"] == "random draws"
