@@ -86,7 +86,22 @@ CHILD = textwrap.dedent(
     import boundgeo as bg
 
     torch.set_num_threads(1)
-    out, delay = sys.argv[1], float(sys.argv[2])
+    out, delay, die_in_write = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+    if die_in_write:  # SIGKILL half way through writing that shard's .npz: the worst moment
+        import os, signal
+        import numpy
+
+        real_savez, saved = numpy.savez, []
+
+        def savez(file, *args, **kwargs):
+            saved.append(1)
+            if len(saved) == die_in_write:
+                file.write(b"PK\x03\x04 half a shard")
+                file.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real_savez(file, *args, **kwargs)
+
+        numpy.savez = savez
 
 
     class Slow(nn.Module):
@@ -109,12 +124,12 @@ CHILD = textwrap.dedent(
 )
 
 
-def _child(tmp_path: Path, out: Path, delay: float) -> subprocess.Popen:
+def _child(tmp_path: Path, out: Path, delay: float, die_in_write: int = 0) -> subprocess.Popen:
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, str(script), str(out), str(delay)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, str(script), str(out), str(delay), str(die_in_write)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _finished(proc: subprocess.Popen) -> str:
@@ -124,40 +139,42 @@ def _finished(proc: subprocess.Popen) -> str:
 
 
 def _wait_for_shards(proc: subprocess.Popen, out: Path, count: int) -> None:
-    """Until the run in ``out`` has at least ``count`` finished shards in its manifest."""
+    """Until ``count`` shards of the run in ``out`` are written."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()[1]
-        try:
-            shards = json.loads((out / "run.json").read_text()).get("shards", {})
-        except (FileNotFoundError, json.JSONDecodeError):
-            shards = {}
-        if len(shards) >= count:
+        if len(list((out / "shards").glob("*.json"))) >= count:
             return
         time.sleep(0.02)
     raise AssertionError(f"no {count} shards in {out} after 120 s")
 
 
 @pytest.mark.slow
-def test_a_killed_run_resumes_to_the_uninterrupted_result_bit_for_bit(tmp_path):
+@pytest.mark.parametrize("moment", ["between shards", "inside a write"])
+def test_a_killed_run_resumes_to_the_uninterrupted_result_bit_for_bit(tmp_path, moment):
     _finished(_child(tmp_path, tmp_path / "reference", 0.0))
-    proc = _child(tmp_path, tmp_path / "run", 0.1)  # 12 shards, about 0.5 s each
-    _wait_for_shards(proc, tmp_path / "run", 3)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
+    run = tmp_path / "run"
+    if moment == "between shards":
+        proc = _child(tmp_path, run, 0.1)  # 12 shards, about 0.5 s each
+        _wait_for_shards(proc, run, 3)
+        proc.send_signal(signal.SIGKILL)
+    else:
+        proc = _child(tmp_path, run, 0.0, die_in_write=4)
+    proc.communicate(timeout=300)
     assert proc.returncode == -signal.SIGKILL
-    assert not (tmp_path / "run" / "points" / "meta.json").exists(), "killed too late: the run had finished"
-    done = json.loads((tmp_path / "run" / "run.json").read_text())["shards"]
-    kept = {k: (tmp_path / "run" / "shards" / f"{int(k):05d}.npz").stat().st_mtime_ns for k in done}
-    assert _finished(_child(tmp_path, tmp_path / "run", 0.0)).strip() == "240"
+    assert not (run / "points" / "meta.json").exists(), "killed too late: the run had finished"
+    if moment == "inside a write":
+        assert list((run / "shards").glob(".00003.npz.*.tmp")), "the kill should leave half a shard"
+    kept = {p.name: p.stat().st_mtime_ns for p in (run / "shards").glob("0000[0-2].npz")}
+    assert len(kept) == 3
+    assert _finished(_child(tmp_path, run, 0.0)).strip() == "240"
     # the finished shards were reused, not recomputed
-    assert all((tmp_path / "run" / "shards" / f"{int(k):05d}.npz").stat().st_mtime_ns == t
-               for k, t in kept.items())
+    assert {p.name: p.stat().st_mtime_ns for p in (run / "shards").glob("0000[0-2].npz")} == kept
     for name in ARRAYS:
         a = np.load(tmp_path / "reference" / "points" / f"{name}.npy")
-        b = np.load(tmp_path / "run" / "points" / f"{name}.npy")
+        b = np.load(run / "points" / f"{name}.npy")
         assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes(), name
-    assert not list((tmp_path / "run").rglob("*.tmp")), "temporary files left behind"
+    assert not list(run.rglob("*.tmp")), "temporary files left behind"
 
 
 @pytest.mark.slow
