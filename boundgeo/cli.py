@@ -113,8 +113,12 @@ def _import_factory(spec: str):
             name = f"_boundgeo_user_{path.stem}"
             module_spec = importlib.util.spec_from_file_location(name, path)
             module = importlib.util.module_from_spec(module_spec)
-            sys.modules[name] = module
-            module_spec.loader.exec_module(module)
+            sys.modules[name] = module  # as an import would, for dataclasses and pickling inside it
+            try:
+                module_spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[name]
+                raise
         else:
             if str(Path.cwd()) not in sys.path:
                 sys.path.insert(0, str(Path.cwd()))
