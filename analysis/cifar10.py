@@ -5,9 +5,11 @@
 The model is bg.zoo's ResNet-8 (``zoo.train_reference("cifar10", "resnet")``). Only the CIFAR-10
 *test* split is at hand (data/cifar10: the JPEG image folder), so the model is trained on the
 first 800 test images of each class and everything below runs on the other 200 of each class
-(2,000 held-out test images). Its checkpoint is analysis/results/cifar10_resnet.pt (300 KB); the
-script retrains it (deterministically, about 10 minutes on one busy core) when the file is absent,
-was trained with another recipe, or with ``--retrain``.
+(2,000 held-out test images). Its checkpoint is analysis/results/cifar10_resnet.pt (325 KB); the
+script retrains it (deterministically, 10.5 minutes on one core of the shared 2-core machine) when
+the file is absent, was trained with another recipe, or with ``--retrain``. The whole study took
+51 minutes there (``--threads 1``; wall seconds per stage are in the JSON); ``--limit 200`` takes a
+quick look in a few minutes.
 
 The held-out images are split in two halves (seed 0): A (1,000) and B (1,000).
   1. normals: DeepFool (ℓ2, and ℓ∞ for the margins) on all 2,000; ρ_adv = mean ‖r‖₂/‖x‖₂ against
