@@ -250,7 +250,8 @@ def _folder(root: Path, args: argparse.Namespace, what: str) -> _Data:
     shape = "x".join(map(str, first.shape))
     description = (f"{what}: {total} images in {len(dataset.classes)} classes, "
                    f"{len(order)} decoded (seed {args.seed}) at {shape}"
-                   + (f" (size={args.size}, crop={args.crop})" if args.size or args.crop else ""))
+                   + "".join(f", {name}={value}" for name, value in (("size", args.size), ("crop", args.crop))
+                             if value))
     return _Data(x[:half], y[:half], x[half:], y[half:], tuple(dataset.classes), description)
 
 
@@ -544,6 +545,9 @@ def _whole_analysis(args: argparse.Namespace) -> int:
             _forget(out, name)
         else:
             run()
+    left_out = [name for name, _ in stages if name in skip]
+    setup.notes["skipped"] = f"left out with --skip: {', '.join(left_out)}" if left_out else ""
+    _record(out, notes={"skipped": setup.notes["skipped"]})
     md, page = render(out)
     print(f"report: {md} and {page}")
     print(f"results and figures in {out}/ ({time.perf_counter() - start:.0f} s)")

@@ -409,3 +409,17 @@ def test_cifar10_reads_either_layout_from_data_dir(cifar_like, tmp_path, capsys)
     assert main(["normals", *model, "--dataset", "cifar10", "--data-dir", str(tmp_path / "batches"), "--size", "8",
                  "--out", str(tmp_path / "o")]) == 2
     assert "apply to image folders" in capsys.readouterr().err
+
+
+def test_skipped_stages_are_said_and_leave_no_earlier_results_behind(cifar_like, tmp_path):
+    folder, nets, ckpt = cifar_like
+    out = tmp_path / "out"
+    out.mkdir()
+    for stale in ("profile.json", "profile.npz", "curvature.png", "universal.json", "subspace_fooling.json"):
+        (out / stale).write_text("from an earlier run")
+    assert main(["analyze", "--model", f"{nets}:make_net", "--weights", str(ckpt), "--preset", "cifar10",
+                 "--dataset", f"folder:{folder}", "--n", "4", "--out", str(out),
+                 "--skip", "subspace", "curvature", "uap", "profile"]) == 0
+    assert not [p.name for p in out.iterdir() if p.name.startswith(("profile", "curvature", "universal", "subspace"))]
+    report = (out / "report.md").read_text()
+    assert "Left out with --skip: subspace, curvature, uap, profile." in report and "## Spectrum" in report
