@@ -526,7 +526,7 @@ def boundary_normals(
     df_kwargs = {**_DEEPFOOL_DEFAULTS, **deepfool_kwargs}
     checked = _check_settings(norm, df_kwargs["overshoot"], df_kwargs["max_iter"], df_kwargs["candidates"],
                               df_kwargs["nearest"])
-    storage = _STORAGE_DTYPES.get(dtype)
+    storage = _STORAGE_DTYPES.get(dtype) if isinstance(dtype, torch.dtype) else None
     if storage is None:
         raise BoundgeoError("dtype (the storage dtype of normal and perturbation) must be torch.float32 "
                             f"or torch.float16, got {dtype!r}")

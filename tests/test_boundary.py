@@ -157,6 +157,7 @@ def test_bad_settings_raise(small_net, kwargs, match):
         (dict(n=0), "n must be between 1 and 3"),
         (dict(dtype=torch.float64), "dtype .* must be torch.float32 or torch.float16"),
         (dict(dtype="float16"), "dtype"),
+        (dict(dtype=[torch.float16]), "dtype"),
         (dict(max_steps=3), "unknown deepfool arguments"),
     ],
 )
