@@ -478,6 +478,7 @@ def _route_stream(rows: _Rows, keep: int):
     # second pass: V = Nᵀ U / σ with N = D⁻¹ A, one column block at a time
     coeff_t = (u[:, :keep] / scale[:, None] / s[:keep].clamp_min(1e-300)).T.contiguous()
     del u
+    _return_freed_memory()  # the eigensolver's scratch, before the components are allocated
     v = torch.empty(keep, rows.d, dtype=torch.float32)
     for start, block in rows.column_blocks(size):
         v[:, start : start + block.shape[1]] = coeff_t @ block
