@@ -182,7 +182,12 @@ class BoundaryPoints(Result):
     @classmethod
     def load(cls, path: str | os.PathLike) -> "BoundaryPoints":
         """Load a result saved with :meth:`save`, or the output directory of
-        :func:`boundary_normals`; the arrays of the latter are memory-mapped."""
+        :func:`boundary_normals`; the arrays of the latter are memory-mapped.
+
+        Only the files of the result's own fields are opened (the array names in
+        ``points/meta.json`` must be field names, never paths), and a malformed, truncated or
+        empty file is a BoundgeoError naming it.
+        """
         path = Path(path)
         if path.is_dir():
             return _load_collection(path)
