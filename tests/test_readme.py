@@ -1,0 +1,183 @@
+"""The READMEs' measured numbers equal the JSON they are rendered from (issue 18).
+
+Nothing is re-run: these tests read README.md, analysis/README.md and analysis/results/*.json.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "analysis" / "results"
+
+
+def _load_renderer():
+    spec = importlib.util.spec_from_file_location("readme_tables", ROOT / "analysis" / "readme_tables.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+rt = _load_renderer()
+READMES = {path.relative_to(ROOT).as_posix(): path.read_text() for path in rt.READMES}
+
+
+@pytest.mark.parametrize("name", sorted(READMES))
+def test_every_block_equals_what_the_json_renders(name):
+    diff = rt.check_text(READMES[name], RESULTS, name)
+    assert diff == "", f"{name} differs from analysis/results (run `python analysis/readme_tables.py`):\n{diff}"
+
+
+def test_every_renderer_is_used_and_every_marker_has_a_renderer():
+    assert rt.unused(list(READMES.values())) == []
+    for text in READMES.values():
+        for _, name, _ in rt.blocks_in(text):
+            assert name in rt.BLOCKS
+
+
+def _blocks_with_digits(text):
+    for m in rt.MARKER.finditer(text):
+        digit = re.search(r"\d", m["body"])
+        if digit:
+            yield m, m.start("body") + digit.start()
+
+
+def test_a_number_edited_by_hand_in_any_block_fails_the_check():
+    text = READMES["README.md"] + READMES["analysis/README.md"]
+    edited_blocks = 0
+    for m, at in _blocks_with_digits(text):
+        changed = text[:at] + ("7" if text[at] != "7" else "3") + text[at + 1:]
+        diff = rt.check_text(changed, RESULTS)
+        assert diff, f"editing a digit in block {m['name']!r} went unnoticed"
+        assert any(line.startswith("-") and not line.startswith("---") for line in diff.splitlines())
+        edited_blocks += 1
+    assert edited_blocks >= 40  # every table and measured sentence, not a handful
+
+
+def test_a_changed_table_cell_is_shown_in_the_diff():
+    text = READMES["README.md"]
+    m = next(m for m in rt.MARKER.finditer(text) if m["name"] == "deepfool-benchmark")
+    body = m["body"].replace("| **3.01** |", "| **2.50** |") if "| **3.01** |" in m["body"] else None
+    if body is None:  # after a regeneration the cell holds another time: change whatever it is
+        body = re.sub(r"\| \*\*(\d+\.\d\d)\*\* \|", "| **0.01** |", m["body"], count=1)
+    changed = text[:m.start("body")] + body + text[m.end("body"):]
+    diff = rt.check_text(changed, RESULTS, "README.md")
+    assert "**0.01**" in diff or "**2.50**" in diff
+
+
+def test_markers_that_cannot_be_rendered_are_errors():
+    with pytest.raises(rt.ReadmeError, match="no renderer"):
+        rt.rendered("<!-- table:no-such-table -->\nx\n<!-- /table -->\n", RESULTS)
+    with pytest.raises(rt.ReadmeError, match="closing marker"):
+        rt.rendered("<!-- table:section4 -->\nx\n", RESULTS)
+    with pytest.raises(rt.ReadmeError, match="missing"):
+        rt.render("section4", RESULTS / "no-such-directory")
+
+
+def _results_copy(tmp_path: Path) -> Path:
+    target = tmp_path / "results"
+    target.mkdir()
+    for path in RESULTS.glob("*.json"):
+        (target / path.name).symlink_to(path)
+    return target
+
+
+def test_section4_renders_the_same_as_a_bare_list_and_as_rows_with_an_environment(tmp_path):
+    """helper A turns section4.json into {"environment": ..., "rows": [...]}: both shapes render alike."""
+    results = _results_copy(tmp_path)
+    rows = json.loads((RESULTS / "section4.json").read_text())
+    rows = rows["rows"] if isinstance(rows, dict) else rows
+    (results / "section4.json").unlink()
+    (results / "section4.json").write_text(json.dumps({"environment": {"threads": 2}, "rows": rows}))
+    for name in ("section4", "headline-subspace", "section4-findings", "cifar10-findings"):
+        assert rt.render(name, results) == rt.render(name, RESULTS)
+
+
+def test_run_times_come_from_the_environment_block(tmp_path):
+    results = _results_copy(tmp_path)
+    data = json.loads((RESULTS / "bench_deepfool.json").read_text())
+    data["environment"] = {"wall_seconds": 125.0, "threads": 2}
+    (results / "bench_deepfool.json").unlink()
+    (results / "bench_deepfool.json").write_text(json.dumps(data))
+    assert rt.render("time-bench_deepfool", results) == "2.1 min at 2 threads"
+    assert rt.render("deepfool-threads", results) == "2 torch threads"
+
+
+def test_rendering_is_deterministic():
+    first = {name: rt.render(name, RESULTS) for name in rt.BLOCKS}
+    assert first == {name: rt.render(name, RESULTS) for name in rt.BLOCKS}
+    assert rt.duration(59.5) == "60 s" and rt.duration(125) == "2.1 min" and rt.duration(3074.6) == "51 min"
+    assert rt.sci(1.7573e-06) == "1.8e-6" and rt.sci(8.9e7) == "8.9e+7"
+
+
+# ---------------------------------------------------------------- figures and files named in the READMEs
+
+FIGURE = re.compile(r"(?:analysis/)?results/[\w{},.*-]+\.(?:png|pdf|json|md|pt)|`([\w-]+\.png)`")
+
+
+def _expand(path: str) -> list[str]:
+    """``results/a_{x,y}.png`` names two files."""
+    m = re.search(r"\{([^}]*)\}", path)
+    if not m:
+        return [path]
+    return [q for option in m[1].split(",") for q in _expand(path[:m.start()] + option + path[m.end():])]
+
+
+def _named_files() -> list[tuple[str, str]]:
+    named = []
+    for readme, text in READMES.items():
+        base = ROOT / "analysis"
+        for m in FIGURE.finditer(text):
+            raw = m[1] if m[1] else m[0]
+            for path in _expand(raw):
+                if m[1]:
+                    named.append((readme, str(base / "results" / path)))
+                elif path.startswith("analysis/"):
+                    named.append((readme, str(ROOT / path)))
+                else:
+                    named.append((readme, str(base / path)))
+    return named
+
+
+def test_every_figure_and_result_file_named_in_the_readmes_exists():
+    named = _named_files()
+    assert len(named) >= 30
+    missing = [f"{readme}: {path}" for readme, path in named
+               if not (list(Path(path).parent.glob(Path(path).name)) if "*" in path else Path(path).exists())]
+    assert missing == []
+
+
+def test_the_figure_pattern_finds_the_readmes_figures():
+    paths = {Path(p).name for _, p in _named_files()}
+    assert {"section4_spectrum_mnist.png", "categories_mnist_cnn.png", "cifar10_profile.png",
+            "section4_fooling_digits.png", "curvature_scale.png"} <= paths
+
+
+# ---------------------------------------------------------------- provenance
+
+def _sources() -> list[str]:
+    names = {name for text in READMES.values() for _, name, _ in rt.blocks_in(text)}
+    return sorted(set(itertools.chain.from_iterable(rt.BLOCKS[name].sources for name in names)))
+
+
+def test_every_block_source_exists():
+    assert _sources() and all((RESULTS / source).is_file() for source in _sources())
+
+
+@pytest.mark.xfail(strict=False, reason="issue 18: the results are regenerated with a top-level 'environment' "
+                                        "near the end of the session; remove this mark after the regeneration")
+def test_every_block_source_carries_its_environment():
+    lacking = []
+    for source in _sources():
+        data = json.loads((RESULTS / source).read_text())
+        if not (isinstance(data, dict) and isinstance(data.get("environment"), dict)):
+            lacking.append(source)
+    assert lacking == []
