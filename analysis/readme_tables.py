@@ -231,8 +231,8 @@ def time_cifar10(data: dict) -> str:
     train = f" (+{data['model']['train_seconds'] / 60:.1f} min training when the checkpoint is missing)"
     if wall_seconds(data) is not None:
         return _run_time(data) + train
-    threads = env_threads(data.get("environment", {}))
-    return f"{duration(data['seconds']['total'])} at {threads_text(threads)}" + train
+    threads = env_threads(data.get("environment") or {})
+    return duration(data["seconds"]["total"]) + (f" at {threads_text(threads)}" if threads else "") + train
 
 
 # scripts whose older JSON saved no total: only environment.wall_seconds gives their run time
@@ -244,7 +244,8 @@ for _script in ("bench_deepfool", "bench_spectrum", "bench_universal", "bench_im
 def universal_partial_times(data: dict) -> str:
     """The saved seconds behind bench_universal.py's partial modes."""
     rows = data["rows"]
-    own = [r["seconds"] for r in rows if r["library"] == "art" and r.get("timing") == "own-core"]
+    own = [r["seconds"] for r in rows if r["library"] == "art" and r.get("timing") != "concurrent"
+           and _art_threads(r) == 1] or [r["seconds"] for r in rows if r["library"] == "art"]
     def total(*methods: str) -> float:
         return sum(r["seconds"] for r in rows if r["library"] == "boundgeo" and r["method"] in methods)
     return (f"ART's timed one-thread runs took {span(own, lambda s: f'{s / 60:.0f}')} min a setting; "
@@ -547,7 +548,8 @@ def universal_art_timing(data: dict) -> str:
     cost = data.get("art_seconds_per_call_by_threads", {})
     two = [r["seconds"] for r in data["rows"] if r["library"] == "art" and _art_threads(r) == 2]
     text = (f"its single-image DeepFool call takes {cost['1']:.2f} s at one thread and {cost['2']:.2f} s at two "
-            f"(`--art-call-cost`)")
+            f"(`--art-call-cost`)" if "1" in cost and "2" in cost else
+            "its runs at one thread are its fastest in the saved results")
     if two:
         text += f". Its runs at two threads took {span(two, lambda s: f'{s:,.0f}')} s"
     return text
@@ -864,9 +866,9 @@ def imagenet_notes(data: dict) -> str:
         f"- Inputs: CIFAR-10 test JPEGs (32x32) from data/cifar10, upscaled to 3x224x224 by "
         f"`bg.ImageFolder(size=224)`; {'/'.join(map(str, sorted(n)))} images per network for DeepFool and the fit, "
         f"{'/'.join(map(str, sorted(held)))} held out; the same images for every network and library.",
-        f"- Timed on a shared {env['cpu_count']}-core machine ({env.get('cpu_model', 'CPU')}, torch "
-        f"{env['torch']}): 1-minute load average {min(loads):.1f}–{max(loads):.1f} around the networks; total "
-        f"{env['wall_seconds']:,.0f} s.",
+        f"- Timed on a shared {env.get('cpu_count', '?')}-core machine ({env.get('cpu_model') or env.get('cpu')}, "
+        f"torch {env.get('torch')}): 1-minute load average {min(loads):.1f}–{max(loads):.1f} around the networks; "
+        f"total {env['wall_seconds']:,.0f} s.",
         "- boundgeo's time is the whole `boundary_normals(out=DIR)` call (reading the JPEGs, DeepFool, writing the "
         "results); foolbox gets the images already decoded."])
 
@@ -1027,8 +1029,8 @@ def cifar10_universal_seconds(data: dict) -> str:
     for method, name in names.items():
         s = [r["seconds_mean"] for r in data["universal"]["table"] if r["method"] == method]
         parts.append(f"{name} {span(s, lambda x: f'{x:.0f}')} s")
-    threads = env_threads(data.get("environment", {}))
-    return f"Seconds per run ({threads_text(threads)}, loaded machine): " + ", ".join(parts) + "."
+    threads = env_threads(data.get("environment") or {})
+    return f"Seconds per run ({threads_text(threads) if threads else 'threads not recorded'}, loaded machine): " + ", ".join(parts) + "."
 
 
 @block("cifar10-profile", "cifar10.json")
@@ -1134,7 +1136,11 @@ def render(name: str, results: Path = RESULTS, cache: dict | None = None) -> str
         if source not in cache:
             cache[source] = load(source, results)
         docs.append(cache[source])
-    return spec.render(*docs)
+    try:
+        return spec.render(*docs)
+    except (KeyError, IndexError, StopIteration, TypeError) as error:  # a field the JSON no longer has
+        raise ReadmeError(f"README block {name!r} cannot be rendered from {', '.join(spec.sources)}: "
+                          f"{type(error).__name__} {error}") from error
 
 
 def _body(kind: str, text: str) -> str:

@@ -111,6 +111,16 @@ def test_run_times_come_from_the_environment_block(tmp_path):
     assert rt.render("deepfool-threads", results) == "2 torch threads"
 
 
+def test_a_field_missing_from_the_json_names_the_block_and_the_file(tmp_path):
+    results = _results_copy(tmp_path)
+    data = json.loads((RESULTS / "curvature.json").read_text())
+    del data["records"][0]["main"]["top_abs_median"]
+    (results / "curvature.json").unlink()
+    (results / "curvature.json").write_text(json.dumps(data))
+    with pytest.raises(rt.ReadmeError, match=r"'curvature-cnns'.*curvature\.json.*top_abs_median"):
+        rt.render("curvature-cnns", results)
+
+
 def test_rendering_is_deterministic():
     first = {name: rt.render(name, RESULTS) for name in rt.BLOCKS}
     assert first == {name: rt.render(name, RESULTS) for name in rt.BLOCKS}
