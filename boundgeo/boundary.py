@@ -37,7 +37,7 @@ from ._data import as_positions, as_source
 from ._errors import BoundgeoError
 from ._perturb import check_norm
 from ._results import Result, atomic_write_bytes, fsync_directory, read_json
-from .classifier import Classifier
+from .classifier import Classifier, as_classifier
 
 CONVERGED, NOT_CONVERGED, ZERO_GRADIENT, ZERO_NORMAL = 0, 1, 2, 3
 STATUS_NAMES = ("converged", "not_converged", "zero_gradient", "zero_normal")
@@ -421,6 +421,7 @@ def deepfool(
         >>> bool(pts.converged.all())
         True
     """
+    clf = as_classifier(clf)
     checked = _check_settings(norm, overshoot, max_iter, candidates, nearest)
     batch_size = check_count(batch_size, "batch_size")
     x = clf.check_inputs(x)
@@ -528,6 +529,7 @@ def boundary_normals(
     unknown = set(deepfool_kwargs) - set(_DEEPFOOL_DEFAULTS)
     if unknown:
         raise BoundgeoError(f"unknown deepfool arguments {sorted(unknown)}")
+    clf = as_classifier(clf)
     df_kwargs = {**_DEEPFOOL_DEFAULTS, **deepfool_kwargs}
     checked = _check_settings(norm, df_kwargs["overshoot"], df_kwargs["max_iter"], df_kwargs["candidates"],
                               df_kwargs["nearest"])
@@ -539,7 +541,7 @@ def boundary_normals(
     if out_path is not None and out_path.exists() and not out_path.is_dir():
         raise BoundgeoError(f"out={str(out)!r} is an existing file, not a directory")
     batch_size = check_count(batch_size, "batch_size")
-    source = as_source(data)
+    source = as_source(data, device=clf.device)
     total = len(source)
     settings = dict(
         norm=checked.pop("norm"),

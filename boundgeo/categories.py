@@ -273,7 +273,9 @@ def robustness_profile(
         draws: random directions per ε.
         universal_method, universal_passes: how the universal witnesses are computed.
         fit_fraction: share of the data used to fit the universal perturbations.
-        batch_size: inputs per forward pass.
+        batch_size: the most inputs in one forward or backward pass, in every stage (DeepFool,
+            the witnesses' checks, the universal perturbations' gradients, PGD): lower it to
+            bound memory at large inputs; the results do not depend on it beyond float rounding.
         refine: also attack, at every ε, the inputs no witness has fooled yet with PGD
             (``pgd_steps`` steps): DeepFool's linear steps can miss adversarials that a
             gradient-ascent attack inside the ball finds.
@@ -326,7 +328,8 @@ def robustness_profile(
         ])  # (draws, n)
         random_rate = float(random_hits.double().mean())
         uap = universal_perturbation(clf, x_fit, xi=e, norm=norm, method=universal_method,
-                                     max_passes=universal_passes, seed=seed, progress=False)
+                                     max_passes=universal_passes, seed=seed, progress=False,
+                                     max_batch=batch_size)
         uap_hits = fooled(clf, x_eval, clean, uap.perturbation, batch_size=batch_size)
         best_random = random_hits.double().mean(1).max()
         universal_so_far = max(universal_so_far, float(uap_hits.double().mean()), float(best_random))

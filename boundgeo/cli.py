@@ -471,7 +471,7 @@ def stage_uap(setup: _Setup, out: Path, seed: int, xi: float | None = None, norm
         xi = 3 * _median_margin(out)
     print(f"[uap] universal perturbation ({method}), {norm} ξ = {xi:.3g}")
     uap = universal_perturbation(clf, data.x, xi=xi, norm=norm, method=method, eval_data=data.x_eval,
-                                 seed=seed, progress=True, batch_size=min(64, setup.batches["grad"]))
+                                 seed=seed, progress=True, max_batch=setup.batches["grad"])
     uap.save(out / "universal")
     # a seeded choice of held-out inputs, whose true classes go into setup.json for the figure
     pick = torch.randperm(len(data.x_eval), generator=torch.Generator().manual_seed(seed))[:EXAMPLES]

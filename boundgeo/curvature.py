@@ -381,7 +381,7 @@ def boundary_curvature(
             )
         if deepfool_kwargs:
             raise BoundgeoError(f"DeepFool settings {sorted(deepfool_kwargs)} only apply when points is data")
-        source = as_source(inputs)
+        source = as_source(inputs, device=clf.device)
         if len(points) and int(points.index.max()) >= len(source):
             raise BoundgeoError(
                 f"points.index goes up to {int(points.index.max())}, but inputs has {len(source)} rows; "

@@ -155,6 +155,8 @@ def _check(settings: dict[str, Any]) -> dict[str, Any]:
         out["step_size"] = check_real(settings["step_size"], "step_size", low=0, low_open=True)
     for name in ("max_passes", "batch_size", "max_iter"):
         out[name] = check_count(settings[name], name)
+    if settings["max_batch"] is not None:
+        out["max_batch"] = check_count(settings["max_batch"], "max_batch")
     if settings["candidates"] is not None:
         out["candidates"] = check_count(settings["candidates"], "candidates", minimum=2)
     out["seed"] = check_seed(settings["seed"])
@@ -200,7 +202,7 @@ def _deepfool_step(clf, points, df_kwargs, counter) -> BoundaryPoints:
 
 
 
-def _pass_algorithm1(clf, x, clean, v, order, xi, norm, df_kwargs, counter) -> torch.Tensor:
+def _pass_algorithm1(clf, x, clean, v, order, xi, norm, df_kwargs, counter, most: int = 256) -> torch.Tensor:
     """One pass of Algorithm 1, one input at a time.
 
     Predictions are checked lazily in windows that grow while inputs are already fooled and
@@ -215,7 +217,7 @@ def _pass_algorithm1(clf, x, clean, v, order, xi, norm, df_kwargs, counter) -> t
         still = (pred == clean[idx]).nonzero()
         if len(still) == 0:
             position += len(idx)
-            window = min(window * 2, 256)
+            window = min(window * 2, most)
             continue
         j = int(still[0])
         i = idx[j : j + 1]
@@ -228,7 +230,7 @@ def _pass_algorithm1(clf, x, clean, v, order, xi, norm, df_kwargs, counter) -> t
     return v
 
 
-def _pass_batched(clf, x, clean, v, order, xi, norm, df_kwargs, counter, batch) -> torch.Tensor:
+def _pass_batched(clf, x, clean, v, order, xi, norm, df_kwargs, counter, batch, chunk) -> torch.Tensor:
     """DeepFool steps for a mini-batch of unfooled inputs at the same v; v moves along their mean
     direction by the length of a typical (median) step, then is projected.
 
@@ -240,8 +242,7 @@ def _pass_batched(clf, x, clean, v, order, xi, norm, df_kwargs, counter, batch) 
     """
     for start in range(0, len(order), batch):
         idx = order[start : start + batch]
-        with torch.no_grad():
-            still = clf.forward(clf.clip(x[idx] + v)).argmax(1) == clean[idx]
+        still = ~fooled(clf, x[idx], clean[idx], v, batch_size=chunk)
         if not still.any():
             continue
         pts = _deepfool_step(clf, clf.clip(x[idx[still]] + v), df_kwargs, counter)
@@ -256,14 +257,21 @@ def _pass_batched(clf, x, clean, v, order, xi, norm, df_kwargs, counter, batch) 
     return v
 
 
-def _pass_sgd(clf, x, clean, v, order, xi, norm, counter, batch, step_size, loss_clip) -> torch.Tensor:
-    """Shafahi et al. 2020: ascent on min(CE(f(x + v), k̂(x)), β) over mini-batches."""
+def _pass_sgd(clf, x, clean, v, order, xi, norm, counter, batch, chunk, step_size, loss_clip) -> torch.Tensor:
+    """Shafahi et al. 2020: ascent on min(CE(f(x + v), k̂(x)), β) over mini-batches.
+
+    The gradient of a mini-batch's mean loss is summed over pieces of at most ``chunk`` inputs,
+    so the memory of one backward pass is bounded by ``chunk`` whatever ``batch`` is; with
+    ``chunk >= batch`` it is one backward pass, as before.
+    """
     for start in range(0, len(order), batch):
         idx = order[start : start + batch]
         v = v.detach().requires_grad_(True)
-        logits = clf.forward(clf.clip(x[idx] + v))
-        loss = F.cross_entropy(logits, clean[idx], reduction="none").clamp(max=loss_clip).mean()
-        (grad,) = torch.autograd.grad(loss, v)
+        grad = torch.zeros_like(v)
+        for piece in idx.split(chunk):
+            logits = clf.forward(clf.clip(x[piece] + v))
+            loss = F.cross_entropy(logits, clean[piece], reduction="none").clamp(max=loss_clip).sum() / len(idx)
+            grad += torch.autograd.grad(loss, v)[0]
         counter.gradients += len(idx)
         with torch.no_grad():
             direction = grad.sign() if norm == "linf" else scale_to_norm(grad[None], "l2")[0]
@@ -292,6 +300,7 @@ def universal_perturbation(
     loss_clip: float = 8.0,
     keep_best: bool = True,
     orders: Sequence[Sequence[int]] | None = None,
+    max_batch: int | None = None,
 ) -> UniversalPerturbation:
     """Find a universal perturbation v with ‖v‖_p ≤ ξ that fools at least 1 − δ of ``data``.
 
@@ -320,6 +329,11 @@ def universal_perturbation(
             least ``max_passes`` of them), instead of seeded shuffles. For paired comparisons:
             one run of Algorithm 1 depends strongly on the order, so replaying another
             implementation's orders compares the implementations, not the shuffles.
+        max_batch: the most inputs in one forward or backward pass, to bound memory at large
+            inputs (a 224x224 network's activations): the ``"sgd"`` gradient of a mini-batch
+            is then summed over pieces, DeepFool and the fooling checks run in pieces. It
+            changes how the work is split, not the algorithm: v is the same up to float
+            rounding. None: mini-batches in one pass, fooling checks 512 inputs at a time.
 
     Returns:
         :class:`UniversalPerturbation` with the perturbation on the classifier's device.
@@ -331,7 +345,7 @@ def universal_perturbation(
     checked = _check(dict(xi=xi, delta=delta, method=method, norm=norm, max_passes=max_passes,
                           overshoot=overshoot, seed=seed, progress=progress, batch_size=batch_size,
                           max_iter=max_iter, candidates=candidates, step_size=step_size,
-                          loss_clip=loss_clip, keep_best=keep_best))
+                          loss_clip=loss_clip, keep_best=keep_best, max_batch=max_batch))
     xi, delta, overshoot, loss_clip = (checked[k] for k in ("xi", "delta", "overshoot", "loss_clip"))
     max_passes, batch_size, max_iter, candidates, seed = (
         checked[k] for k in ("max_passes", "batch_size", "max_iter", "candidates", "seed"))
@@ -339,9 +353,13 @@ def universal_perturbation(
     x = clf.check_inputs(x)  # on the model's device; never written to, so the caller's data stays as it is
     n = x.shape[0]
     given = _check_orders(orders, n, max_passes) if orders is not None else None
-    clean = clf.predict(x)
+    chunk = checked["max_batch"] if max_batch is not None else None
+    forward_batch = chunk if chunk is not None else 512
+    clean = clf.predict(x, batch_size=forward_batch)
     generator = torch.Generator().manual_seed(seed)
     df_kwargs = dict(overshoot=overshoot, max_iter=max_iter, candidates=candidates)
+    if chunk is not None:
+        df_kwargs["batch_size"] = chunk
     step = checked["step_size"] if step_size is not None else xi / 10
     v = torch.zeros(x.shape[1:], dtype=x.dtype, device=x.device)
     counter = _Counter()
@@ -359,13 +377,14 @@ def universal_perturbation(
         gradients_before, updates_before = counter.gradients, counter.updates
         order = (given[p - 1] if given is not None else torch.randperm(n, generator=generator)).to(x.device)
         if method == "deepfool":
-            v = _pass_algorithm1(clf, x, clean, v, order, xi, norm, df_kwargs, counter)
+            v = _pass_algorithm1(clf, x, clean, v, order, xi, norm, df_kwargs, counter, min(256, forward_batch))
         elif method == "batched":
-            v = _pass_batched(clf, x, clean, v, order, xi, norm, df_kwargs, counter, batch_size)
+            v = _pass_batched(clf, x, clean, v, order, xi, norm, df_kwargs, counter, batch_size, forward_batch)
         else:
-            v = _pass_sgd(clf, x, clean, v, order, xi, norm, counter, batch_size, step, loss_clip)
+            v = _pass_sgd(clf, x, clean, v, order, xi, norm, counter, batch_size, chunk or batch_size, step,
+                          loss_clip)
         size = _check_ball(v, xi, norm, method, f"after pass {p}")
-        rate = float(fooled(clf, x, clean, v).double().mean())
+        rate = float(fooled(clf, x, clean, v, batch_size=forward_batch).double().mean())
         history.append({
             "pass": p,
             "fooling_rate": rate,
@@ -387,7 +406,7 @@ def universal_perturbation(
     seconds = time.perf_counter() - start
     if keep_best and not reached:
         v, rate = best_v, best_rate
-    eval_rate = fooling_rate(clf, eval_data, v) if eval_data is not None else None
+    eval_rate = fooling_rate(clf, eval_data, v, batch_size=forward_batch) if eval_data is not None else None
     return UniversalPerturbation(
         perturbation=v.detach(),
         xi=float(xi),
@@ -402,7 +421,7 @@ def universal_perturbation(
         settings={"delta": delta, "max_passes": max_passes, "overshoot": overshoot, "seed": seed,
                   "batch_size": batch_size, "max_iter": max_iter, "candidates": candidates,
                   "step_size": step, "loss_clip": loss_clip, "keep_best": keep_best, "n": n,
-                  "orders": "given" if given is not None else "seeded"},
+                  "orders": "given" if given is not None else "seeded", "max_batch": chunk},
     )
 
 

@@ -63,3 +63,17 @@ def small_net():
     trained = bg.zoo.train("mlp", x, y, epochs=5, seed=1)
     x_te, y_te = bg.load_dataset("digits", split="test")
     return trained.model, x_te, y_te
+
+
+@pytest.fixture
+def forward_sizes(monkeypatch) -> list[int]:
+    """The number of inputs of every ``Classifier.forward`` call made after this fixture starts."""
+    seen: list[int] = []
+    forward = bg.Classifier.forward
+
+    def counting(self, inputs):
+        seen.append(len(inputs))
+        return forward(self, inputs)
+
+    monkeypatch.setattr(bg.Classifier, "forward", counting)
+    return seen

@@ -318,3 +318,17 @@ def test_select_takes_points_by_position_or_mask(affine_model):
     assert pts.select(mask.numpy()).index.tolist() == [0, 2, 5]
     with pytest.raises(bg.BoundgeoError, match="integer positions"):
         pts.select([1.7, 0.2])
+
+
+@pytest.mark.parametrize("call", ["deepfool", "boundary_normals"])
+def test_a_bare_module_is_wrapped_with_a_warning(call):
+    # the other entry points wrapped a bare nn.Module; these two ended in an AttributeError
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).eval()
+    x = torch.rand(6, 1, 4, 4)
+    with pytest.warns(UserWarning, match="bare Sequential"):
+        pts = bg.deepfool(model, x) if call == "deepfool" else bg.boundary_normals(model, x, progress=False)
+    expected = bg.deepfool(bg.Classifier(model), x)
+    torch.testing.assert_close(pts.margin.cpu(), expected.margin.cpu())
+    with pytest.raises(bg.BoundgeoError, match="clf"):
+        bg.deepfool("model", x) if call == "deepfool" else bg.boundary_normals("model", x, progress=False)

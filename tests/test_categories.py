@@ -160,3 +160,21 @@ def test_profile_wraps_a_bare_module_with_a_warning():
     with pytest.warns(UserWarning, match="bare _Halfspace"):
         with pytest.raises(bg.BoundgeoError, match="outside the bounds"):  # the toy lives outside [0, 1]
             bg.robustness_profile(toy.model, toy.x, epsilons=[0.5])
+
+
+def test_profile_batch_size_bounds_every_pass_and_not_the_result(request):
+    # batch_size must bound every forward/backward pass of the profile, the universal witnesses'
+    # included (they ran 64-input gradients and 512-input checks whatever batch_size said, 7-8 GB
+    # at 224x224); the profile itself must not change
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 8), torch.nn.Tanh(),
+                                torch.nn.Linear(8, 3)).eval()
+    clf = bg.Classifier(model)
+    x = torch.rand(60, 1, 4, 4)
+    settings = dict(epsilons=[0.2, 0.5, 1.0], draws=3, universal_passes=2, seed=1)
+    plain = bg.robustness_profile(clf, x, **settings)
+    seen = request.getfixturevalue("forward_sizes")  # counted from here on
+    small = bg.robustness_profile(clf, x, batch_size=4, **settings)
+    assert max(seen) <= 4, max(seen)
+    for field in ("per_image_rate", "universal_rate", "random_rate", "category"):
+        torch.testing.assert_close(getattr(small, field), getattr(plain, field))

@@ -325,3 +325,21 @@ def test_bad_orders_raise(small_net, orders, match):
     model, x, _ = small_net
     with pytest.raises(bg.BoundgeoError, match=match):
         bg.universal_perturbation(bg.Classifier(model), x[:20], xi=1.0, max_passes=2, orders=orders, progress=False)
+
+
+@pytest.mark.parametrize("method", ["sgd", "batched", "deepfool"])
+def test_max_batch_splits_the_work_not_the_algorithm(small_net, method, request):
+    # max_batch bounds the inputs of one forward or backward pass (memory at 224x224); the
+    # perturbation must be the one found without it, and no pass may see more inputs
+    model, x, _ = small_net
+    clf = bg.Classifier(model)
+    kwargs = dict(xi=2.0, norm="l2", method=method, max_passes=2, batch_size=40, seed=3, progress=False)
+    plain = bg.universal_perturbation(clf, x[:120], **kwargs)
+    seen = request.getfixturevalue("forward_sizes")  # counted from here on
+    split = bg.universal_perturbation(clf, x[:120], max_batch=7, **kwargs)
+    assert max(seen) <= 7, max(seen)
+    torch.testing.assert_close(split.perturbation, plain.perturbation, atol=1e-5, rtol=0)
+    assert split.fooling_rate == plain.fooling_rate
+    assert split.settings["max_batch"] == 7 and plain.settings["max_batch"] is None
+    with pytest.raises(bg.BoundgeoError, match="max_batch"):
+        bg.universal_perturbation(clf, x[:20], max_batch=0, **kwargs)
