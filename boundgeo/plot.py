@@ -1,25 +1,70 @@
 """Figures of boundgeo results. The only module that imports matplotlib and seaborn.
 
 Every function takes a result (or several) and ``ax=None``, draws, and returns the Axes; none
-computes anything beyond reading the result's fields.
+computes anything beyond reading the result's fields and deciding how to show them (where a
+rate crosses τ, whether two drawn curves can be told apart). Each role has one colour in every
+figure, :data:`COLORS`; a legend lists only what can be seen.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 
 import matplotlib.pyplot as plt  # picks a headless backend by itself where there is no display
 import numpy as np
 import seaborn as sns
+from matplotlib.font_manager import FontProperties
+from matplotlib.textpath import TextToPath
 
 from .boundary import BoundaryPoints
-from .categories import NAMES, RobustnessProfile
+from .categories import NAMES, RobustnessProfile, category_of
 from .curvature import Curvature
 from .spectrum import Spectrum
 from .subspace import SubspaceFooling
 
 
 _KIND_LABEL = {"normal": "unit boundary normals", "perturbation": "unit directions r(x)/‖r(x)‖"}
+
+COLORS = {
+    "principal": "#8e44ad",  # principal directions of the normals and the subspaces they span
+    "random": "#7f7f7f",  # random directions: the baseline every figure compares with
+    "universal": "#e67e22",  # universal perturbations
+    "per_image": "#2471a3",  # per-image (DeepFool) perturbations
+    "marchenko_pastur": "#117a65",  # the Marchenko-Pastur prediction
+}
+"""One colour per role, the same in every figure (and in the analysis scripts' own figures)."""
+
+_ROLE_WORDS = (("principal", "principal"), ("random", "random"), ("universal", "universal"),
+               ("per-image", "per_image"), ("per_image", "per_image"), ("per image", "per_image"))
+
+
+def role_color(name: str, default=None):
+    """The :data:`COLORS` entry of the role that ``name`` names ("top-10 principal directions"
+    → ``COLORS["principal"]``), or ``default`` when it names none of them."""
+    lowered = str(name).lower()
+    for word, role in _ROLE_WORDS:
+        if word in lowered:
+            return COLORS[role]
+    return default
+
+
+def _points_per_pixel(ax) -> float:
+    return 72.0 / ax.figure.dpi
+
+
+def _widest_gap(ax, x, low, high) -> float:
+    """The widest vertical distance, in points, between two curves over ``x`` as drawn now."""
+    x, low, high = (np.asarray(a, dtype=float) for a in (x, low, high))
+    keep = np.isfinite(low) & np.isfinite(high)
+    if ax.get_yscale() == "log":
+        keep &= (low > 0) & (high > 0)
+    if not keep.any():
+        return 0.0
+    to_display = ax.transData.transform
+    y_low = to_display(np.column_stack([x[keep], low[keep]]))[:, 1]
+    y_high = to_display(np.column_stack([x[keep], high[keep]]))[:, 1]
+    return float(np.abs(y_high - y_low).max()) * _points_per_pixel(ax)
 
 
 def _axes(ax):
@@ -32,9 +77,15 @@ def plot_spectrum(spectrum: Spectrum | Mapping[str, Spectrum], *, ax=None, band:
                   marchenko_pastur: bool = True, normalise: bool = False):
     """Singular values σ_i (log scale) of the normals against the random band.
 
+    The legend lists only what can be seen: the 5-95% band of the random draws is shaded and
+    listed where it is wider than the mean's line (otherwise the mean's entry says that it is
+    narrower), and a Marchenko-Pastur line that lies on the random mean is drawn dash-dotted
+    and listed as coinciding with it.
+
     Args:
         spectrum: one :class:`Spectrum`, or a mapping label → Spectrum to overlay several models.
-        band: shade the 5-95% band of the random baseline and draw its mean.
+        band: draw the mean of the random baseline, and shade its 5-95% band where that is
+            wider than the mean's line.
         marchenko_pastur: draw the Marchenko-Pastur prediction.
         normalise: divide by σ_1 of each spectrum (compare shapes across n).
     """
@@ -43,21 +94,25 @@ def plot_spectrum(spectrum: Spectrum | Mapping[str, Spectrum], *, ax=None, band:
     palette = sns.color_palette("deep", max(len(spectra), 1))
     first = next(iter(spectra.values()))
     scale0 = float(first.singular_values[0]) if normalise else 1.0
-    # the reference curves first, so that the models are drawn (and listed) on top of them
+    # a broad pale random mean with a thin Marchenko-Pastur line along its middle: both stay
+    # visible where they coincide, as they do for n random unit vectors
+    mean_lw, mp_lw = 3.0, 1.0
+    mean_line = fill = mp_line = None
     if band and len(first.baseline_mean):
         rindex = np.arange(1, len(first.baseline_mean) + 1)
-        ax.fill_between(rindex, first.baseline_low.double().numpy() / scale0,
-                        first.baseline_high.double().numpy() / scale0, color="0.6", alpha=0.35, lw=0,
-                        label="random unit vectors (5-95%)")
-        ax.plot(rindex, first.baseline_mean.double().numpy() / scale0, color="0.35", lw=1, ls="--",
-                label="random mean")
+        mean = first.baseline_mean.double().numpy() / scale0
+        low, high = first.baseline_low.double().numpy() / scale0, first.baseline_high.double().numpy() / scale0
+        fill = ax.fill_between(rindex, low, high, color=COLORS["random"], alpha=0.35, lw=0, zorder=1)
+        mean_line, = ax.plot(rindex, mean, color=COLORS["random"], lw=mean_lw, alpha=0.55,
+                             solid_capstyle="butt", zorder=2)
     if marchenko_pastur:
         mp = first.marchenko_pastur.double().numpy() / scale0
-        ax.plot(np.arange(1, len(mp) + 1), mp, color="0.1", lw=0.8, ls=":", label="Marchenko-Pastur")
+        mp_line, = ax.plot(np.arange(1, len(mp) + 1), mp, color=COLORS["marchenko_pastur"], lw=mp_lw,
+                           ls=(0, (6, 2, 1, 2)), zorder=2)
     for color, (label, spec) in zip(palette, spectra.items()):
         scale = float(spec.singular_values[0]) if normalise else 1.0
         index = np.arange(1, len(spec.singular_values) + 1)
-        ax.plot(index, spec.singular_values.double().numpy() / scale, color=color, lw=2,
+        ax.plot(index, spec.singular_values.double().numpy() / scale, color=color, lw=2, zorder=3,
                 label=label or _KIND_LABEL[spec.kind])
     ax.set_yscale("log")
     # values at rounding level (an affine model's σ_C onwards) would flatten the picture
@@ -66,15 +121,42 @@ def plot_spectrum(spectrum: Spectrum | Mapping[str, Spectrum], *, ax=None, band:
     lows = [float(s.singular_values.min()) / (float(s.singular_values[0]) if normalise else 1.0)
             for s in spectra.values()]
     ax.set_ylim(bottom=max(min(lows), 1e-4 * top) * 0.5)
+    # whether the eye can tell the reference curves apart, measured in points on the axes as
+    # they now stand; the legend lists only what it can
+    references = []
+    draws = first.settings.get("baseline_draws")
+    over = f" over {draws} draws" if draws else ""
+    if mean_line is not None:
+        wide = _widest_gap(ax, rindex, low, high) > mean_lw + 2.0  # a point beyond the line on either side
+        if wide:
+            references.append((plt.Rectangle((0, 0), 1, 1, color=COLORS["random"], alpha=0.35, lw=0),
+                               f"random unit vectors, 5-95%{over}"))
+        else:
+            fill.remove()
+        references.append((mean_line, f"random unit vectors, mean{over}"
+                           + ("" if wide else "\n(their 5-95% band is narrower than this line)")))
+    if mp_line is not None:
+        label = "Marchenko-Pastur prediction"
+        if mean_line is not None:
+            common = min(len(mp), len(mean))
+            if _widest_gap(ax, rindex[:common], mp[:common], mean[:common]) < (mean_lw + mp_lw) / 2:
+                label += "\n(lies on the random mean)"  # the thin line runs inside the broad one
+        references.append((mp_line, label))
     ax.set_xlabel("index i")
     ax.set_ylabel("singular value σ_i" + (" / σ_1" if normalise else ""))
     ax.set_title(f"Spectrum of {first.n} {_KIND_LABEL[first.kind]} in R^{first.d}")
-    ax.legend(frameon=False, fontsize=8)
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend([h for h, _ in references] + handles, [t for _, t in references] + labels,
+              frameon=False, fontsize=8)
     return ax
 
 
 def plot_subspace_fooling(results: SubspaceFooling | Mapping[str, SubspaceFooling], *, ax=None):
     """Fooling rate against radius: random vectors inside the subspace(s) and in the full space.
+
+    Each curve is the mean fooling rate over the draws, shaded ±1 standard deviation of the
+    per-draw rates (the spread between draws, not a confidence interval of the mean); the
+    legend says so.
 
     Args:
         results: one :class:`SubspaceFooling`, or a mapping label → result (e.g. one per d');
@@ -82,22 +164,36 @@ def plot_subspace_fooling(results: SubspaceFooling | Mapping[str, SubspaceFoolin
     """
     ax = _axes(ax)
     items = dict(results) if isinstance(results, Mapping) else {None: results}
-    palette = sns.color_palette("crest", max(len(items), 1))
-    for color, (label, res) in zip(palette, items.items()):
-        radii = res.radii.double().numpy()
-        sd = res.subspace_rates.double().numpy().std(axis=1)
-        mean = res.subspace_rate.double().numpy()
-        ax.plot(radii, mean, marker="o", ms=3, color=color, label=label or f"subspace (d'={res.k})")
-        ax.fill_between(radii, np.clip(mean - sd, 0, 1), np.clip(mean + sd, 0, 1), color=color, alpha=0.15, lw=0)
+    # the subspaces are spanned by principal directions: shades of that colour, darker for larger d'
+    palette = ([COLORS["principal"]] if len(items) == 1
+               else sns.light_palette(COLORS["principal"], len(items) + 2)[2:])
     first = next(iter(items.values()))
-    radii = first.radii.double().numpy()
-    ax.plot(radii, first.full_rate.double().numpy(), marker="s", ms=3, color="0.3", ls="--",
-            label=f"full space (d={first.d})")
+    curves = [(label or f"subspace (d'={res.k})", res.radii, res.subspace_rate, res.subspace_rates, color, "o", "-")
+              for color, (label, res) in zip(palette, items.items())]
+    curves.append((f"full space (d={first.d})", first.radii, first.full_rate, first.full_rates, COLORS["random"],
+                   "s", "--"))
+    spreads = []
+    for label, radii, mean, rates, color, marker, ls in curves:
+        radii, mean = radii.double().numpy(), mean.double().numpy()
+        sd = rates.double().numpy().std(axis=1)
+        ax.plot(radii, mean, marker=marker, ms=3, color=color, ls=ls, label=label)
+        spreads.append((radii, np.clip(mean - sd, 0, 1), np.clip(mean + sd, 0, 1), color))
     ax.set_xlabel(f"radius ({'ℓ2' if first.norm == 'l2' else 'ℓ∞'} norm)")
     ax.set_ylabel("fooling rate")
     ax.set_ylim(0, 1)
     ax.set_title(f"Random vectors on {first.n} held-out inputs")
-    ax.legend(frameon=False, fontsize=8)
+    handles, labels = ax.get_legend_handles_labels()
+    draws = first.subspace_rates.shape[1]
+    shown = False
+    for radii, low, high, color in spreads:
+        if _widest_gap(ax, radii, low, high) > 1.0:  # a band under the line would not be seen
+            ax.fill_between(radii, low, high, color=color, alpha=0.15, lw=0)
+            shown = True
+    if shown:
+        how = "an independent vector per input" if first.independent else "one vector shared by all inputs"
+        handles.append(plt.Rectangle((0, 0), 1, 1, color="0.5", alpha=0.3, lw=0))
+        labels.append(f"shaded: ±1 s.d. of the rate over {draws} draws\n({how} per draw)")
+    ax.legend(handles, labels, frameon=False, fontsize=8)
     return ax
 
 
@@ -190,41 +286,117 @@ def plot_directions(directions, *, titles=None, axes=None, ncols: int = 5, cmap:
 _CATEGORY_COLORS = {1: "#4c9f70", 2: "#e0b040", 3: "#e07b39", 4: "#c0392b"}
 
 
+def _category_spans(profile: RobustnessProfile) -> list[tuple[float, float, int]]:
+    """(start, end, category) pieces of the budget axis, cut where a rate crosses τ.
+
+    The rates are read as the profile reads them for ε₂, ε₃, ε₄ (linear between budgets), so
+    that the first crossings are exactly the reported transitions and the category of every
+    piece is the profile's at each budget inside it.
+    """
+    eps = profile.epsilons.double().numpy()
+    tau = profile.threshold
+    rates = [r.double().numpy() for r in (profile.per_image_rate, profile.universal_rate, profile.random_rate)]
+    if len(eps) == 1:
+        return [(eps[0] * 0.9, eps[0] * 1.1, int(profile.category[0]))]
+    cuts = {float(eps[0]), float(eps[-1])}
+    for r in rates:
+        for k in range(1, len(eps)):
+            if (r[k - 1] >= tau) != (r[k] >= tau):  # the formula of categories.transition
+                cuts.add(float(eps[k - 1] + (tau - r[k - 1]) * (eps[k] - eps[k - 1]) / (r[k] - r[k - 1])))
+    cuts = sorted(cuts)
+    spans: list[tuple[float, float, int]] = []
+    for start, end in zip(cuts[:-1], cuts[1:]):
+        if end <= start:
+            continue
+        middle = (start + end) / 2
+        cat = category_of(*(float(np.interp(middle, eps, r)) for r in rates), tau)
+        if spans and spans[-1][2] == cat:
+            spans[-1] = (spans[-1][0], end, cat)
+        else:
+            spans.append((start, end, cat))
+    return spans
+
+
+def _label_rows(ax, values, labels, fontsize: float) -> list[int]:
+    """A row for the label of each tick at ``values`` (0 nearest the axes): a label that would
+    touch one to its left in the same row moves up a row."""
+    to_axes = ax.transAxes.inverted().transform
+    x = [float(to_axes(ax.transData.transform((v, 0.5)))[0]) for v in values]
+    width_pt = ax.get_window_extent().width * _points_per_pixel(ax)
+    row_end: dict[int, float] = {}  # row → right end (axes fraction) of its last label
+    rows = [0] * len(values)
+    for i in sorted(range(len(values)), key=lambda j: x[j]):
+        text_pt = TextToPath().get_text_width_height_descent(labels[i], FontProperties(size=fontsize), False)[0]
+        half = (text_pt / 2 + 2) / max(width_pt, 1.0)  # 2 points apart at least
+        row = 0
+        while row in row_end and x[i] - half < row_end[row]:
+            row += 1
+        row_end[row] = x[i] + half
+        rows[i] = row
+    return rows
+
+
 def plot_profile(profile: RobustnessProfile, *, ax=None, bands: bool = True, log_eps: bool = False):
     """The per-image, universal and random rates against ε, with the category bands shaded and
-    the transitions ε₂, ε₃, ε₄ marked (dotted lines).
+    the transitions ε₂, ε₃, ε₄ marked (dotted lines, named above the axes).
 
     Read from left to right: below ε₂ no attack finds adversarial perturbations for τ of the data
     (category 1); between ε₂ and ε₃ they exist per image only (2); from ε₃ one universal
-    perturbation suffices (3); from ε₄ random perturbations fool (4). The rates are witnessed by
-    attacks, so the bands are evidence, not proof.
+    perturbation suffices (3); from ε₄ random perturbations fool (4). The shading changes
+    exactly where a rate crosses τ, so at the reported ε₂, ε₃, ε₄ (and, should the random rate
+    fall below τ again at a larger budget, there too). A transition not reached on the grid is
+    named above the axes as "not reached", not drawn. The rates are witnessed by attacks, so the
+    bands are evidence, not proof.
     """
     ax = _axes(ax)
     eps = profile.epsilons.double().numpy()
-    if bands:
-        if len(eps) > 1:  # band edges halfway between budgets (geometrically on a log axis)
-            mid = np.sqrt(eps[1:] * eps[:-1]) if log_eps else (eps[1:] + eps[:-1]) / 2
-            edges = np.concatenate([[eps[0]], mid, [eps[-1]]])
-        else:
-            edges = np.array([eps[0] * 0.9, eps[0] * 1.1])
-        for i, cat in enumerate(profile.category.tolist()):
-            ax.axvspan(edges[i], edges[i + 1], color=_CATEGORY_COLORS[cat], alpha=0.13, lw=0)
-        for cat in sorted(set(profile.category.tolist())):
-            ax.fill_between([], [], color=_CATEGORY_COLORS[cat], alpha=0.3, label=f"category {cat}: {NAMES[cat]}")
-    styles = (("per-image", profile.per_image_rate, "o", "C0"), ("universal", profile.universal_rate, "s", "C1"),
-              ("random", profile.random_rate, "^", "C3"))
-    for name, rates, marker, color in styles:
-        ax.plot(eps, rates.double().numpy(), marker=marker, ms=4, color=color, lw=1.8, label=f"{name} rate")
-    ax.axhline(profile.threshold, color="0.4", lw=0.8, ls="--")
-    for label, value, color in (("ε₂", profile.eps2, "C0"), ("ε₃", profile.eps3, "C1"), ("ε₄", profile.eps4, "C3")):
-        if value is not None:
-            ax.axvline(value, color=color, lw=1, ls=":")
-            ax.annotate(f"{label} = {value:.3g}", (value, 0.97), xycoords=("data", "axes fraction"),
-                        rotation=90, ha="right", va="top", fontsize=8, color=color)
     if log_eps:
         ax.set_xscale("log")
-    ax.set_xlim(eps[0], eps[-1])
+    if len(eps) > 1:
+        ax.set_xlim(eps[0], eps[-1])
+    else:
+        ax.set_xlim(eps[0] * 0.9, eps[0] * 1.1)
     ax.set_ylim(0, 1.0)
+    if bands:
+        spans = _category_spans(profile)
+        for start, end, cat in spans:
+            ax.axvspan(start, end, color=_CATEGORY_COLORS[cat], alpha=0.13, lw=0)
+        for cat in sorted({cat for _, _, cat in spans}):
+            ax.fill_between([], [], color=_CATEGORY_COLORS[cat], alpha=0.3, label=f"category {cat}: {NAMES[cat]}")
+    styles = (("per-image", profile.per_image_rate, "o", COLORS["per_image"]),
+              ("universal", profile.universal_rate, "s", COLORS["universal"]),
+              ("random", profile.random_rate, "^", COLORS["random"]))
+    for name, rates, marker, color in styles:
+        ax.plot(eps, rates.double().numpy(), marker=marker, ms=4, color=color, lw=1.8, label=f"{name} rate")
+    ax.axhline(profile.threshold, color="0.15", lw=0.8, ls="--", label=f"τ = {profile.threshold:g}")
+    marks, missing = [], []
+    for label, value, rates, color in (("ε₂", profile.eps2, profile.per_image_rate, COLORS["per_image"]),
+                                       ("ε₃", profile.eps3, profile.universal_rate, COLORS["universal"]),
+                                       ("ε₄", profile.eps4, profile.random_rate, COLORS["random"])):
+        if value is None:
+            missing.append(label)
+            continue
+        ax.axvline(value, color=color, lw=1.2, ls=":")
+        # a rate at τ already at the first budget: the transition lies at or below it
+        below = value == eps[0] and float(rates[0]) >= profile.threshold
+        marks.append((value, f"{label} {'≤' if below else '='} {value:.3g}", color))
+    # the names sit above the axes, as tick labels of x axes on top, where no curve runs (and a
+    # title set later moves up past them); close ones are stacked in rows, one axis per row
+    size = 8
+    rows = _label_rows(ax, [v for v, _, _ in marks], [t for _, t, _ in marks], size) if marks else [0]
+    tops = []
+    for row in range(max(rows) + 1):
+        top = ax.secondary_xaxis("top")
+        top.tick_params(axis="x", which="both", length=3, labelsize=size, pad=1 + 1.25 * size * row)
+        top.xaxis.set_minor_locator(plt.NullLocator())
+        mine = [m for m, r in zip(marks, rows) if r == row]
+        top.set_xticks([v for v, _, _ in mine], [t for _, t, _ in mine])
+        for text, (_, _, color) in zip(top.get_xticklabels(), mine):
+            text.set_color(color)
+        tops.append(top)
+    if missing:
+        tops[-1].set_xlabel(f"{', '.join(missing)} not reached on the grid (> {eps[-1]:.3g})", fontsize=size,
+                            labelpad=2)
     ax.set_xlabel(f"budget ε ({'ℓ2' if profile.norm == 'l2' else 'ℓ∞'})")
     ax.set_ylabel("share of inputs fooled")
     ax.legend(frameon=False, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
@@ -280,21 +452,30 @@ def _clip_outliers(ax, values: np.ndarray, *, axis: str, keep: float = 0.5) -> s
     return f"{outside} of {len(values)} values outside the axis" if outside else ""
 
 
-def plot_section_curvature(curvature: Curvature, *, ax=None):
+def plot_section_curvature(curvature: Curvature, *, ax=None, colors: Mapping[str, str] | None = None):
     """Distribution of the boundary's curvature along the directions given as ``along=``, one
-    curve per group (e.g. the principal directions of the normals against random ones)."""
+    curve per group (e.g. the principal directions of the normals against random ones).
+
+    Args:
+        colors: group → colour. By default a group whose name says "principal", "random",
+            "universal" or "per-image" takes that role's :data:`COLORS` entry (the same as in
+            every other figure), any other group a colour of the "deep" palette.
+    """
     ax = _axes(ax)
     frame = curvature.along_frame()
     groups = list(dict.fromkeys(frame["group"]))
+    deep = sns.color_palette("deep", 10)  # without its blue, orange, purple and grey, which roles hold
+    spare = itertools.cycle([deep[i] for i in (2, 3, 5, 6, 8, 9)])
+    given = dict(colors or {})
+    palette = {g: given[g] if g in given else role_color(g) or next(spare) for g in groups}
     low, high = _central_range(frame["curvature"].to_numpy())
     if high <= low:  # a single value: a bin around it
         low, high = low - (abs(low) * 0.1 or 1.0), high + (abs(high) * 0.1 or 1.0)
     sns.histplot(frame, x="curvature", hue="group", hue_order=groups, element="step", stat="density",
-                 common_norm=False, bins=np.linspace(low, high, 50), palette=sns.color_palette("deep", len(groups)),
-                 ax=ax)
+                 common_norm=False, bins=np.linspace(low, high, 50), palette=palette, ax=ax)
     note = _clip_outliers(ax, frame["curvature"].to_numpy(), axis="x")
-    for color, group in zip(sns.color_palette("deep", len(groups)), groups):
-        ax.axvline(float(frame.loc[frame.group == group, "curvature"].mean()), color=color, lw=1.2, ls="--")
+    for group in groups:
+        ax.axvline(float(frame.loc[frame.group == group, "curvature"].mean()), color=palette[group], lw=1.2, ls="--")
     sns.move_legend(ax, "upper left", frameon=False, fontsize=7, title=None)
     ax.axvline(0, color="0.3", lw=0.8)
     ax.set_xlabel("curvature along the direction κ(u) (dashed: means)" + (f"\n{note}" if note else ""))
