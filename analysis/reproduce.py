@@ -1,0 +1,211 @@
+"""Regenerate every published result: each analysis script and benchmark in its own process.
+
+    python analysis/reproduce.py                      # everything (about 4 hours on 2 cores)
+    python analysis/reproduce.py --quick              # every script at a small size, minutes
+    python analysis/reproduce.py --only curvature --only bench_deepfool
+    python analysis/reproduce.py --list               # the names, with estimated durations
+
+A full run writes into analysis/results/ and refuses to start when the working tree has changes
+outside analysis/results/ (``--allow-dirty`` overrides): every JSON records the commit it was
+computed on (its top-level "environment", analysis/_environment.py), and that commit must hold
+the code that computed it. ``--quick`` runs each script with its own ``--quick`` flag, which
+shrinks the work and writes into analysis/results/quick/ (git-ignored), so a quick run never
+touches the published results.
+
+The scripts run in the order of STEPS, cheapest first, one after the other. A failing script is
+reported and the rest still run; the exit status is then 1. After each script its JSON files are
+checked: written during this run, with a top-level "environment" of the current commit. The
+per-script wall seconds and exit codes go to analysis/results/reproduce.json (quick:
+analysis/results/quick/reproduce.json), with the environment of the whole run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from _environment import RESULTS_DIR, environment, finish, uncommitted
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "analysis" / "results"
+QUICK = RESULTS / "quick"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One script: its full and quick command lines (argv after the Python interpreter, paths
+    relative to the repository; ``{tmp}`` is a scratch folder of the run), the JSON files it
+    writes (relative to the results folder) and estimated seconds on the shared 2-core machine."""
+
+    name: str
+    full: tuple[tuple[str, ...], ...]
+    quick: tuple[tuple[str, ...], ...]
+    outputs: tuple[str, ...]
+    full_seconds: float
+    quick_seconds: float
+    note: str = ""
+
+
+BU = "analysis/benchmarks/bench_universal.py"
+STEPS = (
+    Step("train_reference",
+         (("analysis/train_reference.py", "--dataset", "digits", "mnist", "--all", "--check-checkpoint"),),
+         (("analysis/train_reference.py", "--dataset", "digits", "mnist", "--all", "--quick"),),
+         ("reference_models.json",), 60, 60,
+         "accuracies of the six reference models; compares the retrained digits CNN with the shipped "
+         "boundgeo/weights/digits_cnn.pt instead of overwriting it"),
+    Step("uap_section4", (("analysis/uap_section4.py",),), (("analysis/uap_section4.py", "--quick"),),
+         ("section4.json",), 320, 150),
+    Step("categories", (("analysis/categories.py",),), (("analysis/categories.py", "--quick"),),
+         ("categories.json",), 240, 240),
+    Step("curvature", (("analysis/curvature.py",),), (("analysis/curvature.py", "--quick"),),
+         ("curvature.json",), 120, 60),
+    Step("transfer", (("analysis/transfer.py",),), (("analysis/transfer.py", "--quick"),),
+         ("transfer.json",), 720, 120),
+    Step("cifar10", (("analysis/cifar10.py",),), (("analysis/cifar10.py", "--quick"),),
+         ("cifar10.json",), 3100, 300,
+         "+630 s when analysis/results/cifar10_resnet.pt is missing or stale (the quick run then stops)"),
+    Step("bench_deepfool", (("analysis/benchmarks/bench_deepfool.py",),),
+         (("analysis/benchmarks/bench_deepfool.py", "--quick"),), ("bench_deepfool.json",), 240, 90),
+    Step("bench_spectrum",
+         (("analysis/benchmarks/bench_spectrum.py", "--only", "memory,memory_cnn,float16,speed"),),
+         (("analysis/benchmarks/bench_spectrum.py", "--quick"),), ("bench_spectrum.json",), 720, 120),
+    Step("bench_universal",
+         ((BU,),
+          (BU, "--art-seeds", "1", "2", "--art-settings", "l2:3", "--threads", "1", "--timing", "own-core",
+           "--out", "{tmp}/bench_universal_art_seeds.json"),
+          (BU, "--merge", "{tmp}/bench_universal_art_seeds.json"),
+          (BU, "--add-faithful", "3"),
+          (BU, "--art-orders"),
+          (BU, "--art-call-cost")),
+         ((BU, "--quick"),), ("bench_universal.json",), 7800, 120,
+         "main run (boundgeo 5 seeds x 3 methods x 4 settings, ART seed 0 at one thread), ART seeds 1-2 "
+         "at l2 3 (one process, one thread), merged; Algorithm 1 as published and on ART's shuffles; "
+         "ART's call cost at 1 and 2 threads"),
+    Step("bench_imagenet_scale", (("analysis/benchmarks/bench_imagenet_scale.py",),),
+         (("analysis/benchmarks/bench_imagenet_scale.py", "--quick"),), ("bench_imagenet_scale.json",), 2600, 150),
+)
+NAMES = tuple(step.name for step in STEPS)
+
+
+def duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def list_steps() -> str:
+    lines = [f"{'name':<22} {'full':>8} {'quick':>8}  writes"]
+    for step in STEPS:
+        lines.append(f"{step.name:<22} {duration(step.full_seconds):>8} {duration(step.quick_seconds):>8}  "
+                     + ", ".join(step.outputs) + (f"  ({step.note})" if step.note else ""))
+    total_full = sum(s.full_seconds for s in STEPS)
+    total_quick = sum(s.quick_seconds for s in STEPS)
+    lines.append(f"{'total':<22} {duration(total_full):>8} {duration(total_quick):>8}")
+    return "\n".join(lines)
+
+
+def check_outputs(step: Step, folder: Path, started: float, commit: str) -> list[str]:
+    """What is wrong with the JSON files ``step`` should have written (empty when nothing)."""
+    problems = []
+    for name in step.outputs:
+        path = folder / name
+        if not path.exists():
+            problems.append(f"{path} was not written")
+            continue
+        if path.stat().st_mtime < started:
+            problems.append(f"{path} was not rewritten by this run")
+            continue
+        try:
+            env = json.loads(path.read_text()).get("environment")
+        except (ValueError, AttributeError):
+            problems.append(f"{path} is not a JSON object")
+            continue
+        if not isinstance(env, dict):
+            problems.append(f"{path} has no top-level \"environment\"")
+        elif env.get("commit") != commit:
+            problems.append(f"{path}: environment.commit is {env.get('commit')!r}, not {commit}")
+    return problems
+
+
+def run_step(step: Step, quick: bool, tmp: str, commit: str) -> dict:
+    folder = QUICK if quick else RESULTS
+    commands = step.quick if quick else step.full
+    started_wall = time.time()
+    start = time.perf_counter()
+    record: dict = {"commands": [], "exit_code": 0}
+    for argv in commands:
+        argv = [part.replace("{tmp}", tmp) for part in argv]
+        print(f"\n=== {step.name}: python {' '.join(argv)}", flush=True)
+        t0 = time.perf_counter()
+        code = subprocess.run([sys.executable, *argv], cwd=ROOT).returncode
+        record["commands"].append({"argv": argv, "exit_code": code, "seconds": round(time.perf_counter() - t0, 1)})
+        if code:
+            record["exit_code"] = code
+            break  # the later commands of a step build on the earlier ones
+    record["seconds"] = round(time.perf_counter() - start, 1)
+    if not record["exit_code"]:
+        record["problems"] = check_outputs(step, folder, started_wall - 1, commit)
+        if record["problems"]:
+            record["exit_code"] = 1
+    status = "ok" if not record["exit_code"] else f"FAILED (exit {record['exit_code']})"
+    print(f"=== {step.name}: {status}, {duration(record['seconds'])}"
+          + "".join(f"\n    {p}" for p in record.get("problems", [])), flush=True)
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=list_steps())
+    parser.add_argument("--quick", action="store_true",
+                        help="every script at a small size, writing into analysis/results/quick/")
+    parser.add_argument("--only", action="append", default=[], metavar="NAME",
+                        help="run only this script (repeatable); names from --list")
+    parser.add_argument("--list", action="store_true", help="print the names and estimated durations, and stop")
+    parser.add_argument("--allow-dirty", action="store_true",
+                        help="run in full even with uncommitted changes outside analysis/results/")
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.only if name not in NAMES]
+    if unknown:
+        parser.error(f"--only: unknown name(s) {', '.join(unknown)}; choose from {', '.join(NAMES)}")
+    if args.list:
+        print(list_steps())
+        return 0
+    if not args.quick and not args.allow_dirty:
+        dirty = uncommitted()
+        if dirty:
+            print("reproduce.py: refusing a full run: the working tree has changes outside " + RESULTS_DIR
+                  + " (the results would name a commit that does not hold the code that made them):\n  "
+                  + "\n  ".join(dirty[:20]) + ("\n  ..." if len(dirty) > 20 else "")
+                  + "\nCommit them, or pass --allow-dirty, or use --quick.", file=sys.stderr)
+            return 2
+
+    steps = [step for step in STEPS if not args.only or step.name in args.only]
+    env = environment(quick=args.quick)
+    folder = QUICK if args.quick else RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / "reproduce.json"
+    previous = json.loads(out.read_text()).get("scripts", {}) if out.exists() else {}
+    records = {}
+    with tempfile.TemporaryDirectory(prefix="boundgeo-reproduce-") as tmp:
+        for step in steps:
+            records[step.name] = {**run_step(step, args.quick, tmp, env["commit"]), "commit": env["commit"]}
+            result = {"environment": finish(env), "quick": args.quick, "only": args.only,
+                      "scripts": {**previous, **records}}
+            out.write_text(json.dumps(result, indent=2) + "\n")
+
+    print(f"\n{'script':<22} {'seconds':>9}  exit")
+    for name, record in records.items():
+        print(f"{name:<22} {record['seconds']:>9.1f}  {record['exit_code']}")
+    failed = [name for name, record in records.items() if record["exit_code"]]
+    print(f"total {env['wall_seconds']:.0f} s; wrote {out}"
+          + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""analysis/reproduce.py and analysis/_environment.py: listing, refusing, and the environment block.
+
+No analysis script runs here: only reproduce.py's own argument handling and the environment.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+REPRODUCE = ROOT / "analysis" / "reproduce.py"
+
+
+def _load(name: str):
+    sys.path.insert(0, str(ROOT / "analysis"))
+    try:
+        spec = importlib.util.spec_from_file_location(f"analysis_{name}", ROOT / "analysis" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[f"analysis_{name}"] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(ROOT / "analysis"))
+
+
+def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPRODUCE), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_list_names_every_script_with_full_and_quick_estimates_from_any_directory(tmp_path):
+    done = run("--list", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    reproduce = _load("reproduce")
+    lines = done.stdout.splitlines()
+    for name in reproduce.NAMES:
+        assert any(line.split()[0] == name for line in lines), name
+    assert lines[-1].startswith("total")
+
+
+def test_every_script_and_benchmark_is_a_step_and_every_step_command_exists():
+    reproduce = _load("reproduce")
+    scripts = {p.relative_to(ROOT).as_posix() for p in [*ROOT.glob("analysis/*.py"),
+                                                        *ROOT.glob("analysis/benchmarks/*.py")]}
+    helpers = {"analysis/reproduce.py", "analysis/_environment.py", "analysis/readme_tables.py"}
+    run_by_steps = {argv[0] for step in reproduce.STEPS for argv in (*step.full, *step.quick)}
+    assert scripts - helpers <= run_by_steps, sorted(scripts - helpers - run_by_steps)
+    assert all((ROOT / path).is_file() for path in run_by_steps)
+    for step in reproduce.STEPS:  # a quick run never writes into the published results
+        assert all("--quick" in argv for argv in step.quick), step.name
+
+
+def test_only_rejects_an_unknown_name_and_says_which_exist():
+    done = run("--only", "curvature", "--only", "no_such_script", "--quick")
+    assert done.returncode == 2
+    assert "no_such_script" in done.stderr and "bench_deepfool" in done.stderr
+
+
+def test_a_full_run_refuses_a_tree_dirty_outside_the_results(monkeypatch, capsys):
+    reproduce = _load("reproduce")
+    monkeypatch.setattr(reproduce, "uncommitted", lambda: [" M boundgeo/boundary.py"])
+    monkeypatch.setattr(reproduce, "run_step", lambda *a, **k: pytest.fail("no script may run"))
+    assert reproduce.main(["--only", "curvature"]) == 2
+    err = capsys.readouterr().err
+    assert "refusing a full run" in err and "boundgeo/boundary.py" in err and "--allow-dirty" in err
+
+
+def test_a_failing_script_makes_the_run_fail_after_the_others_ran(monkeypatch, tmp_path):
+    reproduce = _load("reproduce")
+    monkeypatch.setattr(reproduce, "QUICK", tmp_path)
+    ran = []
+
+    def fake(step, quick, tmp, commit):
+        ran.append(step.name)
+        return {"commands": [], "exit_code": 1 if step.name == "categories" else 0, "seconds": 0.0}
+
+    monkeypatch.setattr(reproduce, "run_step", fake)
+    assert reproduce.main(["--quick", "--only", "categories", "--only", "curvature"]) == 1
+    assert ran == ["categories", "curvature"]  # in STEPS order, the second after the failure
+    saved = (tmp_path / "reproduce.json").read_text()
+    assert '"environment"' in saved and '"exit_code": 1' in saved
+
+
+def test_written_outputs_are_checked_for_an_environment_of_this_commit(tmp_path):
+    reproduce = _load("reproduce")
+    step = reproduce.Step("x", (), (), ("a.json", "b.json", "c.json"), 1, 1)
+    (tmp_path / "a.json").write_text('{"environment": {"commit": "abc"}}')
+    (tmp_path / "b.json").write_text('[1, 2]')
+    problems = reproduce.check_outputs(step, tmp_path, 0.0, "abc")
+    assert len(problems) == 2
+    assert "b.json is not a JSON object" in problems[0] and "c.json was not written" in problems[1]
+    assert "environment.commit" in reproduce.check_outputs(step, tmp_path, 0.0, "def")[0]
+
+
+def test_environment_carries_commit_versions_threads_cpu_date_and_load():
+    env_module = _load("_environment")
+    env = env_module.environment()
+    for key in ("commit", "tree_clean", "uncommitted", "torch", "numpy", "python", "torch_threads", "cpu_count",
+                "cpu_model", "date_utc", "load_average_before"):
+        assert key in env, key
+    assert len(env["commit"]) == 40 and env["cpu_count"] == os.cpu_count()
+    assert env["tree_clean"] == (not env["uncommitted"])
+    assert not any(line[3:].startswith("analysis/results/") for line in env["uncommitted"])
+    finished = env_module.finish(env)
+    assert finished["wall_seconds"] >= 0 and len(finished["load_average_after"]) == 3
+    with pytest.raises(ValueError):
+        env_module.finish({"commit": "abc"})
+
+
+def test_results_being_written_do_not_make_the_tree_dirty(monkeypatch):
+    env_module = _load("_environment")
+    porcelain = " M analysis/results/curvature.json\n?? analysis/results/quick/x.json\n M analysis/curvature.py\n"
+    monkeypatch.setattr(env_module, "_git", lambda *args: (0, porcelain))
+    assert env_module.uncommitted() == [" M analysis/curvature.py"]
+    monkeypatch.setattr(env_module, "_git", lambda *args: (128, ""))
+    assert env_module.uncommitted() == ["git status failed"]  # unknown never passes for clean
