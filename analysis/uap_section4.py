@@ -11,7 +11,9 @@ For each dataset and each reference model (affine, MLP, CNN):
      directions (d' in {10, 50, 100}) against random vectors in the full space, measured on the
      *other* held-out inputs (MNIST: the remaining 1,000; digits: the 540 test images).
 Writes to analysis/results/: section4_spectrum_<dataset>.png, section4_fooling_<dataset>.png,
-section4_directions_<dataset>.png, section4.json and section4.md (the table).
+section4_directions_<dataset>.png, section4.json (``{"environment": ..., "rows": [one per dataset
+and model]}``) and section4.md (the table). ``--quick``: digits only, 300 inputs for the normals
+and 300 for the fooling, 2 draws per radius, into analysis/results/quick/.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 import torch
 
 import boundgeo as bg
+from _environment import environment, finish
 from boundgeo import plot, zoo
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,11 +47,13 @@ def split_for(dataset: str, root):
     return x_tr, y_tr, x_te, y_te
 
 
-def analyse(dataset: str, arch: str, root, draws: int) -> dict:
+def analyse(dataset: str, arch: str, root, draws: int, limit: int | None = None) -> dict:
     start = time.perf_counter()
     trained = zoo.train_reference(dataset, arch, root=root)
     clf = bg.Classifier(trained.model)
     x_n, y_n, x_e, y_e = split_for(dataset, root)
+    if limit is not None:  # a quick look: the first `limit` inputs of each part
+        x_n, y_n, x_e, y_e = x_n[:limit], y_n[:limit], x_e[:limit], y_e[:limit]
     pts = bg.boundary_normals(clf, (x_n, y_n), progress=False)
     ok = pts.converged
     rho_adv = float((pts.margin[ok] / x_n[pts.index[ok]].flatten(1).norm(dim=1)).mean())
@@ -91,6 +96,7 @@ def analyse(dataset: str, arch: str, root, draws: int) -> dict:
             for k, r in fooling.items()
         },
         "seconds": time.perf_counter() - start,
+        "torch_threads": torch.get_num_threads(),
     }
     print(f"{dataset} {arch}: acc {trained.accuracy:.4f}, n={row['n_normals']}, "
           f"median ‖r‖ {median_margin:.3f}, ρ_adv {rho_adv:.3f}, "
@@ -101,7 +107,7 @@ def analyse(dataset: str, arch: str, root, draws: int) -> dict:
     return row, spec_normal, spec_pert, fooling
 
 
-def figures(dataset: str, results: dict) -> None:
+def figures(dataset: str, results: dict, out: Path) -> None:
     archs = list(results)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     plot.plot_spectrum({a: results[a][1] for a in archs}, ax=axes[0])
@@ -109,7 +115,7 @@ def figures(dataset: str, results: dict) -> None:
     plot.plot_spectrum({a: results[a][2] for a in archs}, ax=axes[1])
     axes[1].set_title(f"{dataset}: r(x)/‖r(x)‖ (the paper's N)")
     fig.tight_layout()
-    fig.savefig(RESULTS / f"section4_spectrum_{dataset}.png", dpi=130)
+    fig.savefig(out / f"section4_spectrum_{dataset}.png", dpi=130)
     plt.close(fig)
 
     fig, axes = plt.subplots(1, len(archs), figsize=(4.6 * len(archs), 4), sharey=True)
@@ -117,7 +123,7 @@ def figures(dataset: str, results: dict) -> None:
         plot.plot_subspace_fooling({f"subspace d'={k}": r for k, r in results[arch][3].items()}, ax=ax)
         ax.set_title(f"{dataset} {arch}")
     fig.tight_layout()
-    fig.savefig(RESULTS / f"section4_fooling_{dataset}.png", dpi=130)
+    fig.savefig(out / f"section4_fooling_{dataset}.png", dpi=130)
     plt.close(fig)
 
     spec = results["cnn"][2]
@@ -125,7 +131,7 @@ def figures(dataset: str, results: dict) -> None:
     fig = np.ravel(axes)[0].figure
     fig.suptitle(f"{dataset} CNN: top principal directions of r/‖r‖", fontsize=10)
     fig.tight_layout()
-    fig.savefig(RESULTS / f"section4_directions_{dataset}.png", dpi=130)
+    fig.savefig(out / f"section4_directions_{dataset}.png", dpi=130)
     plt.close(fig)
 
 
@@ -153,20 +159,30 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=["mnist", "digits"])
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--draws", type=int, default=20)
+    parser.add_argument("--limit", type=int, default=None, help="only the first N inputs of each part")
+    parser.add_argument("--quick", action="store_true",
+                        help="digits only, --limit 300, 2 draws, into analysis/results/quick/ (unless --out)")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default analysis/results)")
     args = parser.parse_args()
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    env = environment()
+    if args.quick:
+        args.datasets, args.draws, args.limit = ["digits"], 2, args.limit or 300
+    out = args.out or (RESULTS / "quick" if args.quick else RESULTS)
+    out.mkdir(parents=True, exist_ok=True)
     rows = []
     for dataset in args.datasets:
         results = {}
         for arch in zoo.ARCHITECTURES:
-            row, *rest = analyse(dataset, arch, args.data_dir, args.draws)
+            row, *rest = analyse(dataset, arch, args.data_dir, args.draws, args.limit)
             rows.append(row)
             results[arch] = (row, *rest)
-        figures(dataset, results)
-    (RESULTS / "section4.json").write_text(json.dumps(rows, indent=2) + "\n")
+        figures(dataset, results, out)
+    result = {"environment": finish(env), "draws": args.draws, "limit": args.limit, "rows": rows}
+    (out / "section4.json").write_text(json.dumps(result, indent=2) + "\n")
     table = markdown(rows)
-    (RESULTS / "section4.md").write_text(table)
+    (out / "section4.md").write_text(table)
     print(table)
+    print(f"wrote {out / 'section4.json'} ({result['environment']['wall_seconds']:.0f} s)")
 
 
 if __name__ == "__main__":
