@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -151,26 +152,50 @@ class Result:
             raise BoundgeoError(f"{json_path} lacks the 'kinds' and 'fields' of a saved {cls.__name__}")
         kwargs: dict[str, Any] = {}
         try:
-            with np.load(npz_path, allow_pickle=False) as npz:
+            with zipfile.ZipFile(npz_path) as archive:
                 for field in dataclasses.fields(cls):
                     kind = kinds.get(field.name)
                     if kind == "tensor":
-                        kwargs[field.name] = torch.from_numpy(npz[field.name].copy())
+                        kwargs[field.name] = torch.from_numpy(_read_member(archive, field.name, npz_path))
                     elif kind == "ndarray":
-                        kwargs[field.name] = npz[field.name].copy()
+                        kwargs[field.name] = _read_member(archive, field.name, npz_path)
                     elif kind == "tuple":
                         kwargs[field.name] = _to_tuple(values[field.name])
                     elif kind is not None:
                         kwargs[field.name] = values[field.name]
         except BoundgeoError:
             raise
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, TypeError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, TypeError, MemoryError) as exc:
             raise BoundgeoError(f"{npz_path} (with {json_path.name}) is not a readable {cls.__name__}: "
                                 f"{type(exc).__name__}: {str(exc)[:200]}") from None
         try:
             return cls(**kwargs)
         except TypeError as exc:
             raise BoundgeoError(f"{json_path} does not describe a {cls.__name__}: {exc}") from None
+
+
+def _read_member(archive: zipfile.ZipFile, name: str, npz_path: Path) -> np.ndarray:
+    """The numeric array ``name`` of an .npz, read without pickle. Its header is checked against
+    the member's stored size before anything is allocated: numpy allocates what a header claims
+    (4 TiB for a forged one) before it finds the data missing."""
+    try:
+        info = archive.getinfo(f"{name}.npy")
+    except KeyError:
+        raise BoundgeoError(f"{npz_path} lacks the array {name!r}") from None
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        if version not in ((1, 0), (2, 0)):
+            raise BoundgeoError(f"{npz_path}: {name}.npy has .npy format {version}, not one numpy.savez writes")
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(member)
+        stored = info.file_size - member.tell()
+    if dtype.hasobject or dtype.kind not in "biuf":
+        raise BoundgeoError(f"{npz_path}: {name}.npy holds a {dtype} array, not numbers")
+    declared = math.prod(shape) * dtype.itemsize
+    if declared != stored:
+        raise BoundgeoError(f"{npz_path}: {name}.npy declares {shape} ({declared} bytes) but holds {stored} bytes")
+    with archive.open(info) as member:
+        return np.lib.format.read_array(member, allow_pickle=False)
 
 
 def _to_tuple(value: Any) -> Any:

@@ -956,7 +956,7 @@ def _load_collection(out: Path) -> BoundaryPoints:
     if strange or missing or len(set(names)) != len(names):
         raise BoundgeoError(f"{meta_path} lists arrays {names!r}; expected the fields {list(_TENSOR_FIELDS)} "
                             "(true_label optional), each once")
-    root = folder.resolve()
+    root = out.resolve() / _POINTS  # not folder.resolve(): a symlinked points/ must not carry it elsewhere
     arrays = {}
     for name in names:
         path = folder / f"{name}.npy"

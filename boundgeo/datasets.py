@@ -142,41 +142,57 @@ def _find(root: Path, names: list[str], dataset: str) -> Path:
     )
 
 
-def _read_maybe_gz(path: Path) -> bytes:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise BoundgeoError(f"cannot read {path}: {exc}") from exc
-    if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
-            raise BoundgeoError(f"{path} is a corrupt or truncated gzip file ({exc})") from exc
-    return data
+def _check_regular(path: Path) -> None:
+    """A dataset file must be a regular file: a symlink to a device (/dev/zero) or a FIFO would be
+    read forever."""
+    if not path.is_file():
+        raise BoundgeoError(f"{path} is not a regular file (a device, FIFO or folder, or a link to one)")
 
 
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+# the data of one IDX file is read up to this size (MNIST's largest file holds 47 MB): a header
+# that claims more, as a gzip bomb's would, is refused before anything is decompressed
+IDX_MAX_BYTES = 2**30
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Parse an IDX file (the MNIST format): magic 0x0000 <dtype> <ndim>, big-endian dims."""
-    data = _read_maybe_gz(path)
-    if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise BoundgeoError(f"{path} is not an IDX file (bad magic number {data[:4]!r})")
-    if data[2] not in IDX_TYPES:
-        raise BoundgeoError(f"{path}: unknown IDX element type 0x{data[2]:02x}")
-    ndim, dtype = data[3], np.dtype(IDX_TYPES[data[2]])
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise BoundgeoError(f"{path}: IDX header of {ndim} dims is cut short ({len(data)} bytes)")
-    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    count = math.prod(dims)  # exact: huge headers must not wrap around as numpy products do
-    if count * dtype.itemsize != len(data) - header:
+    """Parse an IDX file (the MNIST format), gzipped or raw: magic 0x0000 <dtype> <ndim>, big-endian
+    dims, then the data. The data is read only up to the size the header declares (at most
+    ``IDX_MAX_BYTES``), so a gzip bomb is refused rather than decompressed."""
+    _check_regular(path)
+    gzipped = False
+    try:
+        with open(path, "rb") as raw:
+            gzipped = raw.read(2) == b"\x1f\x8b"
+            raw.seek(0)
+            stream = gzip.GzipFile(fileobj=raw) if gzipped else raw
+            magic = stream.read(4)
+            if len(magic) < 4 or magic[0] != 0 or magic[1] != 0:
+                raise BoundgeoError(f"{path} is not an IDX file (bad magic number {magic!r})")
+            if magic[2] not in IDX_TYPES:
+                raise BoundgeoError(f"{path}: unknown IDX element type 0x{magic[2]:02x}")
+            ndim, dtype = magic[3], np.dtype(IDX_TYPES[magic[2]])
+            head = stream.read(4 * ndim)
+            if len(head) < 4 * ndim:
+                raise BoundgeoError(f"{path}: IDX header of {ndim} dims is cut short ({4 + len(head)} bytes)")
+            dims = tuple(int.from_bytes(head[4 * i : 4 * i + 4], "big") for i in range(ndim))
+            count = math.prod(dims)  # exact: huge headers must not wrap around as numpy products do
+            size = count * dtype.itemsize
+            if size > IDX_MAX_BYTES:
+                raise BoundgeoError(f"{path}: header says {dims} ({count} values of {dtype.itemsize} bytes), "
+                                    f"more than the {IDX_MAX_BYTES} bytes an IDX file is read up to")
+            data = stream.read(size + 1)  # one byte more tells a file longer than its header
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
+        if gzipped:
+            raise BoundgeoError(f"{path} is a corrupt or truncated gzip file ({exc})") from exc
+        raise BoundgeoError(f"cannot read {path}: {exc}") from exc
+    if len(data) != size:
+        held = f"more than {size}" if len(data) > size else str(len(data))
         raise BoundgeoError(
             f"{path}: header says {dims} ({count} values of {dtype.itemsize} bytes) but the file "
-            f"holds {len(data) - header} bytes of data (truncated or corrupt?)"
+            f"holds {held} bytes of data (truncated or corrupt?)"
         )
-    return np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
+    return np.frombuffer(data, dtype=dtype).reshape(dims)
 
 
 def _mnist(root: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -234,10 +250,11 @@ class _ArraysOnlyUnpickler(pickle.Unpickler):
 
 
 def _load_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    _check_regular(path)
     try:
         batch = _ArraysOnlyUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
-    except BoundgeoError:
-        raise
+    except BoundgeoError as exc:
+        raise BoundgeoError(f"{path}: {exc}") from None
     except Exception as exc:
         raise BoundgeoError(f"{path} is not a CIFAR-10 python batch ({exc})") from exc
     if not isinstance(batch, dict):

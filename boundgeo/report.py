@@ -25,7 +25,7 @@ def _run_info(out: Path) -> dict:
         return {}
     try:
         info = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, absurd nesting
         raise BoundgeoError(f"{path} is not valid JSON ({exc})") from exc
     if not isinstance(info, dict):
         raise BoundgeoError(f"{path} must hold a JSON object, got {type(info).__name__}")
