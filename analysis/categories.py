@@ -8,7 +8,9 @@
    540 test images) and on MNIST (1,000 of the last 2,000 images; half fit the universal
    perturbations, half are evaluated), side by side.
 Writes analysis/results/categories_toys.png, categories_profiles.png, categories_mnist_cnn.png
-and categories.json.
+(with MNIST) and categories.json (``{"environment", "limit", "toys", "profiles"}``).
+``--quick``: the toys and the digits profiles on 100 test images over 6 budgets, into
+analysis/results/quick/.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 
 import boundgeo as bg
+from _environment import environment, finish
 from boundgeo import plot, toys, zoo
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +34,7 @@ RESULTS = ROOT / "analysis" / "results"
 GRIDS = {"digits": np.geomspace(0.05, 12.0, 16), "mnist": np.geomspace(0.1, 40.0, 16)}
 
 
-def toy_part() -> list[dict]:
+def toy_part(out: Path) -> list[dict]:
     rows = []
     fig, axes = plt.subplots(1, 4, figsize=(16, 4.3))
     for dim in (2, 100):
@@ -47,22 +50,26 @@ def toy_part() -> list[dict]:
             if dim == 2:
                 plot.plot_regions_2d(toy, ax=axes[i], category=found)
     fig.tight_layout()
-    fig.savefig(RESULTS / "categories_toys.png", dpi=120)
+    fig.savefig(out / "categories_toys.png", dpi=120)
     plt.close(fig)
     return rows
 
 
-def profile_part(data_dir) -> tuple[list[dict], dict]:
+def profile_part(data_dir, out: Path, datasets=("digits", "mnist"), limit: int | None = None,
+                 budgets: int = 16) -> tuple[list[dict], dict]:
     rows, profiles = [], {}
-    for dataset in ("digits", "mnist"):
+    for dataset in datasets:
         _, _, x_te, _ = zoo.reference_split(dataset, root=data_dir)
         if dataset == "mnist":
             order = torch.randperm(len(x_te), generator=torch.Generator().manual_seed(0))
             x_te = x_te[order[:1000]]
+        if limit is not None:
+            x_te = x_te[:limit]
+        grid = np.geomspace(GRIDS[dataset][0], GRIDS[dataset][-1], budgets)
         for arch in zoo.ARCHITECTURES:
             start = time.perf_counter()
             trained = zoo.train_reference(dataset, arch, root=data_dir)
-            prof = bg.robustness_profile(bg.Classifier(trained.model), x_te, epsilons=GRIDS[dataset],
+            prof = bg.robustness_profile(bg.Classifier(trained.model), x_te, epsilons=grid,
                                          norm="l2", threshold=0.5, seed=0)
             profiles[(dataset, arch)] = prof
             row = {"dataset": dataset, "model": arch, "accuracy": trained.accuracy, "n_eval": prof.n,
@@ -71,14 +78,14 @@ def profile_part(data_dir) -> tuple[list[dict], dict]:
                    "margin_median": prof.margin_median, "epsilons": prof.epsilons.tolist(),
                    "per_image_rate": prof.per_image_rate.tolist(), "universal_rate": prof.universal_rate.tolist(),
                    "random_rate": prof.random_rate.tolist(), "category": prof.category.tolist(),
-                   "seconds": time.perf_counter() - start}
+                   "seconds": time.perf_counter() - start, "torch_threads": torch.get_num_threads()}
             rows.append(row)
             fmt = lambda v: "—" if v is None else f"{v:.3g}"
             print(f"{dataset} {arch}: ε₂ {fmt(prof.eps2)}, ε₃ {fmt(prof.eps3)}, ε₄ {fmt(prof.eps4)}, "
                   f"ε₄/ε₂ {fmt(prof.ratio_42)} (√d = {math.sqrt(prof.d):.3g}), ε₃/ε₂ {fmt(prof.ratio_32)} "
                   f"({row['seconds']:.0f} s)")
-    fig, axes = plt.subplots(2, 3, figsize=(16, 8.5), sharey=True)
-    for r, dataset in enumerate(("digits", "mnist")):
+    fig, axes = plt.subplots(len(datasets), 3, figsize=(16, 4.25 * len(datasets)), sharey=True, squeeze=False)
+    for r, dataset in enumerate(datasets):
         for c, arch in enumerate(zoo.ARCHITECTURES):
             ax = plot.plot_profile(profiles[(dataset, arch)], ax=axes[r, c], log_eps=True)
             ax.set_title(f"{dataset} {arch}", fontsize=10)
@@ -86,13 +93,15 @@ def profile_part(data_dir) -> tuple[list[dict], dict]:
             ax.get_legend().remove()
     fig.legend(handles, labels, loc="lower center", ncol=4, frameon=False, fontsize=8)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    fig.savefig(RESULTS / "categories_profiles.png", dpi=120)
+    fig.savefig(out / "categories_profiles.png", dpi=120)
     plt.close(fig)
+    if ("mnist", "cnn") not in profiles:
+        return rows, profiles
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
     plot.plot_profile(profiles[("mnist", "cnn")], ax=ax, log_eps=True)
     ax.set_title("MNIST CNN: robustness profile (ℓ2, τ = 0.5)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(RESULTS / "categories_mnist_cnn.png", dpi=130)
+    fig.savefig(out / "categories_mnist_cnn.png", dpi=130)
     plt.close(fig)
     return rows, profiles
 
@@ -100,13 +109,23 @@ def profile_part(data_dir) -> tuple[list[dict], dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--datasets", nargs="+", default=["digits", "mnist"], choices=["digits", "mnist"])
+    parser.add_argument("--limit", type=int, default=None, help="only the first N evaluation images")
+    parser.add_argument("--budgets", type=int, default=16, help="budgets ε in each profile's grid")
+    parser.add_argument("--quick", action="store_true",
+                        help="digits only, --limit 100, 6 budgets, into analysis/results/quick/ (unless --out)")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default analysis/results)")
     args = parser.parse_args()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    toy_rows = toy_part()
-    profile_rows, _ = profile_part(args.data_dir)
-    (RESULTS / "categories.json").write_text(json.dumps({"toys": toy_rows, "profiles": profile_rows},
-                                                        indent=2) + "\n")
-    print(f"wrote {RESULTS / 'categories.json'}")
+    env = environment()
+    if args.quick:
+        args.datasets, args.limit, args.budgets = ["digits"], args.limit or 100, 6
+    out = args.out or (RESULTS / "quick" if args.quick else RESULTS)
+    out.mkdir(parents=True, exist_ok=True)
+    toy_rows = toy_part(out)
+    profile_rows, _ = profile_part(args.data_dir, out, args.datasets, args.limit, args.budgets)
+    result = {"environment": finish(env), "limit": args.limit, "toys": toy_rows, "profiles": profile_rows}
+    (out / "categories.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out / 'categories.json'} ({result['environment']['wall_seconds']:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -5,11 +5,13 @@
 The model is bg.zoo's ResNet-8 (``zoo.train_reference("cifar10", "resnet")``). Only the CIFAR-10
 *test* split is at hand (data/cifar10: the JPEG image folder), so the model is trained on the
 first 800 test images of each class and everything below runs on the other 200 of each class
-(2,000 held-out test images). Its checkpoint is analysis/results/cifar10_resnet.pt (325 KB); the
+(2,000 held-out test images). Its checkpoint is analysis/results/cifar10_resnet.pt (325 KiB); the
 script retrains it (deterministically, 10.5 minutes on one core of the shared 2-core machine) when
 the file is absent, was trained with another recipe, or with ``--retrain``. The whole study took
 51 minutes there (``--threads 1``; wall seconds per stage are in the JSON); ``--limit 200`` takes a
-quick look in a few minutes.
+quick look in a few minutes, and ``--quick`` (``--limit 100``, fewer draws, points, seeds, passes
+and budgets, SGD only) writes it to analysis/results/quick/. Every figure's title says what the model was trained
+and evaluated on.
 
 The held-out images are split in two halves (seed 0): A (1,000) and B (1,000).
   1. normals: DeepFool (ℓ2, and ℓ∞ for the margins) on all 2,000; ρ_adv = mean ‖r‖₂/‖x‖₂ against
@@ -32,10 +34,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import math
-import subprocess
 import time
 from pathlib import Path
 
@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 import boundgeo as bg
+from _environment import environment, finish
 from boundgeo import plot, zoo
 from boundgeo._perturb import scale_to_norm
 from boundgeo.datasets import CIFAR10_CLASSES
@@ -62,6 +63,8 @@ SEEDS = (0, 1, 2)
 PROFILE_EPSILONS = np.geomspace(0.02, 20.0, 14)
 CHESSBOARD_PERIODS = (1, 2, 4, 8, 16)
 PUBLISHED_RHO = {"NIN": 0.023, "LeNet": 0.030}  # DeepFool (CVPR 2016), Table 1, CIFAR-10
+TRAINED_ON = ("trained on part of the CIFAR-10 test split (its first 800 images per class), "
+              "evaluated on the other 2,000")
 
 
 class Stages:
@@ -78,30 +81,25 @@ class Stages:
         return out
 
 
-def git_commit() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "boundgeo"], cwd=ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return head + (" (boundgeo/ has uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+def reference_model(data_dir, retrain: bool, quick: bool = False) -> zoo.TrainedModel:
+    """The checkpoint if it holds the current recipe, else a fresh (deterministic) training.
 
-
-def reference_model(data_dir, retrain: bool) -> zoo.TrainedModel:
-    """The checkpoint if it holds the current recipe, else a fresh (deterministic) training."""
+    A quick run never trains (10 minutes) nor overwrites the published checkpoint: it stops instead.
+    """
     recipe = zoo.RECIPES[("cifar10", "resnet")]
     if CHECKPOINT.exists() and not retrain:
         trained = zoo.load_checkpoint(CHECKPOINT)
         if trained.meta.get("recipe") == recipe and trained.seed == 0:
             return trained
         print(f"{CHECKPOINT.name} was trained with another recipe; retraining")
+    if quick:
+        raise SystemExit(f"--quick uses the checkpoint {CHECKPOINT}, which is missing or holds another recipe "
+                         "than boundgeo.zoo.RECIPES; run without --quick (or with --retrain) to train it")
     trained = zoo.train_reference("cifar10", "resnet", root=data_dir, seed=0, progress=True)
     meta = dict(trained.meta, recipe=recipe, threads=torch.get_num_threads(), torch=str(torch.__version__))
     trained = dataclasses.replace(trained, meta=meta)
     trained.save(CHECKPOINT)
-    print(f"wrote {CHECKPOINT} ({CHECKPOINT.stat().st_size / 1024:.0f} KB), trained in {trained.seconds:.0f} s")
+    print(f"wrote {CHECKPOINT} ({CHECKPOINT.stat().st_size / 1024:.0f} KiB), trained in {trained.seconds:.0f} s")
     return trained
 
 
@@ -171,13 +169,13 @@ def subspace_part(clf, x_b, spec_pert, median_margin, draws) -> tuple[dict, dict
     return record, fooling
 
 
-def universal_part(clf, x_a, x_b, passes: dict, methods) -> tuple[list[dict], dict]:
+def universal_part(clf, x_a, x_b, passes: dict, methods, seeds=SEEDS) -> tuple[list[dict], dict]:
     rows, kept = [], {}
     for norm, xi in UNIVERSAL_SETTINGS:
         for method in methods:
             if method == "deepfool" and (norm, xi) not in ALGORITHM1_SETTINGS:
                 continue
-            for seed in SEEDS:
+            for seed in seeds:
                 uap = bg.universal_perturbation(clf, x_a, xi=xi, norm=norm, method=method,
                                                 max_passes=passes[method], eval_data=x_b, seed=seed,
                                                 progress=False)
@@ -196,7 +194,7 @@ def universal_part(clf, x_a, x_b, passes: dict, methods) -> tuple[list[dict], di
     # random vectors of the same size: uniform on the ℓ2 sphere; random signs for ℓ∞
     generator = torch.Generator().manual_seed(0)
     for norm, xi in UNIVERSAL_SETTINGS:
-        for seed in SEEDS:
+        for seed in seeds:
             v = torch.randn(x_b.shape[1:], generator=generator)
             v = xi * (v.sign() if norm == "linf" else v / v.norm())
             rows.append({"norm": norm, "xi": xi, "method": "random", "seed": seed, "fit_rate": None,
@@ -238,8 +236,9 @@ def summarise_universal(rows: list[dict]) -> list[dict]:
     return table
 
 
-def profile_part(clf, x_b) -> tuple[dict, bg.RobustnessProfile]:
-    prof = bg.robustness_profile(clf, x_b, epsilons=PROFILE_EPSILONS, norm="l2", threshold=0.5, seed=0)
+def profile_part(clf, x_b, budgets: int = len(PROFILE_EPSILONS)) -> tuple[dict, bg.RobustnessProfile]:
+    epsilons = np.geomspace(PROFILE_EPSILONS[0], PROFILE_EPSILONS[-1], budgets)
+    prof = bg.robustness_profile(clf, x_b, epsilons=epsilons, norm="l2", threshold=0.5, seed=0)
     record = {"n_eval": prof.n, "d": prof.d, "sqrt_d": math.sqrt(prof.d), "eps2": prof.eps2, "eps3": prof.eps3,
               "eps4": prof.eps4, "ratio_32": prof.ratio_32, "ratio_42": prof.ratio_42,
               "margin_median": prof.margin_median, "epsilons": prof.epsilons.tolist(),
@@ -281,6 +280,10 @@ def figures(out: Path, spec_normal, spec_pert, fooling, kept, x_b, clf, prof, cu
     written = []
 
     def save(fig, name):
+        # every figure's title says what the model was trained and evaluated on
+        above = fig.get_suptitle() + "\n" if fig.get_suptitle() else ""
+        fig.suptitle(f"{above}ResNet-8 {TRAINED_ON}", fontsize=9 if above else 8.5)
+        fig.tight_layout()
         fig.savefig(out / name, dpi=130)
         plt.close(fig)
         written.append(name)
@@ -365,15 +368,26 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(UNIVERSAL_METHODS), choices=UNIVERSAL_METHODS)
     parser.add_argument("--limit", type=int, default=None,
                         help="a quick look: only this many held-out images (seeded choice)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON and figures go")
+    parser.add_argument("--seeds", type=int, default=len(SEEDS), help="seeds of every universal perturbation")
+    parser.add_argument("--budgets", type=int, default=len(PROFILE_EPSILONS), help="budgets of the profile")
+    parser.add_argument("--quick", action="store_true",
+                        help="--limit 100, 2 draws, 20 points, SGD only, 1 pass, 50 fitting images, 1 seed, "
+                             "6 budgets, into analysis/results/quick/ (unless --out)")
+    parser.add_argument("--out", type=Path, default=None, help="where the JSON and figures go (default "
+                        "analysis/results)")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    env = environment()
+    if args.quick:
+        args.limit, args.draws, args.points = args.limit or 100, 2, 20
+        args.methods, args.passes, args.fit, args.seeds, args.budgets = ["sgd"], 1, 50, 1, 6
+    args.out = args.out or (RESULTS / "quick" if args.quick else RESULTS)
     args.out.mkdir(parents=True, exist_ok=True)
     stages = Stages()
     started = time.perf_counter()
 
-    trained = stages.run("model", reference_model, args.data_dir, args.retrain)
+    trained = stages.run("model", reference_model, args.data_dir, args.retrain, args.quick)
     _, _, x, y = zoo.reference_split("cifar10", root=args.data_dir)
     accuracy = zoo.accuracy(trained.model, x, y)
     print(f"ResNet-8: held-out accuracy {accuracy:.2%} on {len(y)} CIFAR-10 test images "
@@ -391,9 +405,10 @@ def main() -> None:
     subspace, fooling = stages.run("subspace", subspace_part, clf, x_b, spec_pert, margins["l2"]["median_margin"],
                                    args.draws)
     passes = {m: args.passes or PASSES[m] for m in UNIVERSAL_METHODS}
+    seeds = SEEDS[: args.seeds] if args.seeds <= len(SEEDS) else tuple(range(args.seeds))
     universal_rows, kept = stages.run("universal", universal_part, clf, x_a[: args.fit], x_b, passes,
-                                      args.methods)
-    profile, prof = stages.run("profile", profile_part, clf, x_b)
+                                      args.methods, seeds)
+    profile, prof = stages.run("profile", profile_part, clf, x_b, args.budgets)
     curvature, curv = stages.run("curvature", curvature_part, clf, pts_a, x, spec_normal, args.points)
     written = stages.run("figures", figures, args.out, spec_normal, spec_pert, fooling, kept, x_b, clf, prof, curv)
 
@@ -418,7 +433,7 @@ def main() -> None:
         "spectrum": spectra,
         "subspace_fooling": subspace,
         "universal": {"fit": f"the first {len(x_a[: args.fit])} of A", "eval": f"B ({len(x_b)} held-out images)",
-                      "max_passes": passes, "delta": 0.2, "seeds": list(SEEDS),
+                      "max_passes": passes, "delta": 0.2, "seeds": list(seeds),
                       "settings": [{"norm": n, "xi": xi} for n, xi in UNIVERSAL_SETTINGS],
                       "algorithm1_settings": [{"norm": n, "xi": xi} for n, xi in ALGORITHM1_SETTINGS],
                       "random": "uniform on the ℓ2 sphere; random signs (a corner of the ℓ∞ ball)",
@@ -429,10 +444,9 @@ def main() -> None:
         "curvature": curvature,
         "figures": written,
         "seconds": {**stages.seconds, "total": round(time.perf_counter() - started, 1)},
-        "environment": {"torch": torch.__version__, "boundgeo": bg.__version__, "threads": torch.get_num_threads(),
-                        "git_commit": git_commit(),
-                        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
+        "torch_threads": torch.get_num_threads(),
     }
+    record = {"environment": finish(env), **record}
     (args.out / "cifar10.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.out / 'cifar10.json'} and {', '.join(written)} ({record['seconds']['total']:.0f} s)")
 
