@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -762,7 +763,14 @@ class _RunDirectory:
 
         self.out.mkdir(parents=True, exist_ok=True)
         path = self.out / _LOCK_FILE
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # never through a link: the lock file is truncated and written below
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as exc:
+            raise BoundgeoError(f"cannot take the lock {path} ({exc.strerror}); a symbolic link or "
+                                "another kind of file is not used as a lock: remove it") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise BoundgeoError(f"the lock {path} is not a regular file: remove it")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -785,6 +793,10 @@ class _RunDirectory:
             self._lock = None
 
     def _prepare(self) -> None:
+        for name in (_SHARDS, _POINTS, _RUN_FILE):
+            if (self.out / name).is_symlink():  # the run's files stay inside out=
+                raise BoundgeoError(f"{self.out / name} is a symbolic link; a run writes only inside its "
+                                    "own folder: remove the link or choose another out=")
         for folder in (self.out, self.out / _SHARDS, self.out / _POINTS):
             for orphan in folder.glob(".*.tmp"):  # left by a killed run; no writer is left (we hold the lock)
                 orphan.unlink(missing_ok=True)

@@ -28,6 +28,7 @@ import torch
 from . import __version__
 from ._checks import check_count
 from ._errors import BoundgeoError
+from ._results import read_json
 
 # Normalisation presets (mean, std per channel) for inputs in [0, 1].
 PRESETS = {
@@ -55,7 +56,10 @@ def _record(out: Path, **fields) -> None:
     """Merge ``fields`` into ``out/setup.json`` (notes are merged by topic)."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / RUN_FILE
-    run = json.loads(path.read_text()) if path.exists() else {}
+    run = read_json(path) if path.exists() else {}
+    if not isinstance(run, dict) or not isinstance(run.get("notes", {}), dict):
+        raise BoundgeoError(f"{path} is not a setup.json written by boundgeo (an object with a 'notes' "
+                            "object); remove it or choose another --out")
     notes = {**run.get("notes", {}), **fields.pop("notes", {})}
     run.update(fields)
     run["notes"] = {k: v for k, v in notes.items() if v}

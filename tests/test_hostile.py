@@ -309,8 +309,6 @@ def test_a_payload_shard_is_never_read_on_resume_and_iter_shards_refuses_it(tmp_
     torch.testing.assert_close(again.normal, bg.BoundaryPoints.load(results[1]).normal, rtol=0, atol=0)
 
 
-@pytest.mark.xfail(strict=True, reason="boundary.py _RunDirectory._acquire opens out/.lock without O_NOFOLLOW "
-                                       "and truncates the file a symlinked .lock points to (lead's fix)")
 def test_a_symlinked_lock_file_is_refused_and_its_target_left_alone(tmp_path, results):
     _, run, clf, x = results
     run = _run_copy(run, tmp_path)
@@ -325,8 +323,6 @@ def test_a_symlinked_lock_file_is_refused_and_its_target_left_alone(tmp_path, re
         assert precious.read_text() == "the user's file", "a write escaped through the symlinked lock"
 
 
-@pytest.mark.xfail(strict=True, reason="boundary.py _RunDirectory._prepare follows a symlinked shards/ (and "
-                                       "points/) folder and writes the run outside out= (lead's fix)")
 def test_symlinked_run_folders_are_refused_and_nothing_is_written_outside(tmp_path, results):
     _, _, clf, x = results
     run, outside = tmp_path / "run", tmp_path / "outside"
@@ -478,9 +474,6 @@ def test_the_report_names_a_hostile_setup_json(tmp_path, results, capsys):
         assert code == 2 and "setup.json" in err and "Traceback" not in err, (case, err)
 
 
-@pytest.mark.xfail(strict=True, reason="cli.py _record reads setup.json with json.loads(path.read_text()): "
-                                       "raw JSONDecodeError/UnicodeDecodeError/RecursionError/AttributeError "
-                                       "(lead's fix)")
 def test_stage_commands_name_a_hostile_setup_json(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
