@@ -13,7 +13,9 @@ For each dataset's reference CNN:
      piecewise-linear network the curvature is that of the boundary seen at the scale h.
 Writes to analysis/results/: curvature_<dataset>.png (principal curvatures by rank),
 curvature_along_<dataset>.png (principal against random directions), curvature_scale.png and
-curvature.json.
+curvature.json (``{"environment", "boundgeo", "points", "records"}``). The principal and random
+directions have the colours of ``boundgeo.plot.COLORS`` in every figure. ``--quick``: digits only,
+30 points, into analysis/results/quick/.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 import torch
 
 import boundgeo as bg
+from _environment import environment, finish
 from boundgeo import plot, zoo
 from boundgeo._perturb import scale_to_norm
 
@@ -64,6 +67,7 @@ def summarise(curv: bg.Curvature) -> dict:
         "step_median": float(curv.step[curv.valid].median()),
         "along": groups,
         "seconds": curv.seconds,
+        "torch_threads": torch.get_num_threads(),
         "cost": curv.cost,
     }
 
@@ -103,24 +107,32 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=["mnist", "digits"], choices=["mnist", "digits"])
     parser.add_argument("--data-dir", default=str(ROOT / "data" / "mnist"))
     parser.add_argument("--points", type=int, default=300)
+    parser.add_argument("--quick", action="store_true",
+                        help="digits only, 30 points, into analysis/results/quick/ (unless --out)")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default analysis/results)")
     args = parser.parse_args()
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    env = environment()
+    if args.quick:
+        args.datasets, args.points = ["digits"], 30
+    out = args.out or (RESULTS / "quick" if args.quick else RESULTS)
+    out.mkdir(parents=True, exist_ok=True)
     records, scales = [], {}
     for dataset in args.datasets:
         start = time.perf_counter()
         record, curv, by_scale = analyse(dataset, args.data_dir if dataset == "mnist" else None, args.points)
         record["seconds_total"] = time.perf_counter() - start
+        record["torch_threads"] = torch.get_num_threads()
         records.append(record)
         scales[dataset] = by_scale
         ax = plot.plot_curvature(curv)
         ax.set_title(f"{dataset} CNN: " + ax.get_title(), fontsize=9)
         ax.figure.tight_layout()
-        ax.figure.savefig(RESULTS / f"curvature_{dataset}.png", dpi=130)
+        ax.figure.savefig(out / f"curvature_{dataset}.png", dpi=130)
         plt.close(ax.figure)
         ax = plot.plot_section_curvature(curv)
         ax.set_title(f"{dataset} CNN: " + ax.get_title(), fontsize=9)
         ax.figure.tight_layout()
-        ax.figure.savefig(RESULTS / f"curvature_along_{dataset}.png", dpi=130)
+        ax.figure.savefig(out / f"curvature_along_{dataset}.png", dpi=130)
         plt.close(ax.figure)
 
     fig, axes = plt.subplots(2, len(scales), figsize=(5 * len(scales), 6.4), squeeze=False, sharex=True)
@@ -130,7 +142,11 @@ def main() -> None:
         top.plot(h, [by_scale[s]["top_abs_median"] for s in SCALES], marker="o", color="0.3")
         top.set_ylabel("median |κ₁| (largest principal curvature)", fontsize=8)
         top.set_title(f"{dataset} CNN", fontsize=10)
-        for color, group in zip(("C3", "C0"), next(iter(by_scale.values()))["along"]):
+        for group in next(iter(by_scale.values()))["along"]:
+            # the colours of plot_section_curvature (curvature_along_*.png): one per role
+            color = plot.role_color(group)
+            if color is None:
+                raise ValueError(f"no colour in boundgeo.plot.COLORS for the direction group {group!r}")
             bottom.plot(h, [by_scale[s]["along"][group]["mean"] for s in SCALES], marker="s", color=color,
                         label=f"along {group}")
         bottom.axhline(0, color="0.5", lw=0.8)
@@ -141,11 +157,11 @@ def main() -> None:
         bottom.set_xlabel("finite-difference scale h / ‖r(x)‖")
         bottom.legend(frameon=False, fontsize=7)
     fig.tight_layout()
-    fig.savefig(RESULTS / "curvature_scale.png", dpi=130)
+    fig.savefig(out / "curvature_scale.png", dpi=130)
     plt.close(fig)
-    (RESULTS / "curvature.json").write_text(json.dumps({"boundgeo": bg.__version__, "records": records}, indent=2)
-                                           + "\n")
-    print(f"wrote {RESULTS / 'curvature.json'} and the figures")
+    result = {"environment": finish(env), "boundgeo": bg.__version__, "points": args.points, "records": records}
+    (out / "curvature.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out / 'curvature.json'} and the figures ({result['environment']['wall_seconds']:.0f} s)")
 
 
 if __name__ == "__main__":
