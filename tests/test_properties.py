@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -442,6 +443,229 @@ def test_robustness_profile(kind, n, epsilons, norm, threshold, seed, draws, fit
     assert (prof.per_image_rate[1:] >= prof.per_image_rate[:-1]).all()
     assert (prof.universal_rate[1:] >= prof.universal_rate[:-1]).all()
     assert (prof.per_image_rate >= prof.universal_rate - 1e-12).all()
+
+
+# ============================================================================== boundary_normals
+LABEL_KINDS = ["none"] * 6 + ["ok", "ok", "float", "whole_float", "negative", "too_many", "short", "nan"]
+
+
+def make_labels(kind: str, x, n: int):
+    """Labels for n inputs: None, the model's own predictions, or something invalid."""
+    if kind == "none":
+        return None
+    if kind in ("ok", "whole_float"):
+        try:  # the model's own predictions, so that few inputs are skipped as misclassified
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                y = classifier("mlp").predict(torch.as_tensor(x).float())
+        except bg.BoundgeoError:  # inputs the model refuses: any labels of the right length
+            y = torch.zeros(n, dtype=torch.long)
+        return y.double() if kind == "whole_float" else y
+    return {"float": torch.full((n,), 0.5), "negative": -torch.ones(n, dtype=torch.long),
+            "too_many": torch.zeros(n + 1, dtype=torch.long), "short": torch.zeros(max(n - 1, 0), dtype=torch.long),
+            "nan": torch.full((n,), math.nan)}[kind]
+
+
+def whole(value, low: int, high: float = math.inf) -> bool:
+    """Whether a setting is a whole number in [low, high], as check_count and check_seed take it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value) and value == int(value) and low <= value <= high
+
+
+NORMALS_CASE = dict(kind="ok", n_inputs=5, labels="none", n=None, norm="l2", batch_size=2, shard_size=2.5, seed=0,
+                    keep_misclassified=False, dtype=torch.float32, use_out=False)
+
+
+@settings(max_examples=40, **SETTINGS)
+@given(
+    kind=st.sampled_from(INPUT_KINDS),
+    n_inputs=st.integers(1, 7),
+    labels=st.sampled_from(LABEL_KINDS),
+    n=st.one_of(st.none(), counts(1, 7)),
+    norm=NORMS,
+    batch_size=counts(1, 4),
+    shard_size=st.one_of(st.none(), counts(1, 4)),
+    seed=SEEDS,
+    keep_misclassified=st.booleans(),
+    dtype=mixed(st.sampled_from([torch.float32, torch.float16]), [torch.float64, "float16", None]),
+    use_out=st.sampled_from([False, False, True]),
+)
+# the issue's cases, always tried: float counts were truncated and shard_size=0 became batch_size
+@example(**NORMALS_CASE)
+@example(**{**NORMALS_CASE, "shard_size": 0})
+@example(**{**NORMALS_CASE, "n": 2.5})
+@example(**{**NORMALS_CASE, "batch_size": 2.5, "use_out": True})
+@example(**{**NORMALS_CASE, "seed": 2**63})
+def test_boundary_normals(kind, n_inputs, labels, n, norm, batch_size, shard_size, seed, keep_misclassified,
+                          dtype, use_out):
+    import tempfile
+
+    clf = classifier("mlp")
+    x = make_inputs(kind, n_inputs, seed=n_inputs)
+    y = make_labels(labels, x, n_inputs)
+    data = x if y is None else (x, y)
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "run" if use_out else None
+        pts = attempt(bg.boundary_normals, clf, data, n=n, norm=norm, batch_size=batch_size,
+                      shard_size=shard_size, seed=seed, keep_misclassified=keep_misclassified, dtype=dtype,
+                      out=out, progress=False)
+        if pts is None:
+            return
+        pts = pts.select(torch.arange(len(pts)))  # read the memory-mapped arrays before the folder goes
+    assert kind in ("ok", "int", "list"), f"{kind} inputs were accepted"
+    assert labels in ("none", "ok", "whole_float"), f"{labels} labels were accepted"
+    assert norm in ("l2", "linf") and dtype in (torch.float32, torch.float16), (norm, dtype)
+    accepted = {"n": (n, 1, n_inputs), "batch_size": (batch_size, 1), "shard_size": (shard_size, 1),
+                "seed": (seed, 0, 2**63 - 1)}
+    wrong = [name for name, (value, *span) in accepted.items()
+             if not (value is None and name in ("n", "shard_size")) and not whole(value, *span)]
+    assert not wrong, f"{wrong} accepted though not whole numbers in range (once truncated silently)"
+    inputs = torch.as_tensor(x).float()
+    assert 1 <= len(pts) <= (n_inputs if n is None else int(n))
+    if n is None and y is None:
+        assert torch.equal(pts.index, torch.arange(n_inputs)), "every input, in order"
+    assert len(set(pts.index.tolist())) == len(pts) and ((pts.index >= 0) & (pts.index < n_inputs)).all()
+    assert pts.perturbation.shape == (len(pts), D) and pts.normal.shape == (len(pts), D)
+    assert pts.perturbation.dtype == dtype and pts.normal.dtype == dtype
+    assert torch.isfinite(pts.perturbation).all() and torch.isfinite(pts.normal).all()
+    assert torch.isfinite(pts.margin).all() and (pts.margin >= 0).all()
+    # clip keeps x + r in the bounds; float16 storage rounds r, by at most 2**-11 of its size
+    slack = 0.0 if dtype == torch.float32 else float(pts.perturbation.float().abs().max()) * 2**-10
+    adv = inputs[pts.index] + pts.perturbation.float()
+    assert adv.min() >= -slack and adv.max() <= 1.0 + slack, "clip keeps x + r in the bounds"
+    assert torch.equal(pts.label, clf.predict(inputs[pts.index]))
+    unit = pts.status == CONVERGED
+    size = pts.normal.float().flatten(1).norm(dim=1)
+    torch.testing.assert_close(size[unit], torch.ones_like(size[unit]), atol=2e-3, rtol=0)  # float16 rounds
+    if y is not None and not keep_misclassified:
+        assert torch.equal(pts.true_label, pts.label), "misclassified inputs are skipped"
+
+
+# ============================================================================== categorize
+@settings(max_examples=15, **SETTINGS)
+@given(
+    kind=st.sampled_from(["ok"] * 10 + ["nan", "empty", "complex", "flat"]),
+    n=st.integers(4, 6),
+    eps=reals(0.01, 2.0),
+    norm=NORMS,
+    threshold=mixed(st.floats(0.05, 1.0), [0.0, 1.5, math.nan, "0.5"]),
+    seed=SEEDS,
+    draws=counts(1, 2),
+)
+def test_categorize(kind, n, eps, norm, threshold, seed, draws):
+    clf = classifier("mlp")
+    x = make_inputs(kind, n, seed=n)
+    cat = attempt(bg.categorize, clf, x, eps=eps, norm=norm, threshold=threshold, seed=seed, draws=draws,
+                  universal_passes=1, fit_fraction=0.5)
+    if cat is None:
+        return
+    assert kind == "ok", f"{kind} inputs were accepted"
+    assert cat.value in (1, 2, 3, 4) and cat.name == bg.categories.NAMES[cat.value]
+    assert cat.eps == float(eps) > 0 and cat.norm == norm and 0 < cat.threshold <= 1
+    for rate in (cat.per_image_rate, cat.universal_rate, cat.random_rate):
+        assert math.isfinite(rate) and 0.0 <= rate <= 1.0
+    assert cat.per_image_rate >= cat.universal_rate - 1e-12, "a universal witness is a per-image one"
+
+
+# ============================================================================== boundary_curvature
+CURVATURE_CASE = dict(kind="ok", n=2, k=2, method="finite_difference", step=None, relative_step=0.1, lanczos_steps=None,
+                      batch_size=0, seed=0, along=None)
+
+
+@settings(max_examples=20, **SETTINGS)
+@given(
+    kind=st.sampled_from(["ok"] * 12 + ["nan", "empty", "complex", "wrong_width"]),
+    n=st.integers(1, 4),
+    k=counts(1, D - 1),
+    method=mixed(st.sampled_from(["finite_difference", "autograd"]), ["lanczos", None, "fd"]),
+    step=st.one_of(st.none(), reals(1e-3, 0.1)),
+    relative_step=reals(0.01, 0.5),
+    lanczos_steps=st.one_of(st.none(), counts(1, D - 1)),
+    batch_size=counts(1, 4),
+    seed=SEEDS,
+    along=st.sampled_from([None] * 4 + ["ok", "mapping", "wrong_width", "nan"]),
+)
+@example(**CURVATURE_CASE)  # the issue's case: batch_size=0
+@example(**{**CURVATURE_CASE, "batch_size": 2, "k": 2.5})
+def test_boundary_curvature(kind, n, k, method, step, relative_step, lanczos_steps, batch_size, seed, along):
+    clf = classifier("mlp")
+    x = make_inputs(kind, n, seed=n)
+    gen = torch.Generator().manual_seed(n)
+    directions = {None: None, "ok": torch.randn(2, D, generator=gen),
+                  "mapping": {"a": torch.randn(1, D, generator=gen), "b": torch.randn(2, D, generator=gen)},
+                  "wrong_width": torch.randn(2, D + 1, generator=gen),
+                  "nan": torch.full((2, D), math.nan)}[along]
+    curv = attempt(bg.boundary_curvature, clf, x, k=k, method=method, step=step, relative_step=relative_step,
+                   lanczos_steps=lanczos_steps, batch_size=batch_size, seed=seed, along=directions)
+    if curv is None:
+        return
+    assert kind == "ok", f"{kind} inputs were accepted"
+    assert along in (None, "ok", "mapping"), f"{along} directions were accepted"
+    counts_given = {"k": k, "batch_size": batch_size, "lanczos_steps": lanczos_steps}
+    wrong = [name for name, value in counts_given.items() if value is not None and not whole(value, 1)]
+    assert not wrong and whole(seed, 0, 2**63 - 1), f"{wrong or 'seed'} accepted though not a whole number in range"
+    valid = curv.valid
+    kept = curv.curvature.shape[1]
+    assert curv.curvature.shape == (n, kept) and 1 <= kept <= int(k)
+    assert curv.direction.shape == (n, kept, D) and curv.residual.shape == (n, kept)
+    assert torch.isfinite(curv.curvature[valid]).all() and torch.isfinite(curv.residual[valid]).all()
+    assert curv.curvature[~valid].isnan().all(), "no curvature without a boundary point"
+    magnitude = curv.curvature[valid].abs()
+    assert (magnitude[:, 1:] <= magnitude[:, :-1] * (1 + 1e-6) + 1e-12).all(), "sorted by |kappa|"
+    size = curv.direction[valid].flatten(2).norm(dim=2)
+    torch.testing.assert_close(size, torch.ones_like(size), atol=1e-4, rtol=0)
+    assert ((curv.point[valid] >= 0) & (curv.point[valid] <= 1)).all()
+    assert (curv.gradient_norm[valid] > 0).all()
+    if directions is not None:
+        m = 2 if along == "ok" else 3
+        assert curv.along.shape == (n, m) and torch.isfinite(curv.along[valid]).all()
+
+
+# ============================================================================== transfer_matrix
+@settings(max_examples=30, **SETTINGS)
+@given(
+    kind=st.sampled_from(INPUT_KINDS),
+    n=st.integers(1, 5),
+    models=st.lists(st.sampled_from(["linear", "mlp", "bare", "not_a_model"]), min_size=0, max_size=2,
+                    unique=True),
+    v_kinds=st.lists(st.sampled_from(["shared"] * 3 + ["per_input", "zero", "uap", "nan", "wrong", "complex",
+                                                         "string"]), min_size=0, max_size=3, unique=True),
+    data_seed=st.integers(0, 100),
+)
+def test_transfer_matrix(kind, n, models, v_kinds, data_seed):
+    x = make_inputs(kind, n, seed=data_seed)
+    gen = torch.Generator().manual_seed(data_seed)
+    classifiers = {name: {"linear": classifier("linear"), "mlp": classifier("mlp"), "bare": MODELS["mlp"],
+                          "not_a_model": "mlp"}[name] for name in models}
+    uap = bg.universal_perturbation(classifier("mlp"), make_inputs("ok", 3), xi=0.5, max_passes=1,
+                                    method="batched", progress=False)
+    perturbations = {name: {"shared": 0.3 * torch.randn(D, generator=gen),
+                            "per_input": 0.3 * torch.randn(n, D, generator=gen), "zero": torch.zeros(D),
+                            "uap": uap, "nan": torch.full((D,), math.nan), "wrong": torch.zeros(D + 1),
+                            "complex": torch.zeros(D, dtype=torch.complex64), "string": "v"}[name]
+                     for name in v_kinds}
+    frame = attempt(bg.transfer_matrix, classifiers, perturbations, x)
+    if frame is None:
+        return
+    assert kind in ("ok", "int", "list"), f"{kind} inputs were accepted"
+    assert "not_a_model" not in models, "a string was taken as a classifier"
+    assert set(v_kinds) <= {"shared", "per_input", "zero", "uap"}, f"{v_kinds} were accepted"
+    assert frame.shape == (len(v_kinds), len(models))
+    values = torch.tensor(frame.to_numpy(dtype=float))
+    assert torch.isfinite(values).all() and (values >= 0).all() and (values <= 1).all()
+    assert (values * n - (values * n).round()).abs().max() < 1e-9, "a share of n inputs"
+    if "zero" in v_kinds:
+        assert (values[list(frame.index).index("zero")] == 0).all()
+    inputs = torch.as_tensor(x).float()
+    for name in models:
+        for pname in v_kinds:
+            v = perturbations[pname]
+            clf = bg.classifier.as_classifier(classifiers[name]) if name == "bare" else classifiers[name]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                expected = bg.fooling_rate(clf, inputs, v)
+            assert frame.loc[pname, name] == pytest.approx(expected)
 
 
 # ============================================================================== found bugs
