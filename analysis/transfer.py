@@ -11,15 +11,15 @@ which none of the models or perturbations has seen. Every cell is the mean over 
 seeds (the order of the inputs when fitting). A random row gives the baseline: random vectors of
 the same size (uniform on the ℓ2 sphere of radius ξ; random signs times ξ for ℓ∞), one per seed.
 
-Writes analysis/results/transfer.json, transfer.md (the Markdown tables in the README) and
-transfer_mnist.png.
+Writes analysis/results/transfer.json (``{"environment", "setup", "settings"}``), transfer.md (the
+Markdown tables in the README) and transfer_mnist.png. ``--quick``: one seed, 200 fitting images,
+2 passes, into analysis/results/quick/.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 
 import boundgeo as bg
+from _environment import environment, finish
 from boundgeo import plot, zoo
 from boundgeo.universal import METHODS
 
@@ -50,13 +51,20 @@ def main() -> None:
     parser.add_argument("--data-dir", default=str(ROOT / "data" / "mnist"))
     parser.add_argument("--method", default="batched", choices=METHODS)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--fit", type=int, default=1000, help="fit on the first N of images [8000, 9000)")
+    parser.add_argument("--passes", type=int, default=PASSES)
+    parser.add_argument("--quick", action="store_true",
+                        help="1 seed, --fit 200, 2 passes, into analysis/results/quick/ (unless --out)")
+    parser.add_argument("--out", default=None, help="results folder (default analysis/results)")
     args = parser.parse_args()
-    out = Path(args.out)
+    env = environment()
+    if args.quick:
+        args.seeds, args.fit, args.passes = 1, min(args.fit, 200), 2
+    out = Path(args.out) if args.out else (RESULTS / "quick" if args.quick else RESULTS)
     out.mkdir(parents=True, exist_ok=True)
 
     _, _, x_te, _ = zoo.reference_split("mnist", root=args.data_dir)
-    x_fit, x_eval = x_te[:1000].contiguous(), x_te[1000:].contiguous()
+    x_fit, x_eval = x_te[:min(args.fit, 1000)].contiguous(), x_te[1000:].contiguous()
     classifiers, accuracy = {}, {}
     for name, arch, seed in MODELS:
         trained = zoo.train_reference("mnist", arch, root=args.data_dir, seed=seed)
@@ -66,8 +74,9 @@ def main() -> None:
 
     result = {"setup": {"models": {name: {"arch": arch, "seed": seed, "accuracy": accuracy[name]}
                                    for name, arch, seed in MODELS},
-                        "fit": "MNIST test images [8000, 9000)", "eval": "MNIST test images [9000, 10000)",
-                        "method": args.method, "passes": PASSES, "delta": DELTA, "seeds": args.seeds},
+                        "fit": f"MNIST test images [8000, {8000 + len(x_fit)})",
+                        "eval": "MNIST test images [9000, 10000)",
+                        "method": args.method, "passes": args.passes, "delta": DELTA, "seeds": args.seeds},
               "settings": []}
     fig, axes = plt.subplots(1, len(SETTINGS), figsize=(6.2 * len(SETTINGS), 5.2))
     tables = []
@@ -76,11 +85,12 @@ def main() -> None:
         for seed in range(args.seeds):
             perturbations = {}
             for name, clf in classifiers.items():
-                uap = bg.universal_perturbation(clf, x_fit, xi=xi, norm=norm, delta=DELTA, max_passes=PASSES,
+                uap = bg.universal_perturbation(clf, x_fit, xi=xi, norm=norm, delta=DELTA, max_passes=args.passes,
                                                 method=args.method, seed=seed, progress=False)
                 perturbations[name] = uap
                 fitted.setdefault(name, []).append({"seed": seed, "fit_fooling_rate": uap.fooling_rate,
-                                                    "seconds": uap.seconds, "passes": uap.passes})
+                                                    "seconds": uap.seconds, "passes": uap.passes,
+                                                    "torch_threads": torch.get_num_threads()})
             perturbations["random"] = random_perturbation(x_fit.shape[1:], norm, xi, seed)
             frames.append(bg.transfer_matrix(classifiers, perturbations, x_eval))
         mean = sum(frames) / len(frames)
@@ -102,10 +112,11 @@ def main() -> None:
         print("\n" + tables[-1], flush=True)
     fig.tight_layout()
     fig.savefig(out / "transfer_mnist.png", dpi=130)
-    result["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    result = {"environment": finish(env), **result}
     (out / "transfer.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "transfer.md").write_text("\n\n".join(tables) + "\n")
-    print(f"wrote {out / 'transfer.json'}, transfer.md and transfer_mnist.png")
+    print(f"wrote {out / 'transfer.json'}, transfer.md and transfer_mnist.png "
+          f"({result['environment']['wall_seconds']:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -4,20 +4,24 @@
 
 Setup: the reference MNIST CNN (trained on the first 8,000 images of the MNIST test split) and
 the first 500 correctly classified images of the last 2,000. Every library gets the same
-settings (50 steps, 10 candidates, overshoot 0.02, batch 128, clipping to [0, 1]).
+settings (50 steps, 10 candidates, overshoot 0.02, clipping to [0, 1]) and runs at its own best
+setting of torch threads and batch size: each (threads, batch) of SWEEP is timed once on the first
+``--sweep-n`` images, per library and norm, and the fastest is kept ("setting" in each row, the
+sweep in "sweeps"). Every library is then timed best of ``--repeats`` (2) at that setting.
 
 Per library it reports the success rate, the median and mean ‖r‖, the paired per-image ratio of
 ‖r‖ to boundgeo's, the seconds per image, and the forward and backward passes through the model
 (counted with module hooks, in a second, untimed run so the hooks cost the timings nothing),
 plus where boundgeo's time goes (forward, backward, the rest). Results go to
-analysis/results/bench_deepfool.json.
+analysis/results/bench_deepfool.json, with the top-level "environment" (analysis/_environment.py).
+``--quick``: 50 images, a sweep on 20, into analysis/results/quick/.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
+import sys
 import time
 from pathlib import Path
 
@@ -29,7 +33,10 @@ import boundgeo as bg
 from boundgeo import zoo
 
 ROOT = Path(__file__).resolve().parents[2]
-BATCH = 128
+sys.path.insert(0, str(ROOT / "analysis"))
+from _environment import environment, finish  # noqa: E402
+
+SWEEP = ((1, 32), (1, 128), (1, 500), (2, 32), (2, 128), (2, 500))  # (torch threads, batch size)
 SETTINGS = dict(steps=50, candidates=10, overshoot=0.02)
 
 
@@ -77,54 +84,82 @@ def _norms(delta: torch.Tensor, norm: str) -> torch.Tensor:
     return flat.norm(dim=1) if norm == "l2" else flat.abs().amax(dim=1)
 
 
-def run_boundgeo(model, x, y, norm, **extra):
+def run_boundgeo(model, x, y, norm, batch, **extra):
     clf = bg.Classifier(model)
     pts = bg.deepfool(clf, x, norm=norm, overshoot=SETTINGS["overshoot"], max_iter=SETTINGS["steps"],
-                      candidates=SETTINGS["candidates"], batch_size=BATCH, **extra)
+                      candidates=SETTINGS["candidates"], batch_size=batch, **extra)
     adv = x + pts.perturbation
     success = pts.converged & (clf.predict(adv) != y)
     return adv, success, pts
 
 
-def run_foolbox(model, x, y, norm):
+def run_foolbox(model, x, y, norm, batch):
     import foolbox as fb
 
     fmodel = fb.PyTorchModel(model, bounds=(0, 1))
     attack = (fb.attacks.L2DeepFoolAttack if norm == "l2" else fb.attacks.LinfDeepFoolAttack)(**SETTINGS)
     advs, successes = [], []
-    for xb, yb in zip(x.split(BATCH), y.split(BATCH)):
+    for xb, yb in zip(x.split(batch), y.split(batch)):
         _, adv, success = attack(fmodel, xb, yb, epsilons=None)
         advs.append(adv)
         successes.append(success)
     return torch.cat(advs), torch.cat(successes), None
 
 
-def run_art(model, x, y, norm):
+def run_art(model, x, y, norm, batch):
     from art.attacks.evasion import DeepFool
     from art.estimators.classification import PyTorchClassifier
 
     classifier = PyTorchClassifier(model=model, loss=nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
                                    nb_classes=10, clip_values=(0.0, 1.0), device_type="cpu")
     attack = DeepFool(classifier, max_iter=SETTINGS["steps"], epsilon=SETTINGS["overshoot"],
-                      nb_grads=SETTINGS["candidates"], batch_size=BATCH, verbose=False)
+                      nb_grads=SETTINGS["candidates"], batch_size=batch, verbose=False)
     adv = torch.from_numpy(attack.generate(x.numpy())).float()
     with torch.no_grad():
         success = torch.cat([model(b).argmax(1) for b in adv.split(512)]) != y
     return adv, success, None
 
 
-def measure(name, runner, model, x, y, norm, reference=None, repeats=2, **extra):
+def best_setting(name, runner, model, x, y, norm, **extra) -> tuple[dict, list[dict]]:
+    """Each (threads, batch) of SWEEP timed once on ``x``; the fastest, and all of them."""
+    before = torch.get_num_threads()
+    rows = []
+    try:
+        for threads, batch in SWEEP:
+            torch.set_num_threads(threads)
+            start = time.perf_counter()
+            runner(model, x, y, norm, batch, **extra)
+            rows.append({"threads": threads, "batch_size": batch, "seconds": time.perf_counter() - start})
+    finally:
+        torch.set_num_threads(before)
+    best = min(rows, key=lambda r: r["seconds"])
+    print(f"{name:>20} {norm:>4}: best setting {best['threads']} thread(s), batch {best['batch_size']} "
+          f"(of {len(rows)} on {len(x)} images)", flush=True)
+    return {"threads": best["threads"], "batch_size": best["batch_size"]}, rows
+
+
+def measure(name, runner, model, x, y, norm, setting, reference=None, repeats=2, **extra):
+    before = torch.get_num_threads()
+    torch.set_num_threads(setting["threads"])
+    try:
+        return _measure(name, runner, model, x, y, norm, setting, reference, repeats, **extra)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _measure(name, runner, model, x, y, norm, setting, reference, repeats, **extra):
+    batch = setting["batch_size"]
     seconds = float("inf")
     for _ in range(repeats):  # best of `repeats` untimed-hook runs
         start = time.perf_counter()
-        adv, success, pts = runner(model, x, y, norm, **extra)
+        adv, success, pts = runner(model, x, y, norm, batch, **extra)
         seconds = min(seconds, time.perf_counter() - start)
     # Passes are counted on the first layer: ART calls the layers one by one, so hooks on the
     # top-level module would miss its passes. Time per pass is read on the top-level module.
     counter, timer = PassCounter(model[0]), PassCounter(model)
     try:
         hooked = time.perf_counter()
-        runner(model, x, y, norm, **extra)
+        runner(model, x, y, norm, batch, **extra)
         hooked = time.perf_counter() - hooked
     finally:
         counter.remove()
@@ -138,6 +173,9 @@ def measure(name, runner, model, x, y, norm, reference=None, repeats=2, **extra)
         "mean_norm": float(norms[success].mean()),
         "seconds": seconds,
         "seconds_per_image": seconds / len(x),
+        "repeats": repeats,
+        "timing": f"best of {repeats}",
+        "setting": {"torch_threads": setting["threads"], "batch_size": batch},
         "forward_calls": counter.forward,
         "forward_rows_per_image": counter.forward_rows / len(x),
         "backward_calls": counter.backward,
@@ -182,8 +220,17 @@ def main() -> None:
     parser.add_argument("--data-dir", default=str(ROOT / "data" / "mnist"))
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--skip-art", action="store_true")
-    parser.add_argument("--out", default=str(ROOT / "analysis" / "results" / "bench_deepfool.json"))
+    parser.add_argument("--repeats", type=int, default=2, help="every library is timed best of this many runs")
+    parser.add_argument("--sweep-n", type=int, default=100, help="images timed for each setting of SWEEP")
+    parser.add_argument("--quick", action="store_true",
+                        help="--n 50, --sweep-n 20, into analysis/results/quick/ (unless --out)")
+    parser.add_argument("--out", default=None, help="default analysis/results/bench_deepfool.json")
     args = parser.parse_args()
+    env = environment()
+    if args.quick:
+        args.n, args.sweep_n = min(args.n, 50), min(args.sweep_n, 20)
+    results = ROOT / "analysis" / "results" / ("quick" if args.quick else "")
+    args.out = args.out or str(results / "bench_deepfool.json")
 
     torch.manual_seed(0)
     trained = zoo.train_reference("mnist", "cnn", root=args.data_dir)
@@ -193,38 +240,44 @@ def main() -> None:
         right = model(x_te).argmax(1) == y_te
     x, y = x_te[right][: args.n].contiguous(), y_te[right][: args.n]
     print(f"MNIST CNN: held-out accuracy {trained.accuracy:.4f}; {len(x)} correctly classified "
-          f"held-out images; batch {BATCH}; torch threads {torch.get_num_threads()}")
+          f"held-out images; default torch threads {torch.get_num_threads()}")
 
-    rows = []
+    rows, sweeps = [], []
+    x_sweep, y_sweep = x[: args.sweep_n], y[: args.sweep_n]
+
+    def run(name, runner, norm, reference=None, **extra):
+        setting, tried = best_setting(name, runner, model, x_sweep, y_sweep, norm, **extra)
+        sweeps.append({"library": name, "norm": norm, "images": len(x_sweep), "rows": tried})
+        return measure(name, runner, model, x, y, norm, setting, reference=reference, repeats=args.repeats,
+                       **extra)
+
     for norm in ("l2", "linf"):
-        ours, ref = measure("boundgeo", run_boundgeo, model, x, y, norm)
+        ours, ref = run("boundgeo", run_boundgeo, norm)
         rows.append(ours)
-        row, _ = measure("boundgeo nearest=None", run_boundgeo, model, x, y, norm, reference=ref,
-                         nearest=None)
-        rows.append(row)
-        row, _ = measure("foolbox", run_foolbox, model, x, y, norm, reference=ref)
-        rows.append(row)
+        rows.append(run("boundgeo nearest=None", run_boundgeo, norm, reference=ref, nearest=None)[0])
+        rows.append(run("foolbox", run_foolbox, norm, reference=ref)[0])
         if norm == "l2" and not args.skip_art:
-            row, _ = measure("art", run_art, model, x, y, norm, reference=ref, repeats=1)
-            rows.append(row)
+            rows.append(run("art", run_art, norm, reference=ref)[0])
 
     import foolbox
     import art
 
+    env.update(foolbox=foolbox.__version__, art=art.__version__)
     result = {
+        "environment": finish(env),
         "benchmark": "deepfool",
         "setup": {
             "model": "reference MNIST CNN (boundgeo.zoo), trained on MNIST test images [0, 8000)",
             "model_accuracy": trained.accuracy,
             "images": f"first {len(x)} correctly classified of MNIST test images [8000, 10000)",
-            "batch_size": BATCH,
             **SETTINGS,
             "clip": [0.0, 1.0],
+            "settings_swept": [{"torch_threads": t, "batch_size": b} for t, b in SWEEP],
+            "sweep_images": len(x_sweep),
+            "timing": f"best of {args.repeats} runs for every library, at its fastest setting of the sweep",
         },
-        "machine": {"cpu_count": torch.get_num_threads(), "platform": platform.platform(),
-                    "torch": torch.__version__, "foolbox": foolbox.__version__,
-                    "art": art.__version__, "boundgeo": bg.__version__},
         "rows": rows,
+        "sweeps": sweeps,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
