@@ -76,7 +76,7 @@ def main() -> None:
                           f"(largest difference {entry.get('max_abs_weight_difference')})")
                 else:
                     path = trained.save(shipped)
-                    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB)")
+                    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
             entry["wall_seconds"] = round(time.perf_counter() - start, 2)
             models[f"{dataset}/{arch}"] = entry
     out.mkdir(parents=True, exist_ok=True)
