@@ -651,7 +651,11 @@ def _compute_shard(clf: Classifier, source, idx: torch.Tensor, keep: int, filter
 
 def _in_storage_dtype(found: BoundaryPoints, idx: torch.Tensor, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """``normal`` and ``perturbation`` in ``dtype``; a value that is not finite there (NaN from
-    the model, or beyond float16's range) is an error rather than a silent inf."""
+    the model, or beyond float16's range) is an error rather than a silent inf.
+
+    A perturbation is rounded toward zero, entry by entry: x + r then lies between x and the
+    point DeepFool found, so inside the bounds like both (to nearest, x + r left [0, 1] by up to
+    2^-11 |r|)."""
     fields = {}
     for name in ("perturbation", "normal"):
         value = getattr(found, name)
@@ -664,6 +668,9 @@ def _in_storage_dtype(found: BoundaryPoints, idx: torch.Tensor, dtype: torch.dty
                 f"is NaN or Inf in {dtype} (largest magnitude {largest:.4g}; float16 holds at most "
                 f"{torch.finfo(torch.float16).max:g}); store in torch.float32 or check the model"
             )
+        if name == "perturbation" and dtype != value.dtype:  # after the check: inf would step to 65504
+            away = stored.to(value.dtype).abs() > value.abs()
+            stored = torch.where(away, torch.nextafter(stored, torch.zeros_like(stored)), stored)
         fields[name] = stored
     return fields
 
