@@ -120,3 +120,20 @@ def test_results_being_written_do_not_make_the_tree_dirty(monkeypatch):
     assert env_module.uncommitted() == [" M analysis/curvature.py"]
     monkeypatch.setattr(env_module, "_git", lambda *args: (128, ""))
     assert env_module.uncommitted() == ["git status failed"]  # unknown never passes for clean
+
+
+def test_bench_universal_counts_each_art_seed_once_in_its_mean():
+    spec = importlib.util.spec_from_file_location(
+        "analysis_bench_universal", ROOT / "analysis" / "benchmarks" / "bench_universal.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    art = dict(library="art", method="deepfool", norm="l2", xi=3.0, fit_fooling_rate=0.5, seconds=100.0)
+    rows = [dict(art, seed=0, threads=2, eval_fooling_rate=0.50),  # seed 0 ran at 2 and at 1 thread
+            dict(art, seed=0, threads=1, eval_fooling_rate=0.70),
+            dict(art, seed=1, threads=1, eval_fooling_rate=0.30),
+            dict(library="boundgeo", method="sgd", norm="l2", xi=3.0, seed=0, eval_fooling_rate=0.55,
+                 fit_fooling_rate=0.6, seconds=2.0)]
+    summary = {line["library"]: line for line in bench.summarise(rows)}
+    assert summary["art"]["eval_fooling_mean"] == pytest.approx((0.60 + 0.30) / 2)  # not (0.5 + 0.7 + 0.3) / 3
+    assert summary["art"]["seeds"] == 2 and summary["art"]["eval_fooling_min"] == pytest.approx(0.30)
+    assert summary["boundgeo"]["mean_minus_art"] == pytest.approx(0.55 - 0.45)

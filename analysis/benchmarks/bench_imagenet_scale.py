@@ -30,19 +30,19 @@ Each peer is timed at its best setting: first, on ``--sweep-n`` images of ``--sw
 (default: alexnet, the cheapest), both libraries run at 1 and 2 torch threads and batch sizes 1
 and 2; the setting with the smallest total time is then used for every architecture. On alexnet,
 ``--float16-n`` more normals (default 50) give the float16-storage error of the top-50 singular
-values, and boundgeo's own ``dtype=torch.float16`` storage is checked against rounding. Results: analysis/results/bench_imagenet_scale.json.
+values, and boundgeo's own ``dtype=torch.float16`` storage is checked against rounding. Results:
+analysis/results/bench_imagenet_scale.json, with the top-level "environment" (analysis/_environment.py).
+``--quick``: alexnet alone on 2 + 4 images, no sweep, no float16 check, into analysis/results/quick/.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import gc
 import inspect
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -56,6 +56,9 @@ from torch import nn
 import boundgeo as bg
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "analysis"))
+from _environment import environment as _environment, finish  # noqa: E402
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SIZE = 224
@@ -490,25 +493,11 @@ def best_setting(sweeps: list[dict], peer: str) -> dict:
 
 
 def environment() -> dict:
+    """analysis/_environment.py's block, with the peers' versions and the workers' environment."""
     import foolbox
     import torchvision
 
-    def git(*argv: str) -> str:
-        return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-    status = git("status", "--porcelain")
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                if line.startswith("model name")), platform.processor())
-    return {
-        "git_commit": git("rev-parse", "HEAD"),
-        "git_tree_clean": not status,
-        "git_uncommitted": status.splitlines(),
-        "torch": torch.__version__, "torchvision": torchvision.__version__, "numpy": np.__version__,
-        "foolbox": foolbox.__version__, "boundgeo": bg.__version__, "python": platform.python_version(),
-        "cpu_model": cpu, "cpu_count": os.cpu_count(), "torch_default_threads": torch.get_num_threads(),
-        "worker_env": WORKER_ENV,
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
+    return _environment(torchvision=torchvision.__version__, foolbox=foolbox.__version__, worker_env=WORKER_ENV)
 
 
 def gpu_estimates(arch: dict, candidates: int = DEEPFOOL["candidates"]) -> dict:
@@ -620,7 +609,10 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=3)
     parser.add_argument("--data-dir", default=str(ROOT / "data" / "cifar10"))
     parser.add_argument("--work", default="/tmp/bench_imagenet_scale")
-    parser.add_argument("--out", default=str(ROOT / "analysis" / "results" / "bench_imagenet_scale.json"))
+    parser.add_argument("--quick", action="store_true",
+                        help="--archs alexnet --n 2 --heldout 4 --draws 2, no sweep, --float16-n 0, into "
+                             "analysis/results/quick/ (unless --out)")
+    parser.add_argument("--out", default=None, help="default analysis/results/bench_imagenet_scale.json")
     parser.add_argument("--table", action="store_true", help="print the tables from --out and stop")
     # worker side
     parser.add_argument("--worker")
@@ -631,6 +623,11 @@ def main() -> None:
     parser.add_argument("--float16-n", type=int, default=50,
                         help="alexnet only: normals for the float16 vs float32 spectrum check (0: none)")
     args = parser.parse_args()
+    if args.quick:
+        args.archs, args.n, args.heldout, args.draws = "alexnet", 2, 4, 2  # a profile needs 4 inputs
+        args.sweep_archs, args.float16_n = "", 0
+    args.out = args.out or str(ROOT / "analysis" / "results" / ("quick" if args.quick else "")
+                               / "bench_imagenet_scale.json")
 
     if args.worker:
         work = worker_sweep(args) if args.mode == "sweep" else worker_main(args)
@@ -640,7 +637,6 @@ def main() -> None:
         print_tables(json.loads(Path(args.out).read_text()))
         return
 
-    start = time.perf_counter()
     Path(args.work).mkdir(parents=True, exist_ok=True)
     env = environment()
     archs = [a for a in args.archs.split(",") if a]
@@ -670,7 +666,7 @@ def main() -> None:
         arch["loadavg_before"], arch["loadavg_after"] = before, os.getloadavg()
         arch["gpu_estimate"] = gpu_estimates(arch)
         results.append(arch)
-    env["wall_seconds"] = time.perf_counter() - start
+    finish(env)
     loads = [a["loadavg_before"][0] for a in results] + [a["loadavg_after"][0] for a in results]
     result = {
         "benchmark": "imagenet_scale",
@@ -691,7 +687,7 @@ def main() -> None:
                       "settings_tried": [{"threads": t, "batch_size": b} for t, b in SWEEP]},
             "chosen": chosen,
             "draws": args.draws,
-            "shared_machine": max(loads) > 1,
+            "shared_machine": max(loads, default=0.0) > 1,
         },
         "environment": env,
         "sweeps": sweeps,
@@ -701,6 +697,8 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
+    if failures:  # written for the record, but the run failed
+        raise SystemExit(f"wrote {out}; FAILED: " + "; ".join(f"{f['architecture']}: {f['error']}" for f in failures))
     print_tables(result)
     print(f"wrote {out}")
 

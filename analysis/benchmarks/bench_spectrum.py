@@ -25,16 +25,15 @@ every forced one. Target: <= 3 s.
 
 Each section that runs replaces its own entry in analysis/results/bench_spectrum.json, with the
 environment it ran in (versions, threads, CPU, date, commit, load average before and after:
-the machine may be shared, which slows the timings but not the memory).
+the machine may be shared, which slows the timings but not the memory); the top-level
+"environment" (analysis/_environment.py) is that of the last run. ``--quick``: memory with 100
+normals and speed on 2,000 MNIST images, into analysis/results/quick/.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -43,11 +42,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "analysis"))
+from _environment import environment, finish  # noqa: E402
+
 RESULTS = ROOT / "analysis" / "results" / "bench_spectrum.json"
 IMAGENET_SHAPE = (3, 224, 224)
 D = 3 * 224 * 224
@@ -56,27 +57,6 @@ SECTIONS = ("memory", "memory_cnn", "float16", "speed")
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def environment() -> dict:
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
-        return done.stdout.strip()
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": git("rev-parse", "HEAD"),
-        "uncommitted_changes_in_boundgeo": bool(git("status", "--porcelain", "--", "boundgeo")),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "torch_threads": torch.get_num_threads(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "load_average_before": os.getloadavg(),
-    }
 
 
 # ------------------------------------------------------------------------------ inputs and models
@@ -245,17 +225,19 @@ def float16_error(data_dir: str) -> dict:
     return rows
 
 
-def speed(data_dir: str) -> dict:
+def speed(data_dir: str, n: int | None = None) -> dict:
     import boundgeo as bg
     from boundgeo import zoo
 
     trained = zoo.train_reference("mnist", "cnn", root=data_dir)
     x, _ = bg.load_dataset("mnist", root=data_dir)
+    x = x[:n] if n is not None else x
     clf = bg.Classifier(trained.model)
     start = time.perf_counter()
-    pts = bg.boundary_normals(clf, x, progress=False)  # all 10,000 images, no labels: none skipped
+    pts = bg.boundary_normals(clf, x, progress=False)  # all 10,000 images (or --speed-n), no labels: none skipped
     collect = time.perf_counter() - start
     rows = {"normals": len(pts), "converged": int(pts.converged.sum()), "collect_seconds": collect,
+            "torch_threads": torch.get_num_threads(),
             "routes": {}}
     for route in (None, "gram", "exact", "stream", "randomized"):
         times = []
@@ -263,7 +245,7 @@ def speed(data_dir: str) -> dict:
             start = time.perf_counter()
             spec = bg.spectrum(pts, baseline_draws=5, route=route, k=100 if route == "randomized" else None)
             times.append(time.perf_counter() - start)
-        rows["routes"][route or "auto"] = {"route": spec.route, "seconds_min": min(times),
+        rows["routes"][route or "auto"] = {"route": spec.route, "seconds_min": min(times), "repeats": len(times),
                                            "seconds_median": sorted(times)[1],
                                            "sigma_1": float(spec.singular_values[0])}
         print(f"spectrum of {spec.n} x {spec.d} with 5 baseline draws, route {route or 'auto'} "
@@ -277,6 +259,11 @@ def main() -> None:
                         help="comma-separated sections: " + ", ".join(SECTIONS) + " (default: all but memory_cnn)")
     parser.add_argument("--data-dir", default=str(ROOT / "data" / "mnist"))
     parser.add_argument("--n-large", type=int, default=2000)
+    parser.add_argument("--speed-n", type=int, default=None, help="MNIST images of the speed section (default all)")
+    parser.add_argument("--quick", action="store_true",
+                        help="--only memory,speed --n-large 100 --speed-n 2000, into analysis/results/quick/ "
+                             "(unless --out)")
+    parser.add_argument("--out", type=Path, default=None, help="default analysis/results/bench_spectrum.json")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -290,11 +277,16 @@ def main() -> None:
         print(json.dumps(result))
         return
 
+    run_env = environment()
+    if args.quick:
+        args.only, args.n_large, args.speed_n = "memory,speed", min(args.n_large, 100), args.speed_n or 2000
+    out = args.out or (RESULTS.parent / "quick" / RESULTS.name if args.quick else RESULTS)
+    out.parent.mkdir(parents=True, exist_ok=True)
     only = [s for s in args.only.split(",") if s]
     unknown = set(only) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown sections {sorted(unknown)}")
-    result = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    result = json.loads(out.read_text()) if out.exists() else {}
     result = {key: value for key, value in result.items() if key in SECTIONS}  # one entry per section
     for section in only:
         env = environment()
@@ -307,12 +299,12 @@ def main() -> None:
         elif section == "float16":
             rows = float16_error(args.data_dir)
         else:
-            rows = speed(args.data_dir)
-        env["load_average_after"] = os.getloadavg()
-        result[section] = {"environment": env, **rows}
-        RESULTS.write_text(json.dumps({"benchmark": "spectrum", "memory_unit": "MiB (2**20 bytes)",
-                                       **{k: result[k] for k in SECTIONS if k in result}}, indent=2) + "\n")
-        print(f"wrote the {section} section of {RESULTS}")
+            rows = speed(args.data_dir, args.speed_n)
+        result[section] = {"environment": finish(env), **rows}
+        out.write_text(json.dumps({"environment": finish(run_env), "benchmark": "spectrum",
+                                   "memory_unit": "MiB (2**20 bytes)", "sections_run": only,
+                                   **{k: result[k] for k in SECTIONS if k in result}}, indent=2) + "\n")
+        print(f"wrote the {section} section of {out}")
 
 
 if __name__ == "__main__":

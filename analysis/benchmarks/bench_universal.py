@@ -7,6 +7,7 @@
     python analysis/benchmarks/bench_universal.py --add-faithful 3      # Algorithm 1, keep_best=False
     python analysis/benchmarks/bench_universal.py --art-orders          # the same on ART's shuffles
     python analysis/benchmarks/bench_universal.py --table
+    python analysis/benchmarks/bench_universal.py --quick    # l2 ξ = 3, 1 seed, 100 images, 1 pass
 
 Setup: the reference MNIST CNN (trained on the first 8,000 images of the MNIST test split); the
 perturbation is fitted on images [8000, 9000) and evaluated on the held-out [9000, 10000) by one
@@ -23,15 +24,19 @@ on exactly the shuffles of ART's runs, for a comparison seed by seed.
 Settings: ℓ2 ξ in {3, 5} and ℓ∞ ξ in {0.1, 0.2}; δ = 0.2; 5 passes. ART runs
 ``UniversalPerturbation(attacker="deepfool", delta=0.2, max_iter=5, eps=ξ, norm=...)`` with its
 default DeepFool. Every library gets the same images; the results are written to
-analysis/results/bench_universal.json after every row (ART's rows take minutes each).
+analysis/results/bench_universal.json after every row (ART's rows take minutes each), with the
+top-level "environment" (analysis/_environment.py) of the main run and "peer_settings" (each
+library's torch threads and batch size, and why). ART's held-out rate is the mean over its seeds,
+each seed counted once (a seed run at two thread counts is averaged first). ``--quick``: ℓ2 ξ = 3,
+one seed, 100 fitting images, 1 pass, into analysis/results/quick/.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -44,6 +49,9 @@ from boundgeo import zoo
 from boundgeo.universal import METHODS
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "analysis"))
+from _environment import environment, finish  # noqa: E402
+
 SETTINGS = [("l2", 3.0), ("l2", 5.0), ("linf", 0.1), ("linf", 0.2)]
 PASSES, DELTA = 5, 0.2
 
@@ -86,6 +94,18 @@ def art_row(model, x_fit, x_eval, norm, xi, *, seed, threads, timing) -> dict:
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
+def _art_version() -> str:
+    import art
+
+    return art.__version__
+
+
+def note_step(result: dict, step: str, env: dict) -> None:
+    """Record, beside the main run's "environment", the environment of a later step that changed the file."""
+    steps = [s for s in result.get("later_steps", []) if s["step"] != step]
+    result["later_steps"] = [*steps, {"step": step, "environment": finish(env)}]
+
+
 def _size(v: torch.Tensor, norm: str) -> float:
     return float(v.norm()) if norm == "l2" else float(v.abs().max())
 
@@ -117,24 +137,34 @@ def summarise(rows: list[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault((row["norm"], row["xi"], row["library"], row["method"]), []).append(row)
-    # ART's reference: its held-out rate averaged over all its runs; its time from the runs timed at
-    # one thread (its fastest; the first runs, at two threads, took up to twice as long)
-    art = {(norm, xi): {"eval_fooling_rate": float(np.mean([r["eval_fooling_rate"] for r in runs])),
-                        "seconds": _art_seconds(runs)}
-           for (norm, xi, lib, _), runs in groups.items() if lib == "art"}
-    by_seed: dict[tuple, list[float]] = {}
+    by_seed: dict[tuple, list[dict]] = {}
     for r in rows:
         if r["library"] == "art":
-            by_seed.setdefault((r["norm"], r["xi"], r.get("seed", 0)), []).append(r["eval_fooling_rate"])
-    art_by_seed = {k: float(np.mean(v)) for k, v in by_seed.items()}  # seed 0 ran at 1 and at 2 threads
+            by_seed.setdefault((r["norm"], r["xi"], r.get("seed", 0)), []).append(r)
+    # a seed run at 1 and at 2 threads counts once: its runs are averaged first
+    art_by_seed = {k: float(np.mean([r["eval_fooling_rate"] for r in v])) for k, v in by_seed.items()}
+    art_fit_by_seed = {k: float(np.mean([r["fit_fooling_rate"] for r in v])) for k, v in by_seed.items()}
+
+    def per_seed(norm, xi, table):
+        return np.array([v for (n, x, _), v in sorted(table.items(), key=lambda kv: kv[0][2]) if (n, x) == (norm, xi)])
+
+    # ART's reference: its held-out rate averaged over its seeds; its time from the runs timed at
+    # one thread (its fastest; the first runs, at two threads, took up to twice as long)
+    art = {(norm, xi): {"eval_fooling_rate": float(per_seed(norm, xi, art_by_seed).mean()),
+                        "seconds": _art_seconds(runs)}
+           for (norm, xi, lib, _), runs in groups.items() if lib == "art"}
     out = []
     for (norm, xi, library, method), runs in groups.items():
         rates = np.array([r["eval_fooling_rate"] for r in runs])
+        fits = [r["fit_fooling_rate"] for r in runs]
+        if library == "art":  # one value per seed
+            rates, fits = per_seed(norm, xi, art_by_seed), per_seed(norm, xi, art_fit_by_seed)
         seconds = _art_seconds(runs) if library == "art" else float(np.median([r["seconds"] for r in runs]))
         line = {"norm": norm, "xi": xi, "library": library, "method": method, "runs": len(runs),
+                "seeds": len(rates),
                 "eval_fooling_mean": float(rates.mean()), "eval_fooling_min": float(rates.min()),
                 "eval_fooling_max": float(rates.max()),
-                "fit_fooling_mean": float(np.mean([r["fit_fooling_rate"] for r in runs])),
+                "fit_fooling_mean": float(np.mean(fits)),
                 "median_seconds": seconds}
         ref = art.get((norm, xi))
         if ref is not None and library == "boundgeo":
@@ -168,10 +198,11 @@ def table(result: dict) -> str:
                 timed = [r for r in result["rows"] if r["library"] == "art" and (r["norm"], r["xi"]) == (norm, xi)
                          and r.get("seed", 0) == 0 and r.get("timing") != "concurrent"]
                 row = min(timed, key=_threads)
+            versions = result.get("environment") or result["machine"]  # "machine": files before the environment
             name = (f"boundgeo {NAMES[line['method']]}" if line["library"] == "boundgeo"
-                    else f"ART {result['machine']['art']} (Algorithm 1)")
+                    else f"ART {versions['art']} (Algorithm 1)")
             spread = (f"{line['eval_fooling_mean']:.1%} ({line['eval_fooling_min']:.1%}–{line['eval_fooling_max']:.1%})"
-                      if line["runs"] > 1 else "one run")
+                      if line.get("seeds", line["runs"]) > 1 else "one run")
             speed = f"**{line['speedup_vs_art']:.0f}x**" if "speedup_vs_art" in line else "—"
             lines.append(f"| {'ℓ2' if norm == 'l2' else 'ℓ∞'} | {xi:g} | {name} | {row['eval_fooling_rate']:.1%} | "
                          f"{spread} | {line['fit_fooling_mean']:.1%} | {line['median_seconds']:.1f} | {speed} |")
@@ -193,9 +224,10 @@ def add_faithful(args) -> None:
     With ``--art-orders`` it replays the shuffles of ART's runs in the JSON instead (seed by seed),
     so that the two implementations are compared on the same orders of the inputs.
     """
+    env = environment()
     out = Path(args.out)
     result = json.loads(out.read_text())
-    trained, x_fit, x_eval = load_split(args.data_dir)
+    trained, x_fit, x_eval = load_split(args.data_dir, args.fit)
     clf = bg.Classifier(trained.model.eval())
     method = "deepfool-last-art-orders" if args.art_orders else "deepfool-last"
     result["rows"] = [r for r in result["rows"] if r["method"] != method]
@@ -209,18 +241,20 @@ def add_faithful(args) -> None:
                                             method="deepfool", keep_best=False, eval_data=x_eval, seed=seed,
                                             orders=orders, progress=False)
             row = boundgeo_row(uap, method, seed)
+            row["threads"] = torch.get_num_threads()
             result["rows"].append(row)
             print(f"{method} {norm} xi={xi} seed={seed}: held-out {row['eval_fooling_rate']:.3f} "
                   f"(fit {row['fit_fooling_rate']:.3f}), {row['seconds']:.1f} s", flush=True)
     attach_ratios(result)
+    note_step(result, "--art-orders" if args.art_orders else "--add-faithful", env)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(table(result))
 
 
-def load_split(data_dir):
+def load_split(data_dir, fit: int = 1000):
     trained = zoo.train_reference("mnist", "cnn", root=data_dir)
     _, _, x_te, _ = zoo.reference_split("mnist", root=data_dir)
-    return trained, x_te[:1000].contiguous(), x_te[1000:].contiguous()
+    return trained, x_te[:min(fit, 1000)].contiguous(), x_te[1000:].contiguous()
 
 
 def art_seeds(args) -> None:
@@ -231,14 +265,16 @@ def art_seeds(args) -> None:
     that each process had a core to itself and nothing else ran.
     """
     torch.set_num_threads(args.threads)
-    trained, x_fit, x_eval = load_split(args.data_dir)
+    trained, x_fit, x_eval = load_split(args.data_dir, args.fit)
     model = trained.model.eval()
-    result = {"benchmark": "universal (ART seeds)", "rows": []}
+    env = environment(art=_art_version())
+    result = {"environment": env, "benchmark": "universal (ART seeds)", "rows": []}
     out = Path(args.out)
     for norm, xi in parse_settings(args.art_settings):
         for seed in args.art_seeds:
             row = art_row(model, x_fit, x_eval, norm, xi, seed=seed, threads=args.threads, timing=args.timing)
             result["rows"].append(row)
+            finish(env)
             out.write_text(json.dumps(result, indent=2) + "\n")
             print(f"ART {norm} xi={xi} seed={seed}: held-out {row['eval_fooling_rate']:.3f} "
                   f"(fit {row['fit_fooling_rate']:.3f}), {row['seconds']:.0f} s", flush=True)
@@ -250,7 +286,8 @@ def art_call_cost(args) -> None:
     from art.attacks.evasion import DeepFool
     from art.estimators.classification import PyTorchClassifier
 
-    trained, x_fit, _ = load_split(args.data_dir)
+    env = environment()
+    trained, x_fit, _ = load_split(args.data_dir, args.fit)
     classifier = PyTorchClassifier(model=trained.model.eval(), loss=nn.CrossEntropyLoss(), input_shape=(1, 28, 28),
                                    nb_classes=10, clip_values=(0.0, 1.0), device_type="cpu")
     attack = DeepFool(classifier, verbose=False)
@@ -269,11 +306,13 @@ def art_call_cost(args) -> None:
     out = Path(args.out)
     result = json.loads(out.read_text())
     result["art_seconds_per_call_by_threads"] = cost
+    note_step(result, "--art-call-cost", env)
     out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 def merge(args) -> None:
     """Add the rows of other result files to --out (a row with the same run key is replaced)."""
+    env = environment()
     out = Path(args.out)
     result = json.loads(out.read_text())
 
@@ -288,6 +327,7 @@ def merge(args) -> None:
             rows[key(row)] = row
     result["rows"] = list(rows.values())
     attach_ratios(result)
+    note_step(result, "--merge", env)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(table(result))
 
@@ -301,6 +341,7 @@ def parse_settings(items: list[str]) -> list[tuple[str, float]]:
 
 
 def main() -> None:
+    global PASSES
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=str(ROOT / "data" / "mnist"))
     parser.add_argument("--skip-art", action="store_true", help="run no ART setting (with --reuse-art: "
@@ -331,8 +372,20 @@ def main() -> None:
                         help="time ART's single-image DeepFool at 1 and 2 threads into --out")
     parser.add_argument("--table", action="store_true", help="print the Markdown table of --out and exit")
     parser.add_argument("--seeds", type=int, default=5, help="seeds per boundgeo method")
-    parser.add_argument("--out", default=str(ROOT / "analysis" / "results" / "bench_universal.json"))
+    parser.add_argument("--settings", nargs="+", default=None, metavar="NORM:XI",
+                        help="only these settings in the main run (default: all four)")
+    parser.add_argument("--fit", type=int, default=1000, help="fit on the first N of images [8000, 9000)")
+    parser.add_argument("--passes", type=int, default=PASSES, help="passes of every method and of ART")
+    parser.add_argument("--quick", action="store_true",
+                        help="--settings l2:3 --seeds 1 --fit 100 --passes 1, into analysis/results/quick/ "
+                             "(unless --out)")
+    parser.add_argument("--out", default=None, help="default analysis/results/bench_universal.json")
     args = parser.parse_args()
+    if args.quick:
+        args.settings, args.seeds, args.fit, args.passes = args.settings or ["l2:3"], 1, min(args.fit, 100), 1
+    args.out = args.out or str(ROOT / "analysis" / "results" / ("quick" if args.quick else "")
+                               / "bench_universal.json")
+    PASSES = args.passes
     if args.table:
         print(table(json.loads(Path(args.out).read_text())))
         return
@@ -349,27 +402,35 @@ def main() -> None:
     if args.add_faithful or args.art_orders:
         add_faithful(args)
         return
-    trained, x_fit, x_eval = load_split(args.data_dir)
+    env = environment(art=_art_version())
+    settings = parse_settings(args.settings) if args.settings else SETTINGS
+    trained, x_fit, x_eval = load_split(args.data_dir, args.fit)
     model = trained.model.eval()
     clf = bg.Classifier(model)
-    print(f"MNIST CNN (held-out accuracy {trained.accuracy:.4f}); fit on 1000 images, evaluate on 1000 "
-          f"held-out; {PASSES} passes, delta {DELTA}; torch threads {torch.get_num_threads()}")
-    import art
+    print(f"MNIST CNN (held-out accuracy {trained.accuracy:.4f}); fit on {len(x_fit)} images, evaluate on "
+          f"{len(x_eval)} held-out; {PASSES} passes, delta {DELTA}; torch threads {torch.get_num_threads()}")
 
     result = {
+        "environment": env,
         "benchmark": "universal",
         "setup": {"model": "reference MNIST CNN, trained on MNIST test images [0, 8000)",
-                  "fit": "MNIST test images [8000, 9000)", "eval": "MNIST test images [9000, 10000)",
-                  "passes": PASSES, "delta": DELTA, "evaluator": "bg.fooling_rate (prediction change, clipped)"},
-        "machine": {"platform": platform.platform(), "torch": torch.__version__, "art": art.__version__,
-                    "boundgeo": bg.__version__, "threads": torch.get_num_threads()},
+                  "fit": f"MNIST test images [8000, {8000 + len(x_fit)})", "eval": "MNIST test images [9000, 10000)",
+                  "passes": PASSES, "delta": DELTA, "evaluator": "bg.fooling_rate (prediction change, clipped)",
+                  "settings": [{"norm": n, "xi": xi} for n, xi in settings]},
+        "peer_settings": {
+            "boundgeo": {"torch_threads": torch.get_num_threads(), "batch_size": "boundgeo's default",
+                         "why": "the machine's default threads; its batched DeepFool uses both cores"},
+            "art": {"torch_threads": 1, "batch_size": 1,
+                    "why": "UniversalPerturbation calls DeepFool on one image at a time (batch 1 is ART's "
+                           "algorithm); one thread is its fastest (art_seconds_per_call_by_threads, from "
+                           "--art-call-cost)"}},
         "rows": [],
     }
     out = Path(args.out)
     reused = []
     if args.reuse_art:
         previous = json.loads(out.read_text())
-        when = previous.get("finished_at") or time.strftime(
+        when = previous.get("environment", {}).get("date_utc_finished") or previous.get("finished_at") or time.strftime(
             "%Y-%m-%dT%H:%M:%SZ", time.gmtime(out.stat().st_mtime))
         rerun = set(parse_settings(args.rerun_art))
         reused = [dict(r, reused_from_run_at=r.get("reused_from_run_at", when)) for r in previous["rows"]
@@ -379,6 +440,7 @@ def main() -> None:
 
     def record(row):
         result["rows"].append(row)
+        finish(env)
         out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"{row['library']:>10} {row['method']:>9} {row['norm']:>4} xi={row['xi']:<4} "
               f"seed={row.get('seed', '-')}: held-out fooling "
@@ -387,18 +449,18 @@ def main() -> None:
 
     for row in reused:  # first, so that an interrupted run still has them in the JSON
         record(row)
-    for norm, xi in SETTINGS:
+    for norm, xi in settings:
         for method in METHODS:
             for seed in range(args.seeds):
                 uap = bg.universal_perturbation(clf, x_fit, xi=xi, norm=norm, delta=DELTA, max_passes=PASSES,
                                                 method=method, eval_data=x_eval, seed=seed, progress=False)
-                record(boundgeo_row(uap, method, seed))
+                record({**boundgeo_row(uap, method, seed), "threads": torch.get_num_threads()})
     have = {(r["norm"], r["xi"]) for r in reused}
     if not args.skip_art:  # ART's missing settings (all of them without --reuse-art)
-        for norm, xi in [setting for setting in SETTINGS if setting not in have]:
+        for norm, xi in [setting for setting in settings if setting not in have]:
             record(art_row(model, x_fit, x_eval, norm, xi, seed=0, threads=1, timing="alone"))
     attach_ratios(result)
-    result["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    finish(env)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(table(result))
     print(f"wrote {out}")
