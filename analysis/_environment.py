@@ -45,6 +45,36 @@ def uncommitted(ignore: str = RESULTS_DIR) -> list[str]:
     return [line for line in lines if not line[3:].strip('"').startswith(ignore)]
 
 
+# The code that computes results: a regeneration may span several commits (it takes longer
+# than one sitting) as long as none of these files changed. The README, the tests, the tables'
+# renderer and reproduce.py itself do not change a result.
+CODE_PATHS = ("boundgeo", "analysis", "pyproject.toml")
+NOT_CODE = (RESULTS_DIR, "analysis/README.md", "analysis/reproduce.py", "analysis/readme_tables.py")
+
+
+def _is_code(path: str) -> bool:
+    return path.startswith(CODE_PATHS) and not path.startswith(NOT_CODE)
+
+
+def code_version() -> str:
+    """A hash of the committed code that computes results (every file under boundgeo/ and
+    analysis/ except the results, the README, the renderer and reproduce.py, and
+    pyproject.toml): results with the same code version come from the same code, whichever
+    commit they name. "unknown" when git cannot tell."""
+    import hashlib
+
+    code, out = _git("ls-tree", "-r", "HEAD", "--", *CODE_PATHS)
+    if code:
+        return "unknown"
+    lines = sorted(line for line in out.splitlines() if _is_code(line.split("\t", 1)[-1]))
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+
+
+def uncommitted_code() -> list[str]:
+    """Those of :func:`uncommitted` lines that touch the code :func:`code_version` covers."""
+    return [line for line in uncommitted() if line == "git status failed" or _is_code(line[3:].strip('"'))]
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -59,7 +89,8 @@ def environment(**extra) -> dict:
     """Where and with what a result was computed; pass it to :func:`finish` when the work is done.
 
     Keys: ``commit`` (full hash), ``tree_clean`` (nothing uncommitted outside analysis/results/)
-    and ``uncommitted`` (those lines), ``torch``, ``numpy``, ``python``, ``boundgeo``,
+    and ``uncommitted`` (those lines), ``code_version`` (:func:`code_version`) and ``code_clean``
+    (nothing uncommitted in that code), ``torch``, ``numpy``, ``python``, ``boundgeo``,
     ``torch_threads`` (``torch.get_num_threads()``), ``cpu_count`` (``os.cpu_count()``, logical
     CPUs of the machine), ``cpu_model``, ``date_utc`` (ISO 8601), ``load_average_before`` (1, 5
     and 15 minutes), plus ``extra``.
@@ -75,6 +106,8 @@ def environment(**extra) -> dict:
         "commit": head.strip() if not code else "unknown",
         "tree_clean": not dirty,
         "uncommitted": dirty,
+        "code_version": code_version(),
+        "code_clean": not [line for line in dirty if line == "git status failed" or _is_code(line[3:].strip('"'))],
         "boundgeo": boundgeo.__version__,
         "torch": torch.__version__,
         "numpy": np.__version__,

@@ -85,13 +85,15 @@ def profile_part(data_dir, out: Path, datasets=("digits", "mnist"), limit: int |
                   f"ε₄/ε₂ {fmt(prof.ratio_42)} (√d = {math.sqrt(prof.d):.3g}), ε₃/ε₂ {fmt(prof.ratio_32)} "
                   f"({row['seconds']:.0f} s)")
     fig, axes = plt.subplots(len(datasets), 3, figsize=(16, 4.25 * len(datasets)), sharey=True, squeeze=False)
+    legend: dict = {}  # every panel's entries: a category shaded in one panel only is listed too
     for r, dataset in enumerate(datasets):
         for c, arch in enumerate(zoo.ARCHITECTURES):
             ax = plot.plot_profile(profiles[(dataset, arch)], ax=axes[r, c], log_eps=True)
             ax.set_title(f"{dataset} {arch}", fontsize=10)
-            handles, labels = ax.get_legend_handles_labels()
+            for handle, label in zip(*ax.get_legend_handles_labels()):
+                legend.setdefault(label, handle)
             ax.get_legend().remove()
-    fig.legend(handles, labels, loc="lower center", ncol=4, frameon=False, fontsize=8)
+    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=4, frameon=False, fontsize=8)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(out / "categories_profiles.png", dpi=120)
     plt.close(fig)

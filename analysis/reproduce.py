@@ -5,17 +5,20 @@
     python analysis/reproduce.py --only curvature --only bench_deepfool
     python analysis/reproduce.py --list               # the names, with estimated durations
 
-A full run writes into analysis/results/ and refuses to start when the working tree has changes
-outside analysis/results/ (``--allow-dirty`` overrides): every JSON records the commit it was
-computed on (its top-level "environment", analysis/_environment.py), and that commit must hold
-the code that computed it. ``--quick`` runs each script with its own ``--quick`` flag, which
+A full run writes into analysis/results/ and refuses to start when the code that computes results
+has uncommitted changes (``--allow-dirty`` overrides): every JSON records the commit it was
+computed on and the version of that code (its top-level "environment", analysis/_environment.py:
+``code_version`` hashes boundgeo/, the analysis scripts and pyproject.toml, not the README, the
+tests or this file). A regeneration takes longer than one sitting (``--list``), so it may span
+commits as long as the code version stays the same: ``--resume`` skips the scripts whose JSON
+files already carry the current code version, and ``--list`` says which those are. ``--quick`` runs each script with its own ``--quick`` flag, which
 shrinks the work and writes into analysis/results/quick/ (git-ignored), so a quick run never
 touches the published results.
 
 The scripts run in the order of STEPS, cheapest first, one after the other. A failing script is
 reported and the rest still run; the exit status is then 1. After each script its JSON files are
-checked: written during this run, with a top-level "environment" (in a full run, of the commit
-the run started on: a commit made during a full run fails it). The
+checked: written during this run, with a top-level "environment" (in a full run, of the code
+version the run started on, with that code committed). The
 per-script wall seconds and exit codes go to analysis/results/reproduce.json (quick:
 analysis/results/quick/reproduce.json), with the environment of the whole run.
 """
@@ -31,7 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from _environment import RESULTS_DIR, environment, finish, uncommitted
+from _environment import RESULTS_DIR, code_version, environment, finish, uncommitted_code
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "analysis" / "results"
@@ -101,29 +104,17 @@ def duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
-def list_steps() -> str:
-    lines = [f"{'name':<22} {'full':>8} {'quick':>8}  writes"]
-    for step in STEPS:
-        lines.append(f"{step.name:<22} {duration(step.full_seconds):>8} {duration(step.quick_seconds):>8}  "
-                     + ", ".join(step.outputs) + (f"  ({step.note})" if step.note else ""))
-    total_full = sum(s.full_seconds for s in STEPS)
-    total_quick = sum(s.quick_seconds for s in STEPS)
-    lines.append(f"{'total':<22} {duration(total_full):>8} {duration(total_quick):>8}")
-    return "\n".join(lines)
-
-
-def check_outputs(step: Step, folder: Path, started: float, commit: str | None) -> list[str]:
-    """What is wrong with the JSON files ``step`` should have written (empty when nothing).
-
-    ``commit``: the commit their environment must name (None: any, for quick runs, during which
-    a shared checkout may move on)."""
+def output_problems(step: Step, folder: Path, version: str, started: float | None = None) -> list[str]:
+    """What keeps ``step``'s JSON files from counting as results of code ``version`` (None: any
+    version, for quick runs): missing, older than ``started``, no environment, another code
+    version, or computed with uncommitted code."""
     problems = []
     for name in step.outputs:
         path = folder / name
         if not path.exists():
             problems.append(f"{path} was not written")
             continue
-        if path.stat().st_mtime < started:
+        if started is not None and path.stat().st_mtime < started:
             problems.append(f"{path} was not rewritten by this run")
             continue
         try:
@@ -133,12 +124,35 @@ def check_outputs(step: Step, folder: Path, started: float, commit: str | None) 
             continue
         if not isinstance(env, dict):
             problems.append(f"{path} has no top-level \"environment\"")
-        elif commit is not None and env.get("commit") != commit:
-            problems.append(f"{path}: environment.commit is {env.get('commit')!r}, not {commit}")
+        elif version is not None and env.get("code_version") != version:
+            problems.append(f"{path}: environment.code_version is {env.get('code_version')!r}, not {version}")
+        elif version is not None and env.get("code_clean") is not True:
+            problems.append(f"{path} was computed with uncommitted code ({env.get('uncommitted')})")
     return problems
 
 
-def run_step(step: Step, quick: bool, tmp: str, commit: str) -> dict:
+def list_steps(version: str | None = None) -> str:
+    lines = [f"{'name':<22} {'full':>8} {'quick':>8}  " + ("status   " if version else "") + "writes"]
+    for step in STEPS:
+        status = ""
+        if version:
+            status = f"{'current' if not output_problems(step, RESULTS, version) else 'stale':<9}"
+        lines.append(f"{step.name:<22} {duration(step.full_seconds):>8} {duration(step.quick_seconds):>8}  "
+                     + status + ", ".join(step.outputs) + (f"  ({step.note})" if step.note else ""))
+    total_full = sum(s.full_seconds for s in STEPS)
+    total_quick = sum(s.quick_seconds for s in STEPS)
+    lines.append(f"{'total':<22} {duration(total_full):>8} {duration(total_quick):>8}")
+    return "\n".join(lines)
+
+
+def check_outputs(step: Step, folder: Path, started: float, version: str | None) -> list[str]:
+    """What is wrong with the JSON files ``step`` should have written in this run (empty when
+    nothing); ``version``: the code version their environment must name (None: any, for quick
+    runs, during which a shared checkout may move on)."""
+    return output_problems(step, folder, version, started)
+
+
+def run_step(step: Step, quick: bool, tmp: str, version: str) -> dict:
     folder = QUICK if quick else RESULTS
     commands = step.quick if quick else step.full
     started_wall = time.time()
@@ -155,7 +169,7 @@ def run_step(step: Step, quick: bool, tmp: str, commit: str) -> dict:
             break  # the later commands of a step build on the earlier ones
     record["seconds"] = round(time.perf_counter() - start, 1)
     if not record["exit_code"]:
-        record["problems"] = check_outputs(step, folder, started_wall - 1, None if quick else commit)
+        record["problems"] = check_outputs(step, folder, started_wall - 1, None if quick else version)
         if record["problems"]:
             record["exit_code"] = 1
     status = "ok" if not record["exit_code"] else f"FAILED (exit {record['exit_code']})"
@@ -173,24 +187,34 @@ def main(argv: list[str] | None = None) -> int:
                         help="run only this script (repeatable); names from --list")
     parser.add_argument("--list", action="store_true", help="print the names and estimated durations, and stop")
     parser.add_argument("--allow-dirty", action="store_true",
-                        help="run in full even with uncommitted changes outside analysis/results/")
+                        help="run in full even with uncommitted changes to the code (the results then say so)")
+    parser.add_argument("--resume", action="store_true",
+                        help="skip the scripts whose JSON files already carry the current code version")
     args = parser.parse_args(argv)
     unknown = [name for name in args.only if name not in NAMES]
     if unknown:
         parser.error(f"--only: unknown name(s) {', '.join(unknown)}; choose from {', '.join(NAMES)}")
+    version = code_version()
     if args.list:
-        print(list_steps())
+        print(list_steps(version))
         return 0
+    if args.quick and args.resume:
+        parser.error("--resume applies to full runs (quick results are not kept)")
     if not args.quick and not args.allow_dirty:
-        dirty = uncommitted()
+        dirty = uncommitted_code()
         if dirty:
-            print("reproduce.py: refusing a full run: the working tree has changes outside " + RESULTS_DIR
-                  + " (the results would name a commit that does not hold the code that made them):\n  "
+            print("reproduce.py: refusing a full run: the code that computes results has uncommitted "
+                  "changes (the results would name a version that does not hold the code that made them):\n  "
                   + "\n  ".join(dirty[:20]) + ("\n  ..." if len(dirty) > 20 else "")
                   + "\nCommit them, or pass --allow-dirty, or use --quick.", file=sys.stderr)
             return 2
 
     steps = [step for step in STEPS if not args.only or step.name in args.only]
+    if args.resume:
+        done = [step.name for step in steps if not output_problems(step, RESULTS, version)]
+        if done:
+            print(f"--resume: {', '.join(done)} already carry code version {version}; skipped")
+        steps = [step for step in steps if step.name not in done]
     env = environment(quick=args.quick)
     folder = QUICK if args.quick else RESULTS
     folder.mkdir(parents=True, exist_ok=True)
@@ -199,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     records = {}
     with tempfile.TemporaryDirectory(prefix="boundgeo-reproduce-") as tmp:
         for step in steps:
-            records[step.name] = {**run_step(step, args.quick, tmp, env["commit"]), "commit": env["commit"]}
+            records[step.name] = {**run_step(step, args.quick, tmp, env["code_version"]), "commit": env["commit"],
+                                  "code_version": env["code_version"]}
             result = {"environment": finish(env), "quick": args.quick, "only": args.only,
                       "scripts": {**previous, **records}}
             out.write_text(json.dumps(result, indent=2) + "\n")

@@ -62,9 +62,9 @@ def test_only_rejects_an_unknown_name_and_says_which_exist():
     assert "no_such_script" in done.stderr and "bench_deepfool" in done.stderr
 
 
-def test_a_full_run_refuses_a_tree_dirty_outside_the_results(monkeypatch, capsys):
+def test_a_full_run_refuses_uncommitted_code(monkeypatch, capsys):
     reproduce = _load("reproduce")
-    monkeypatch.setattr(reproduce, "uncommitted", lambda: [" M boundgeo/boundary.py"])
+    monkeypatch.setattr(reproduce, "uncommitted_code", lambda: [" M boundgeo/boundary.py"])
     monkeypatch.setattr(reproduce, "run_step", lambda *a, **k: pytest.fail("no script may run"))
     assert reproduce.main(["--only", "curvature"]) == 2
     err = capsys.readouterr().err
@@ -87,15 +87,42 @@ def test_a_failing_script_makes_the_run_fail_after_the_others_ran(monkeypatch, t
     assert '"environment"' in saved and '"exit_code": 1' in saved
 
 
-def test_written_outputs_are_checked_for_an_environment_of_this_commit(tmp_path):
+def test_written_outputs_are_checked_for_an_environment_of_this_code_version(tmp_path):
     reproduce = _load("reproduce")
     step = reproduce.Step("x", (), (), ("a.json", "b.json", "c.json"), 1, 1)
-    (tmp_path / "a.json").write_text('{"environment": {"commit": "abc"}}')
+    (tmp_path / "a.json").write_text('{"environment": {"code_version": "abc", "code_clean": true}}')
     (tmp_path / "b.json").write_text('[1, 2]')
     problems = reproduce.check_outputs(step, tmp_path, 0.0, "abc")
     assert len(problems) == 2
     assert "b.json is not a JSON object" in problems[0] and "c.json was not written" in problems[1]
-    assert "environment.commit" in reproduce.check_outputs(step, tmp_path, 0.0, "def")[0]
+    assert "environment.code_version" in reproduce.check_outputs(step, tmp_path, 0.0, "def")[0]
+    (tmp_path / "a.json").write_text('{"environment": {"code_version": "abc", "code_clean": false}}')
+    assert "uncommitted code" in reproduce.check_outputs(step, tmp_path, 0.0, "abc")[0]
+
+
+def test_resume_skips_the_scripts_whose_results_carry_this_code_version(monkeypatch, tmp_path, capsys):
+    # a regeneration takes longer than one sitting: --resume picks up where the last one stopped
+    reproduce = _load("reproduce")
+    monkeypatch.setattr(reproduce, "RESULTS", tmp_path)
+    monkeypatch.setattr(reproduce, "uncommitted_code", lambda: [])
+    monkeypatch.setattr(reproduce, "code_version", lambda: "v1")
+    (tmp_path / "curvature.json").write_text('{"environment": {"code_version": "v1", "code_clean": true}}')
+    (tmp_path / "categories.json").write_text('{"environment": {"code_version": "v0", "code_clean": true}}')
+    ran = []
+    monkeypatch.setattr(reproduce, "run_step", lambda step, *a: ran.append(step.name) or
+                        {"commands": [], "exit_code": 0, "seconds": 0.0})
+    assert reproduce.main(["--resume", "--only", "curvature", "--only", "categories"]) == 0
+    assert ran == ["categories"] and "curvature already carry code version v1" in capsys.readouterr().out
+
+
+def test_the_code_version_covers_the_code_and_not_the_readme_or_tests():
+    env_module = _load("_environment")
+    assert env_module._is_code("boundgeo/spectrum.py") and env_module._is_code("analysis/benchmarks/bench_spectrum.py")
+    assert env_module._is_code("pyproject.toml") and env_module._is_code("boundgeo/weights/digits_cnn.pt")
+    for path in ("README.md", "tests/test_spectrum.py", "analysis/results/curvature.json", "analysis/README.md",
+                 "analysis/reproduce.py", "analysis/readme_tables.py"):
+        assert not env_module._is_code(path), path
+    assert len(env_module.code_version()) == 16
 
 
 def test_environment_carries_commit_versions_threads_cpu_date_and_load():
