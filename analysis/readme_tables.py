@@ -300,21 +300,32 @@ def deepfool_benchmark(data: dict) -> str:
     versions = dict(data.get("machine", {}))
     versions.update({k: v for k, v in (environment(data) or {}).items() if k in ("foolbox", "art")})
     rows = []
+    settings = all("setting" in r for r in data["rows"])  # each library at its own fastest setting since issue 18
     for r in data["rows"]:
         first = r["library"] == "boundgeo"
         rows.append([
-            _library_name(r, versions), NORM[r["norm"]], pct(r["success_rate"], 0), f"{r['median_norm']:.4f}",
+            _library_name(r, versions), NORM[r["norm"]],
+            *([f"{r['setting']['torch_threads']} / {r['setting']['batch_size']}"] if settings else []),
+            pct(r["success_rate"], 0), f"{r['median_norm']:.4f}",
             f"{r['mean_norm']:.4f}", "1" if first else f"{r['paired_norm_ratio_median']:.4f}",
             f"**{r['seconds_per_image'] * 1e3:.2f}**" if first else f"{r['seconds_per_image'] * 1e3:.2f}",
             "1" if first else f"{r['seconds_ratio_to_boundgeo']:.2f}x",
             f"{r['forward_rows_per_image']:.1f}", f"{r['backward_rows_per_image']:.1f}"])
-    return markdown(["library", "norm", "success", "median ‖r‖", "mean ‖r‖", "‖r‖ / boundgeo (paired median)",
+    return markdown(["library", "norm", *(["threads / batch"] if settings else []), "success", "median ‖r‖",
+                     "mean ‖r‖", "‖r‖ / boundgeo (paired median)",
                      "ms / image", "time vs boundgeo", "forward rows / image", "backward rows / image"], rows)
 
 
 @block("deepfool-threads", "bench_deepfool.json")
 def deepfool_threads(data: dict) -> str:
-    return f"{_df_threads(data)} torch threads"
+    swept = data.get("setup", {}).get("settings_swept")
+    if not swept:
+        return f"batch 128, {_df_threads(data)} torch threads"
+    threads = sorted({s["torch_threads"] for s in swept})
+    batches = sorted({s["batch_size"] for s in swept})
+    return (f"each library at its fastest setting of {' or '.join(map(str, threads))} torch threads and batch "
+            f"{', '.join(map(str, batches))} (found on {data['setup']['sweep_images']} images; the table's "
+            f"threads / batch column), then {data['setup']['timing'].split(' runs')[0]} runs")
 
 
 @block("deepfool-findings", "bench_deepfool.json")
@@ -1112,14 +1123,24 @@ def cifar10_findings(data: dict, s4, categories: dict, curvature: dict) -> str:
 
 @block("reference-models", "reference_models.json")
 def reference_models(data: dict) -> str:
+    models = data.get("models", data)  # {"environment", "models": {...}} since issue 18; the models before
+
     def cell(key: str, extra: str = "") -> str:
-        e = data[key]
+        e = models[key]
         acc = pct(e["accuracy"], 2)
         if key.endswith("/cnn"):
             acc = f"**{acc}**"
         return f"{acc} ({e['seconds']:.1f} s{extra})"
-    rows = [[m, cell(f"digits/{m}", ", shipped as package data `boundgeo/weights/digits_cnn.pt`" if m == "cnn"
-                     else ""), cell(f"mnist/{m}")] for m in ("affine", "mlp", "cnn")]
+
+    def shipped() -> str:
+        e = models["digits/cnn"]
+        if e.get("matches_shipped_checkpoint", True):
+            return ", shipped as package data `boundgeo/weights/digits_cnn.pt`"
+        return ("; the checkpoint shipped as package data, `boundgeo/weights/digits_cnn.pt`, was trained by an "
+                f"earlier version (weights differ by up to {e['max_abs_weight_difference']:.2g}) and scores "
+                f"{pct(e['shipped_checkpoint_accuracy'], 2)}")
+    rows = [[m, cell(f"digits/{m}", shipped() if m == "cnn" else ""), cell(f"mnist/{m}")]
+            for m in ("affine", "mlp", "cnn")]
     return markdown(["model", "digits (540 test images)", "MNIST (trained on first 8,000, tested on last 2,000)"],
                     rows)
 
