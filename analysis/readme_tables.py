@@ -824,7 +824,7 @@ def curvature_cnns(data: dict) -> str:
         ["median residual ‖Su − κu‖", f"{mm['residual_median']:.2f}", f"{dm['residual_median']:.2f}"],
         ["mean κ along the top-10 principal directions (share > 0)", _along(mm, PRINCIPAL), _along(dm, PRINCIPAL)],
         ["mean κ along random directions (share > 0)", _along(mm, RANDOM), _along(dm, RANDOM)],
-        [f"time for {mm['points']} points, k = 10, 20 `along` directions (the {len(m['by_scale'])} h runs)",
+        [f"time for {mm['points']} points, k = 10, 20 `along` directions (range over the {len(m['by_scale'])} runs, one per scale h)",
          seconds(m), seconds(d)]])
 
 

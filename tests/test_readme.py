@@ -108,7 +108,9 @@ def test_run_times_come_from_the_environment_block(tmp_path):
     (results / "bench_deepfool.json").unlink()
     (results / "bench_deepfool.json").write_text(json.dumps(data))
     assert rt.render("time-bench_deepfool", results) == "2.1 min at 2 threads"
-    assert rt.render("deepfool-threads", results) == "2 torch threads"
+    del data["setup"]["settings_swept"]  # a run at one setting for every library, as before issue 18
+    (results / "bench_deepfool.json").write_text(json.dumps(data))
+    assert rt.render("deepfool-threads", results) == "batch 128, 2 torch threads"
 
 
 def test_a_field_missing_from_the_json_names_the_block_and_the_file(tmp_path):
@@ -182,12 +184,23 @@ def test_every_block_source_exists():
     assert _sources() and all((RESULTS / source).is_file() for source in _sources())
 
 
-@pytest.mark.xfail(strict=False, reason="issue 18: the results are regenerated with a top-level 'environment' "
-                                        "near the end of the session; remove this mark after the regeneration")
-def test_every_block_source_carries_its_environment():
-    lacking = []
+# Results not yet regenerated with the current code (issue 18: a full regeneration takes about
+# 4.4 h, so it spans sittings; `python analysis/reproduce.py --resume` continues it). The set must
+# shrink, never grow: a result regenerated leaves it (the test then says so), and any other result
+# must carry the code version of all the others.
+NOT_YET_REGENERATED = {"bench_universal.json", "cifar10.json"}
+
+
+def test_every_block_source_comes_from_one_version_of_the_code():
+    versions, lacking = {}, set()
     for source in _sources():
         data = json.loads((RESULTS / source).read_text())
-        if not (isinstance(data, dict) and isinstance(data.get("environment"), dict)):
-            lacking.append(source)
-    assert lacking == []
+        env = data.get("environment") if isinstance(data, dict) else None
+        if not (isinstance(env, dict) and env.get("code_version") and env.get("code_clean") is True):
+            lacking.add(source)
+        else:
+            versions.setdefault(env["code_version"], []).append(source)
+    assert lacking == NOT_YET_REGENERATED & set(_sources()), (
+        f"without the environment of a clean regeneration: {sorted(lacking)}; expected only "
+        f"{sorted(NOT_YET_REGENERATED)} (update NOT_YET_REGENERATED when a result is regenerated)")
+    assert len(versions) <= 1, f"results from more than one version of the code: {versions}"
