@@ -1145,6 +1145,25 @@ def reference_models(data: dict) -> str:
                     rows)
 
 
+@block("readme-commands", "readme_commands.json")
+def readme_commands(data: dict) -> str:
+    """The README's two commands as timed by .ci/time_readme_commands.py in a fresh clone and venv."""
+    steps = {entry["step"]: entry for entry in data["commands"]}
+    failed = [name for name, entry in steps.items() if entry["exit_code"]]
+    if failed:
+        return f"the last timed run of the README's commands failed at {', '.join(failed)}"
+    env = data["environment"]
+    first = sum(steps[name]["seconds"] for name in ("torch_pair", "project", "demo_first_run"))
+    return (f"In a fresh clone and virtual environment on this {env['cpu_count']}-core CPU machine "
+            f"(`python .ci/time_readme_commands.py`, {env['date_utc'][:10]}, load average "
+            f"{env['load_average_before'][0]:.1f} before), the first command took {duration(first)}: "
+            f"{duration(steps['torch_pair']['seconds'])} for the torch/torchvision pair (from the local disk), "
+            f"{duration(steps['project']['seconds'])} for the project and {duration(steps['demo_first_run']['seconds'])} "
+            f"for the demo ({duration(steps['demo_warm']['seconds'])} when run again). The second, the test suite "
+            f"that CI runs, took {duration(steps['tests']['seconds'])} "
+            f"({', '.join(p for p in data['pytest_summary'].split(' in ')[0].split(', ') if 'warning' not in p)}).")
+
+
 # ---------------------------------------------------------------- rendering and checking
 
 def render(name: str, results: Path = RESULTS, cache: dict | None = None) -> str:
