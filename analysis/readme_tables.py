@@ -1040,8 +1040,12 @@ def cifar10_universal_seconds(data: dict) -> str:
     for method, name in names.items():
         s = [r["seconds_mean"] for r in data["universal"]["table"] if r["method"] == method]
         parts.append(f"{name} {span(s, lambda x: f'{x:.0f}')} s")
-    threads = env_threads(data.get("environment") or {})
-    return f"Seconds per run ({threads_text(threads) if threads else 'threads not recorded'}, loaded machine): " + ", ".join(parts) + "."
+    env = data.get("environment") or {}
+    threads = env_threads(env)
+    load = env.get("load_average_before")
+    where = f"load average {load[0]:.1f} before the run" if load else "load not recorded"
+    return (f"Seconds per run ({threads_text(threads) if threads else 'threads not recorded'}, {where}): "
+            + ", ".join(parts) + ".")
 
 
 @block("cifar10-profile", "cifar10.json")
