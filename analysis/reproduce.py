@@ -1,6 +1,6 @@
 """Regenerate every published result: each analysis script and benchmark in its own process.
 
-    python analysis/reproduce.py                      # everything (about 4 hours on 2 cores)
+    python analysis/reproduce.py                      # everything (about 3 hours on 2 cores)
     python analysis/reproduce.py --quick              # every script at a small size, about 9 minutes
     python analysis/reproduce.py --only curvature --only bench_deepfool
     python analysis/reproduce.py --list               # the names, with estimated durations
@@ -46,8 +46,9 @@ class Step:
     """One script: its full and quick command lines (argv after the Python interpreter, paths
     relative to the repository; ``{tmp}`` is a scratch folder of the run), the JSON files it
     writes (relative to the results folder) and estimated seconds on the shared 2-core machine:
-    quick ones measured by ``--quick`` at a load average of about 2, full ones from the saved
-    results."""
+    quick ones measured by ``--quick`` at a load average of about 2, full ones by the
+    regeneration of code version 4b24a80bd7ae78ab on the idle machine (bench_universal's from
+    its earlier, loaded runs: its ART settings at one thread dominate)."""
 
     name: str
     full: tuple[tuple[str, ...], ...]
@@ -63,25 +64,25 @@ STEPS = (
     Step("train_reference",
          (("analysis/train_reference.py", "--dataset", "digits", "mnist", "--all", "--check-checkpoint"),),
          (("analysis/train_reference.py", "--dataset", "digits", "mnist", "--all", "--quick"),),
-         ("reference_models.json",), 60, 50,
+         ("reference_models.json",), 55, 50,
          "accuracies of the six reference models; compares the retrained digits CNN with the shipped "
          "boundgeo/weights/digits_cnn.pt instead of overwriting it"),
     Step("uap_section4", (("analysis/uap_section4.py",),), (("analysis/uap_section4.py", "--quick"),),
-         ("section4.json",), 320, 20),
+         ("section4.json",), 165, 20),
     Step("categories", (("analysis/categories.py",),), (("analysis/categories.py", "--quick"),),
-         ("categories.json",), 240, 25),
+         ("categories.json",), 80, 25),
     Step("curvature", (("analysis/curvature.py",),), (("analysis/curvature.py", "--quick"),),
-         ("curvature.json",), 120, 20),
+         ("curvature.json",), 95, 20),
     Step("transfer", (("analysis/transfer.py",),), (("analysis/transfer.py", "--quick"),),
-         ("transfer.json",), 720, 75),
+         ("transfer.json",), 275, 75),
     Step("cifar10", (("analysis/cifar10.py",),), (("analysis/cifar10.py", "--quick"),),
-         ("cifar10.json",), 3100, 30,
+         ("cifar10.json",), 700, 30,
          "+630 s when analysis/results/cifar10_resnet.pt is missing or stale (the quick run then stops)"),
     Step("bench_deepfool", (("analysis/benchmarks/bench_deepfool.py",),),
-         (("analysis/benchmarks/bench_deepfool.py", "--quick"),), ("bench_deepfool.json",), 240, 90),
+         (("analysis/benchmarks/bench_deepfool.py", "--quick"),), ("bench_deepfool.json",), 510, 90),
     Step("bench_spectrum",
          (("analysis/benchmarks/bench_spectrum.py", "--only", "memory,memory_cnn,float16,speed"),),
-         (("analysis/benchmarks/bench_spectrum.py", "--quick"),), ("bench_spectrum.json",), 720, 110),
+         (("analysis/benchmarks/bench_spectrum.py", "--quick"),), ("bench_spectrum.json",), 620, 110),
     Step("bench_universal",
          ((BU,),
           (BU, "--art-seeds", "1", "2", "--art-settings", "l2:3", "--threads", "1", "--timing", "own-core",
@@ -95,7 +96,7 @@ STEPS = (
          "at l2 3 (one process, one thread), merged; Algorithm 1 as published and on ART's shuffles; "
          "ART's call cost at 1 and 2 threads"),
     Step("bench_imagenet_scale", (("analysis/benchmarks/bench_imagenet_scale.py",),),
-         (("analysis/benchmarks/bench_imagenet_scale.py", "--quick"),), ("bench_imagenet_scale.json",), 2600, 40),
+         (("analysis/benchmarks/bench_imagenet_scale.py", "--quick"),), ("bench_imagenet_scale.json",), 910, 40),
 )
 NAMES = tuple(step.name for step in STEPS)
 

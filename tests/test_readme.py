@@ -185,7 +185,7 @@ def test_every_block_source_exists():
 
 
 # Results not yet regenerated with the current code (issue 18: a full regeneration takes about
-# 4.4 h, so it spans sittings; `python analysis/reproduce.py --resume` continues it). The set must
+# 3 h, so it spans sittings; `python analysis/reproduce.py --resume` continues it). The set must
 # shrink, never grow: a result regenerated leaves it (the test then says so), and any other result
 # must carry the code version of all the others.
 NOT_YET_REGENERATED = {"bench_universal.json"}
