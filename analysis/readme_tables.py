@@ -886,26 +886,14 @@ def imagenet_notes(data: dict) -> str:
 
 @block("imagenet-scale", "bench_imagenet_scale.json")
 def imagenet_scale(data: dict) -> str:
-    rows = []
-    for a in data["architectures"]:
-        s, n, m = a["stages"], a["n"], a["model"]
-        t_bg = s["boundgeo_deepfool"]["seconds"] / n * 1e3
-        t_fb = s["foolbox_deepfool"]["seconds"] / n * 1e3
-        rows.append([
-            a["paper_network"], a["architecture"], f"{m['parameters'] / 1e6:.0f}M", f"{t_bg:,.0f}", f"{t_fb:,.0f}",
-            f"{t_fb / t_bg:.2f}x", f"{a['boundgeo']['median_norm']:.3g} / {a['foolbox']['median_norm']:.3g}",
-            f"{a['boundgeo']['converged']}/{n} / {a['foolbox']['success']}/{n}",
-            f"{s['boundgeo_deepfool']['peak_rss_mib']:,.0f} / {s['foolbox_deepfool']['peak_rss_mib']:,.0f} / "
-            f"{a['peak_rss_process_mib']:,.0f}",
-            f"{a['spectrum']['route']}, {s['spectrum']['seconds']:.2f} ({s['spectrum_stream']['seconds']:.2f})",
-            f"{a['disk']['float32_normal_mib_per_1000']:.0f} / {a['disk']['float16_normal_mib_per_1000']:.0f}",
-            f"{s['subspace_fooling']['seconds']:.0f}", f"{s['universal_sgd_pass']['seconds']:.0f}",
-            f"{s['robustness_profile']['seconds']:.0f}"])
-    return markdown(["network (paper's)", "torchvision", "params", "boundgeo ms / image", "foolbox ms / image",
-                     "foolbox / boundgeo", "median ‖r‖ boundgeo / foolbox", "converged / success",
-                     "peak RSS MiB: boundgeo DeepFool / foolbox / whole process",
-                     "spectrum: route, s (stream forced, s)", "disk per 1,000 normals MiB: float32 / float16",
-                     "subspace fooling s", "SGD pass s", "profile s"], rows)
+    """The benchmark's own table (it prints the same one at the end of a run): one definition."""
+    import importlib.util
+
+    path = ROOT / "analysis" / "benchmarks" / "bench_imagenet_scale.py"
+    spec = importlib.util.spec_from_file_location("_bench_imagenet_scale", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench.table(data)
 
 
 @block("imagenet-sweep", "bench_imagenet_scale.json")
