@@ -204,3 +204,44 @@ def test_every_block_source_comes_from_one_version_of_the_code():
         f"without the environment of a clean regeneration: {sorted(lacking)}; expected only "
         f"{sorted(NOT_YET_REGENERATED)} (update NOT_YET_REGENERATED when a result is regenerated)")
     assert len(versions) <= 1, f"results from more than one version of the code: {versions}"
+
+
+def _code_version_at(commit: str) -> str | None:
+    """The code version (analysis/_environment.py's hash of the code files) of ``commit``, or
+    None when git or the commit is not at hand (a shallow or exported checkout)."""
+    import hashlib
+    import subprocess
+
+    spec = importlib.util.spec_from_file_location("_environment_for_tests", ROOT / "analysis" / "_environment.py")
+    env_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(env_module)
+    try:
+        done = subprocess.run(["git", "ls-tree", "-r", commit, "--", *env_module.CODE_PATHS], cwd=ROOT,
+                              capture_output=True, text=True)
+    except OSError:
+        return None
+    if done.returncode:
+        return None
+    lines = sorted(line for line in done.stdout.splitlines() if env_module._is_code(line.split("\t", 1)[-1]))
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+
+
+def test_the_commits_named_by_the_results_hold_the_code_version_they_claim():
+    """A regeneration spans several commits (results and README are committed as they come):
+    each commit a result names must hold exactly the code of the version it states, so that all
+    of them are one regeneration of one code."""
+    checked = 0
+    for path in sorted(RESULTS.glob("*.json")):
+        data = json.loads(path.read_text())
+        env = data.get("environment") if isinstance(data, dict) else None
+        if not isinstance(env, dict) or not env.get("commit"):
+            continue
+        version = _code_version_at(env["commit"])
+        if version is None:
+            continue
+        assert version == env["code_version"], (
+            f"{path.name} names commit {env['commit'][:12]}, whose code version is {version}, "
+            f"not the {env['code_version']} it states")
+        checked += 1
+    if not checked:
+        pytest.skip("git history not available: the commits the results name cannot be checked")
