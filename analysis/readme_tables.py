@@ -568,24 +568,20 @@ def universal_art_timing(data: dict) -> str:
 
 @block("universal-art-runs", "bench_universal.json")
 def universal_art_runs(data: dict) -> str:
-    counts = {}
+    """How many ART runs each setting has, and how long one takes."""
+    counts: dict[tuple[str, float], int] = {}
     for r in data["rows"]:
         if r["library"] == "art":
             counts[(r["norm"], r["xi"])] = counts.get((r["norm"], r["xi"]), 0) + 1
-    return span(list(counts.values()), str) + " times"
-
-
-@block("universal-rounding", "bench_universal.json")
-def universal_rounding(data: dict) -> str:
-    """ART's seed 0 at two threads against one thread, where both were run."""
-    for norm, xi in _uap_settings(data):
-        seed0 = [r for r in data["rows"] if r["library"] == "art" and (r["norm"], r["xi"]) == (norm, xi)
-                 and r.get("seed", 0) == 0]
-        by = {_art_threads(r): r["eval_fooling_rate"] for r in seed0}
-        if 1 in by and 2 in by:
-            return (f"at {NORM[norm]} ξ = {xi:g} the same shuffle gives {pct(by[2])} at two threads and "
-                    f"{pct(by[1])} at one")
-    return "the saved runs hold no shuffle run at both thread counts"
+    most = max(counts.values())
+    several = [k for k, c in counts.items() if c == most]
+    minutes = [r["seconds"] / 60 for r in data["rows"] if r["library"] == "art"]
+    if most == min(counts.values()):
+        runs = f"{most} times at every setting"
+    else:
+        runs = (f"{most} times at {' and '.join(f'{NORM[n]} ξ = {xi:g}' for n, xi in several)} and "
+                f"{'once' if min(counts.values()) == 1 else f'{min(counts.values())} times'} at the other settings")
+    return f"{runs} (one ART run takes {span(minutes, lambda m: f'{m:.0f}')} min here)"
 
 
 @block("universal-findings", "bench_universal.json")

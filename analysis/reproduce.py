@@ -1,6 +1,6 @@
 """Regenerate every published result: each analysis script and benchmark in its own process.
 
-    python analysis/reproduce.py                      # everything (about 3 hours on 2 cores)
+    python analysis/reproduce.py                      # everything (about 4 hours on 2 cores: --list)
     python analysis/reproduce.py --quick              # every script at a small size, about 9 minutes
     python analysis/reproduce.py --only curvature --only bench_deepfool
     python analysis/reproduce.py --list               # the names, with estimated durations
@@ -47,8 +47,9 @@ class Step:
     relative to the repository; ``{tmp}`` is a scratch folder of the run), the JSON files it
     writes (relative to the results folder) and estimated seconds on the shared 2-core machine:
     quick ones measured by ``--quick`` at a load average of about 2, full ones by the
-    regeneration of code version 4b24a80bd7ae78ab on the idle machine (bench_universal's from
-    its earlier, loaded runs: its ART settings at one thread dominate)."""
+    regeneration of code version 4b24a80bd7ae78ab on the idle machine (bench_universal's on a
+    machine shared with its own ART seeds and low-priority tests: its ART settings at one
+    thread dominate)."""
 
     name: str
     full: tuple[tuple[str, ...], ...]
@@ -91,10 +92,12 @@ STEPS = (
           (BU, "--add-faithful", "3"),
           (BU, "--art-orders"),
           (BU, "--art-call-cost")),
-         ((BU, "--quick"),), ("bench_universal.json",), 7800, 70,
-         "main run (boundgeo 5 seeds x 3 methods x 4 settings, ART seed 0 at one thread), ART seeds 1-2 "
-         "at l2 3 (one process, one thread), merged; Algorithm 1 as published and on ART's shuffles; "
-         "ART's call cost at 1 and 2 threads"),
+         ((BU, "--quick"),), ("bench_universal.json",), 12600, 70,
+         "main run (boundgeo 5 seeds x 3 methods x 4 settings, 27 min; ART seed 0 at one thread, 18-31 min "
+         "per setting), ART seeds 1-2 at l2 3 (one process, one thread, 49 min), merged; Algorithm 1 as "
+         "published and on ART's shuffles; ART's call cost at 1 and 2 threads. The regeneration of code "
+         "version 4b24a80bd7ae78ab ran the seeds by hand beside the main run's ART settings, each process "
+         "on a core of its own, which saves the 49 min"),
     Step("bench_imagenet_scale", (("analysis/benchmarks/bench_imagenet_scale.py",),),
          (("analysis/benchmarks/bench_imagenet_scale.py", "--quick"),), ("bench_imagenet_scale.json",), 910, 40),
 )
