@@ -29,7 +29,7 @@ from .universal import (
     transfer_matrix,
     universal_perturbation,
 )
-from . import toys, zoo
+from . import distributed, toys, zoo
 
 __all__ = [
     "__version__",
@@ -58,6 +58,7 @@ __all__ = [
     "fooling_rate",
     "transfer_matrix",
     "universal_perturbation",
+    "distributed",
     "toys",
     "zoo",
 ]

@@ -33,12 +33,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._checks import check_count, check_real, check_seed
+from ._checks import check_choice, check_count, check_real, check_seed
 from ._data import as_positions, as_source
 from ._errors import BoundgeoError
 from ._perturb import check_norm
 from ._results import Result, atomic_write_bytes, fsync_directory, read_json
 from .classifier import Classifier, as_classifier
+from .distributed import World
+from .distributed import world as get_world
 
 CONVERGED, NOT_CONVERGED, ZERO_GRADIENT, ZERO_NORMAL = 0, 1, 2, 3
 STATUS_NAMES = ("converged", "not_converged", "zero_gradient", "zero_normal")
@@ -481,7 +483,7 @@ def boundary_normals(
     norm: str = "l2",
     batch_size: int = 256,
     out: str | os.PathLike | None = None,
-    resume: bool = True,
+    resume: bool | str = True,
     seed: int = 0,
     progress: bool = True,
     keep_misclassified: bool = False,
@@ -501,7 +503,9 @@ def boundary_normals(
         out: directory; when given, each shard is written as soon as it is done (atomically)
             and the finished result is stored memory-mapped in ``out/points``.
         resume: continue from the finished shards in ``out``; the settings, the model and the
-            data must be those of the run there.
+            data must be those of the run there. ``"auto"``: continue the run in ``out`` when it
+            is this one, else start over with a warning (what the command line does). False:
+            always start over.
         seed: fixes the choice and order of inputs.
         progress: a progress bar over inputs.
         keep_misclassified: when labels are given, inputs the model gets wrong are skipped
@@ -556,79 +560,172 @@ def boundary_normals(
         clip=bool(df_kwargs["clip"]),
         **checked,
     )
+    resume = check_choice(resume, "resume", (True, False, "auto"))
+    world = get_world()
+    record = None
+    if out_path is not None or world.active:
+        record = {"format": _FORMAT, "settings": settings,
+                  "fingerprint": {"model": _model_fingerprint(clf), "data": _data_fingerprint(source)}}
+        # every rank must run the same collection, or the shards would mix two runs
+        world.agree("boundary_normals", {**settings, **record["fingerprint"], "resume": resume,
+                                         "out": None if out_path is None else str(out_path.resolve())})
     if out_path is None:
-        return _collect(clf, source, settings, None, progress)
-    record = {"format": _FORMAT, "settings": settings,
-              "fingerprint": {"model": _model_fingerprint(clf), "data": _data_fingerprint(source)}}
-    with _RunDirectory(out_path, record, resume=bool(resume)) as run:
-        _collect(clf, source, settings, run, progress)
+        return _collect(clf, source, settings, None, progress, world)
+    with _RunDirectory(out_path, record, resume=resume, world=world) as run:
+        _collect(clf, source, settings, run, progress, world)  # returns once rank 0 wrote points/
         return BoundaryPoints.load(out_path)
 
 
 def _collect(clf: Classifier, source, settings: dict[str, Any], run: "_RunDirectory | None",
-             progress: bool) -> BoundaryPoints | None:
+             progress: bool, world: World) -> BoundaryPoints | None:
     """The shard loop of :func:`boundary_normals`: kept in memory and returned (``run`` None),
-    or written into the run directory, reusing its verified shards."""
+    or written into the run directory, reusing its verified shards.
+
+    Shards are taken in rounds of one per rank, shard k on rank k mod N (N = 1 outside a
+    process group). Each round first exchanges how many usable inputs every shard of the round
+    holds (those the model gets right, when misclassified ones are skipped; the rows of a shard
+    finished before), so that with ``n=`` every rank knows how many rows each shard must keep:
+    exactly what one process, going shard by shard, would keep. The shards are then computed
+    in parallel and rank 0 records them in ``run.json``.
+    """
     n, seed, shard_size, total = settings["n"], settings["seed"], settings["shard_size"], settings["num_inputs"]
     order = (torch.arange(total) if n is None
              else torch.randperm(total, generator=torch.Generator().manual_seed(seed)))
     wanted = total if n is None else n
     filter_wrong = source.has_labels and not settings["keep_misclassified"]
     bar = None
-    if progress:
+    if progress and world.main:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=wanted, desc="boundary normals", unit="pt" if n is not None else "input")
-    parts: list[BoundaryPoints] = []
+    mine: list[tuple[int, BoundaryPoints]] = []  # in memory: this rank's shards
     shard_counts: list[int] = []
-    collected, skipped, k, start = 0, 0, 0, 0
+    collected, skipped, first = 0, 0, 0
     labelled, cost = True, {}
-    while collected < wanted and start < total:
-        part = None if run is None else run.shard(k)
-        if part is None:
-            part = _compute_shard(clf, source, order[start : start + shard_size], wanted - collected,
-                                  filter_wrong, settings)
-            if run is not None:
-                run.save_shard(k, part)
-        skipped += int(part.settings.get("skipped_misclassified", 0))
-        take = len(part)
-        if take:
-            labelled &= part.true_label is not None
-            for key, value in part.cost.items():
-                cost[key] = cost.get(key, 0) + value
-            if run is None:  # in memory; with out= the shards stay on disk only
-                parts.append(part)
-        shard_counts.append(take)
-        collected += take
-        if bar is not None:  # without n the bar counts inputs processed, with n points collected
-            bar.update(take if n is not None else min(shard_size, total - start))
-        start += shard_size
-        k += 1
+    while collected < wanted and first * shard_size < total:
+        ks = [k for k in range(first, first + world.size) if k * shard_size < total]
+        k = first + world.rank
+        job: _ShardJob | None = None
+        error = None
+        if k in ks:
+            try:
+                job = _ShardJob.plan(clf, source, order[k * shard_size : (k + 1) * shard_size], k, run,
+                                     filter_wrong, settings)
+            except Exception as exc:  # reported to every rank below, then raised here
+                error = exc
+        usable = world.all_gather("failed" if error is not None else None if job is None else job.usable)
+        _raise_if_failed(world, error, [u == "failed" for u in usable])
+        keeps: dict[int, int] = {}  # shard → the most rows it may keep
+        for i, shard in enumerate(ks):
+            if collected >= wanted:
+                break
+            keeps[shard] = wanted - collected
+            collected += min(usable[i], keeps[shard])
+        summary = None
+        if k in keeps:
+            try:
+                part = job.run(clf, keeps[k], run)
+                summary = {"rows": len(part), "skipped": int(part.settings.get("skipped_misclassified", 0)),
+                           "cost": dict(part.cost), "labelled": part.true_label is not None,
+                           "entry": job.entry}
+                if run is None:
+                    mine.append((k, part))
+            except Exception as exc:
+                error = exc
+        summaries = world.all_gather(summary if error is None else "failed")
+        failed = [s == "failed" for s in summaries]
+        if run is not None:  # the round's finished shards, even when another rank failed
+            run.record_shards({shard: summaries[i]["entry"] for i, shard in enumerate(ks)
+                               if shard in keeps and not failed[i]})
+        _raise_if_failed(world, error, failed)
+        for i, shard in enumerate(ks):
+            done = summaries[i]
+            if shard not in keeps:
+                continue
+            skipped += done["skipped"]
+            if done["rows"]:
+                labelled &= done["labelled"]
+                for key, value in done["cost"].items():
+                    cost[key] = cost.get(key, 0) + value
+            shard_counts.append(done["rows"])
+            if bar is not None:  # without n the bar counts inputs processed, with n points collected
+                bar.update(done["rows"] if n is not None else min(shard_size, total - shard * shard_size))
+        first += world.size
     if bar is not None:
         bar.close()
     if collected == 0:
         raise BoundgeoError("no input left: the model misclassifies all of them "
                             "(pass keep_misclassified=True to use them anyway)")
     settings = {**settings, "skipped_misclassified": skipped}
-    if skipped and progress:
+    if skipped and progress and world.main:
         print(f"boundary_normals: skipped {skipped} misclassified inputs "
               "(keep_misclassified=True keeps them)")
-    if n is not None and collected < n:
+    if n is not None and collected < n and world.main:
         print(f"boundary_normals: only {collected} of the {n} wanted inputs are usable")
     if run is not None:
-        run.finish(shard_counts, settings, labelled=labelled, cost=cost)
+        world.run_on_main(lambda: run.finish(shard_counts, settings, labelled=labelled, cost=cost))
         return None
+    parts = [part for gathered in world.all_gather(mine) for part in gathered]
+    parts = [part for _, part in sorted(parts, key=lambda item: item[0])]
     return dataclasses.replace(BoundaryPoints.concat(parts), settings=settings)
 
 
-def _compute_shard(clf: Classifier, source, idx: torch.Tensor, keep: int, filter_wrong: bool,
-                   settings: dict[str, Any]) -> BoundaryPoints:
-    """DeepFool on the inputs at ``idx`` (at most ``keep`` of them), on the CPU, in the storage dtype."""
-    x, y = source.get(idx)
-    x = clf.check_inputs(x)
+def _raise_if_failed(world: World, error: BaseException | None, failed: list[bool]) -> None:
+    """After a collective: re-raise this rank's own error, or name the rank that failed."""
+    if error is not None:
+        raise error
+    if any(failed):
+        rank = failed.index(True)
+        raise BoundgeoError(f"boundary_normals failed on rank {rank} of {world.size} (its error is "
+                            "raised there); every rank stops")
+
+
+class _ShardJob:
+    """One shard of :func:`boundary_normals` on the rank that owns it: read and (when
+    misclassified inputs are skipped) predicted first, so that the round knows how many usable
+    inputs it holds; then computed (or reused from the run directory) and saved."""
+
+    def __init__(self, k: int, idx: torch.Tensor, settings: dict[str, Any]) -> None:
+        self.k, self.idx, self.settings = k, idx, settings
+        self.reused: BoundaryPoints | None = None
+        self.x = self.y = self.right = None
+        self.usable = 0
+        self.entry: dict[str, Any] | None = None
+
+    @classmethod
+    def plan(cls, clf: Classifier, source, idx: torch.Tensor, k: int, run: "_RunDirectory | None",
+             filter_wrong: bool, settings: dict[str, Any]) -> "_ShardJob":
+        job = cls(k, idx, settings)
+        job.reused = None if run is None else run.shard(k)
+        if job.reused is not None:  # finished before: its rows are what one process kept
+            job.usable = len(job.reused)
+            job.entry = run.shards[str(k)]
+            return job
+        x, y = source.get(idx)
+        job.x, job.y = clf.check_inputs(x), y
+        if filter_wrong:
+            job.right = clf.predict(job.x, batch_size=settings["batch_size"]).cpu() == y.cpu()
+            job.usable = int(job.right.sum())
+        else:
+            job.usable = len(idx)
+        return job
+
+    def run(self, clf: Classifier, keep: int, run: "_RunDirectory | None") -> BoundaryPoints:
+        if self.reused is not None:
+            return self.reused
+        part = _compute_shard(clf, self.idx, self.x, self.y, self.right, keep, self.settings)
+        self.x = self.y = None
+        if run is not None:
+            self.entry = run.save_shard(self.k, part)
+        return part
+
+
+def _compute_shard(clf: Classifier, idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None,
+                   right: torch.Tensor | None, keep: int, settings: dict[str, Any]) -> BoundaryPoints:
+    """DeepFool on the inputs ``x`` at ``idx`` (at most ``keep`` of them; without those the
+    model gets wrong when ``right`` is given), on the CPU, in the storage dtype."""
     wrong = 0
-    if filter_wrong:
-        right = clf.predict(x, batch_size=settings["batch_size"]).cpu() == y.cpu()
+    if right is not None:
         kept = right.nonzero().squeeze(1)
         # count the misclassified inputs only up to the last one the result takes
         seen = len(right) if len(kept) <= keep else int(kept[keep - 1]) + 1
@@ -746,20 +843,28 @@ class _RunDirectory:
     shard is reused only when its files still match its checksum.
     """
 
-    def __init__(self, out: Path, record: dict[str, Any], *, resume: bool) -> None:
+    def __init__(self, out: Path, record: dict[str, Any], *, resume: bool | str,
+                 world: World = World()) -> None:
         self.out = out
         self.record = json.loads(json.dumps(record))  # as it reads back from run.json
         self.resume = resume
+        self.world = world
         self.shards: dict[str, dict[str, Any]] = {}
         self._lock: int | None = None
 
     def __enter__(self) -> "_RunDirectory":
-        self._acquire()
-        try:
-            self._prepare()
-        except BaseException:
-            self._release()
-            raise
+        # Under a process group rank 0 alone locks, checks and prepares the directory (it may
+        # remove stale shards); the others wait for it and take its table of finished shards.
+        def prepare() -> dict[str, dict[str, Any]]:
+            self._acquire()
+            try:
+                self._prepare()
+            except BaseException:
+                self._release()
+                raise
+            return self.shards
+
+        self.shards = self.world.run_on_main(prepare)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -817,13 +922,18 @@ class _RunDirectory:
                 raise BoundgeoError(f"{run_file} has format {version!r}, newer than this boundgeo reads "
                                     f"({_FORMAT}); upgrade boundgeo or use resume=False")
             changed = _what_changed(previous, self.record)
-            if changed:
+            if changed and self.resume == "auto":
+                warnings.warn(f"{self.out} holds a run with {' and '.join(changed)}: starting over",
+                              stacklevel=4)
+                version = None
+            elif changed:
                 raise BoundgeoError(f"{self.out} holds a run with {' and '.join(changed)}; "
                                     "use another out= or resume=False to start over")
-            self.shards = _checked_shard_table(previous.get("shards"), run_file)
-        else:
+            else:
+                self.shards = _checked_shard_table(previous.get("shards"), run_file)
+        if version is None:
             leftovers = sorted((self.out / _SHARDS).glob("*.npz"))
-            if self.resume and leftovers:
+            if self.resume and leftovers and not (previous and previous.get("format")):
                 reason = "no run.json" if previous is None else "a run.json from before shard checksums"
                 warnings.warn(f"{self.out} holds {len(leftovers)} shards with {reason}: they cannot be "
                               "checked against this run and are removed", stacklevel=4)
@@ -850,10 +960,16 @@ class _RunDirectory:
             return None
         return BoundaryPoints.load(stem)
 
-    def save_shard(self, k: int, part: BoundaryPoints) -> None:
+    def save_shard(self, k: int, part: BoundaryPoints) -> dict[str, Any]:
+        """Write shard k (atomically) and return its entry for the manifest."""
         stem = part.save(_shard_stem(self.out, k))
-        self.shards[str(k)] = {"rows": len(part), "sha256": _file_digest(stem)}
-        self._write_manifest()
+        return {"rows": len(part), "sha256": _file_digest(stem)}
+
+    def record_shards(self, entries: dict[int, dict[str, Any]]) -> None:
+        """Enter finished shards in the table; rank 0 rewrites run.json."""
+        self.shards.update({str(k): entry for k, entry in entries.items()})
+        if self.world.main:
+            self._write_manifest()
 
     def finish(self, shard_counts: list[int], settings: dict[str, Any], *, labelled: bool,
                cost: dict[str, int]) -> None:

@@ -33,6 +33,8 @@ from ._perturb import check_norm, check_radii, fooled, project_rows, scale_to_no
 from ._results import Result
 from .boundary import deepfool
 from .classifier import Classifier, as_classifier
+from .distributed import map_rows, single_process
+from .distributed import world as get_world
 from .universal import METHODS as UNIVERSAL_METHODS
 from .universal import universal_perturbation
 
@@ -306,38 +308,60 @@ def robustness_profile(
     x_fit, x_eval = x[order[:n_fit]], x[order[n_fit:]]
     n, shape = x_eval.shape[0], tuple(x_eval.shape[1:])
     d = int(np.prod(shape))
-    pts = deepfool(clf, x_eval, norm=norm, batch_size=batch_size)
-    clean = pts.label  # DeepFool's first forward is the clean prediction
-    margins = torch.where(pts.converged, pts.margin, torch.full_like(pts.margin, float("inf")))
+    # Under a process group every per-input computation below (DeepFool, the witnesses' checks,
+    # PGD) runs on each rank's chunks of batch_size inputs, the chunks one process uses, and the
+    # results are gathered: the rates are one process's exactly.
+    world = get_world()
+    world.agree("robustness_profile", {"n": len(x), "epsilons": eps.tolist(), "norm": norm, "threshold": threshold,
+                                       "seed": seed, "draws": draws, "universal_method": universal_method,
+                                       "universal_passes": universal_passes, "fit_fraction": fit_fraction,
+                                       "batch_size": batch_size, "refine": refine, "pgd_steps": pgd_steps})
+
+    def margins_and_labels(a: int, b: int) -> torch.Tensor:
+        pts = deepfool(clf, x_eval[a:b], norm=norm, batch_size=batch_size)
+        margin = torch.where(pts.converged, pts.margin, torch.full_like(pts.margin, float("inf")))
+        return torch.stack([margin.double(), pts.label.double()], dim=1)
+
+    found = map_rows(world, n, batch_size, margins_and_labels, dtype=torch.float64, device=x.device)
+    margins = found[:, 0].to(x.dtype)
+    clean = found[:, 1].long()  # DeepFool's first forward is the clean prediction
     directions = scale_to_norm(torch.randn(draws, d, generator=generator).to(x.device), norm)
+
+    def hits(v: torch.Tensor) -> torch.Tensor:
+        return map_rows(world, n, batch_size,
+                        lambda a, b: fooled(clf, x_eval[a:b], clean[a:b], v, batch_size=batch_size),
+                        dtype=torch.bool, device=x.device)
 
     per_image, universal, random = [], [], []
     # B_ε' ⊂ B_ε for ε' ≤ ε: a witness found at a smaller budget stands at every larger one
     hit_so_far = torch.zeros(n, dtype=torch.bool, device=x.device)
     universal_so_far = 0.0
     steps = eps.tolist()
-    if progress:
+    if progress and world.main:
         from tqdm.auto import tqdm
 
         steps = tqdm(steps, desc="robustness profile", unit="ε")
     for e in steps:
         hit_any = margins <= e
-        random_hits = torch.stack([
-            fooled(clf, x_eval, clean, (e * directions[j]).reshape(shape), batch_size=batch_size)
-            for j in range(draws)
-        ])  # (draws, n)
+        random_hits = torch.stack([hits((e * directions[j]).reshape(shape)) for j in range(draws)])  # (draws, n)
         random_rate = float(random_hits.double().mean())
-        uap = universal_perturbation(clf, x_fit, xi=e, norm=norm, method=universal_method,
-                                     max_passes=universal_passes, seed=seed, progress=False,
-                                     max_batch=batch_size)
-        uap_hits = fooled(clf, x_eval, clean, uap.perturbation, batch_size=batch_size)
+        # the witness is fitted whole on every rank: split across ranks, its gradient sums
+        # would be rounded in another order, and a rate could differ from one process's
+        with single_process():
+            uap = universal_perturbation(clf, x_fit, xi=e, norm=norm, method=universal_method,
+                                         max_passes=universal_passes, seed=seed, progress=False,
+                                         max_batch=batch_size)
+        uap_hits = hits(uap.perturbation)
         best_random = random_hits.double().mean(1).max()
         universal_so_far = max(universal_so_far, float(uap_hits.double().mean()), float(best_random))
         hit_so_far = hit_so_far | hit_any | uap_hits | random_hits.any(0)
         if refine and not hit_so_far.all():
             rest = (~hit_so_far).nonzero().squeeze(1)
-            hit_so_far[rest] = pgd_fooled(clf, x_eval[rest], clean[rest], e, norm=norm, steps=pgd_steps,
-                                          batch_size=batch_size)
+            hit_so_far[rest] = map_rows(
+                world, len(rest), batch_size,
+                lambda a, b: pgd_fooled(clf, x_eval[rest[a:b]], clean[rest[a:b]], e, norm=norm, steps=pgd_steps,
+                                        batch_size=batch_size),
+                dtype=torch.bool, device=x.device)
         per_image.append(float(hit_so_far.double().mean()))
         universal.append(universal_so_far)
         random.append(random_rate)

@@ -15,6 +15,7 @@ not compared). The report reads it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -29,6 +30,7 @@ from . import __version__
 from ._checks import check_count
 from ._errors import BoundgeoError
 from ._results import read_json
+from .distributed import launched_by_torchrun, world
 
 # Normalisation presets (mean, std per channel) for inputs in [0, 1].
 PRESETS = {
@@ -53,7 +55,10 @@ def _seed_everything(seed: int) -> None:
 
 # ----------------------------------------------------------------------------- run record
 def _record(out: Path, **fields) -> None:
-    """Merge ``fields`` into ``out/setup.json`` (notes are merged by topic)."""
+    """Merge ``fields`` into ``out/setup.json`` (notes are merged by topic); under torchrun
+    rank 0 writes it."""
+    if not world().main:
+        return
     out.mkdir(parents=True, exist_ok=True)
     path = out / RUN_FILE
     run = read_json(path) if path.exists() else {}
@@ -64,6 +69,25 @@ def _record(out: Path, **fields) -> None:
     run.update(fields)
     run["notes"] = {k: v for k, v in notes.items() if v}
     path.write_text(json.dumps(run, indent=2) + "\n")
+
+
+def _save(result, path: Path) -> None:
+    """Save a result; under torchrun rank 0 writes it while the others wait, so that every rank
+    can read it in the next stage."""
+    world().run_on_main(lambda: result.save(path))
+
+
+def _saved(result, path: Path):
+    result.save(path)
+    return result
+
+
+def _alone(fn):
+    """``fn()`` as one process, ignoring the process group (for work rank 0 does alone)."""
+    from .distributed import single_process
+
+    with single_process():
+        return fn()
 
 
 def _say(notes: dict[str, str]) -> None:
@@ -97,7 +121,14 @@ def _reference_model(args: argparse.Namespace) -> _Model:
     name = f"{args.dataset} {trained.arch} (boundgeo.zoo)"
     record = {"model": name, "weights": "trained by boundgeo.zoo", "preset": None, "mean": None, "std": None,
               "parameters": sum(p.numel() for p in trained.model.parameters())}
-    return _Model(Classifier(trained.model), name, record=record)
+    return _Model(Classifier(trained.model.to(_rank_device())), name, record=record)
+
+
+def _rank_device() -> torch.device:
+    """Under torchrun with GPUs, this rank's GPU (LOCAL_RANK); else the CPU."""
+    if world().active and torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
 
 
 def _import_factory(spec: str):
@@ -167,7 +198,7 @@ def _user_model(args: argparse.Namespace) -> _Model:
                             "results describe an untrained network")
     else:
         weights = f"as returned by {args.model}()"
-    model.eval()
+    model.eval().to(_rank_device())
     mean, std = _normalisation(args)
     clf = Classifier(model, bounds=tuple(args.bounds), mean=mean, std=std, outputs=args.outputs)
     record = {"model": args.model, "weights": weights, "preset": args.preset, "outputs": args.outputs,
@@ -372,7 +403,9 @@ def stage_normals(setup: _Setup, out: Path, seed: int):
 
     x, y = setup.data.x, setup.data.y
     print(f"[normals] boundary normals of {len(x)} inputs (DeepFool, l2)")
-    pts = boundary_normals(setup.clf, (x, y), out=out / "normals", resume=False, seed=seed,
+    # a run of the same model, data and settings in out/normals (interrupted, or on another
+    # rank count) is continued; anything else starts over
+    pts = boundary_normals(setup.clf, (x, y), out=out / "normals", resume="auto", seed=seed,
                            batch_size=setup.batches["grad"], keep_misclassified=not setup.labelled)
     ok = pts.converged
     if not ok.any():
@@ -390,7 +423,7 @@ def stage_spectrum(out: Path, seed: int):
     pts = BoundaryPoints.load(out / "normals")
     print("[spectrum] spectrum of r/‖r‖ against random unit vectors")
     spec = spectrum(pts, kind="perturbation", seed=seed)
-    spec.save(out / "spectrum")
+    _save(spec, out / "spectrum")
     summary = spec.summary()
     top = min(10, len(spec.components))
     print(f"      90% of the energy in {summary['dim_90']} of {spec.d} dimensions "
@@ -418,7 +451,7 @@ def stage_subspace(setup: _Setup, out: Path, seed: int):
     print(f"[subspace] random vectors in the top-{k} subspace vs the full space, {len(x_eval)} held-out inputs")
     fool = subspace_fooling(setup.clf, x_eval, spec.basis(k), radii=radii, draws=10, seed=seed, progress=True,
                             batch_size=setup.batches["forward"])
-    fool.save(out / "subspace_fooling")
+    _save(fool, out / "subspace_fooling")
     low = (fool.full_rate < 0.10).nonzero().squeeze(1)
     at = int(low[-1]) if len(low) else 0
     print(f"      at radius {radii[at]:.3g}: subspace {float(fool.subspace_rate[at]):.1%} vs "
@@ -456,9 +489,10 @@ def stage_curvature(setup: _Setup, out: Path, seed: int, n: int | None = None, k
              "random directions": scale_to_norm(torch.randn(m, spec.d, generator=generator), "l2")}
     print(f"[curvature] top-{k} principal curvatures at {len(chosen)} boundary points (finite differences, "
           f"{sizes['curvature']} per batch)")
-    curv = boundary_curvature(setup.clf, subset, inputs=setup.data.x, k=k, along=along, seed=seed,
-                              progress=True, batch_size=sizes["curvature"])
-    curv.save(out / "curvature")
+    # not split across ranks yet: under torchrun rank 0 measures and saves, the others wait
+    curv = world().run_on_main(lambda: _alone(lambda: _saved(boundary_curvature(
+        setup.clf, subset, inputs=setup.data.x, k=k, along=along, seed=seed, progress=True,
+        batch_size=sizes["curvature"]), out / "curvature")))
     frame = curv.along_frame()
     means = frame.groupby("group", sort=False).curvature.mean()
     print("      mean curvature along " + "; ".join(f"{g}: {v:.3g}" for g, v in means.items())
@@ -476,11 +510,11 @@ def stage_uap(setup: _Setup, out: Path, seed: int, xi: float | None = None, norm
     print(f"[uap] universal perturbation ({method}), {norm} ξ = {xi:.3g}")
     uap = universal_perturbation(clf, data.x, xi=xi, norm=norm, method=method, eval_data=data.x_eval,
                                  seed=seed, progress=True, max_batch=setup.batches["grad"])
-    uap.save(out / "universal")
+    _save(uap, out / "universal")
     # a seeded choice of held-out inputs, whose true classes go into setup.json for the figure
     pick = torch.randperm(len(data.x_eval), generator=torch.Generator().manual_seed(seed))[:EXAMPLES]
     examples = perturbed_examples(clf, data.x_eval[pick], uap, k=len(pick), seed=seed)
-    examples.save(out / "examples")
+    _save(examples, out / "examples")
     same = (examples.clean.flatten(1)[:, None] == data.x_eval[pick].cpu().flatten(1)[None]).all(2)
     _record(out, examples_true_label=data.y_eval[pick][same.float().argmax(1)].tolist())
     print(f"      fools {uap.fooling_rate:.1%} of the fit inputs and {uap.eval_fooling_rate:.1%} of the "
@@ -509,7 +543,7 @@ def stage_profile(setup: _Setup, out: Path, seed: int, epsilons=None):
     print(f"[profile] robustness profile over {len(epsilons)} budgets (ℓ2, τ = 0.5), held-out inputs")
     profile = robustness_profile(setup.clf, x_eval, epsilons=epsilons, norm="l2", threshold=0.5, seed=seed,
                                  progress=True, batch_size=setup.batches["grad"])
-    profile.save(out / "profile")
+    _save(profile, out / "profile")
     print("      " + profile.summary().replace("\n", "\n      "))
     return profile
 
@@ -552,8 +586,9 @@ def _whole_analysis(args: argparse.Namespace) -> int:
     left_out = [name for name, _ in stages if name in skip]
     setup.notes["skipped"] = f"left out with --skip: {', '.join(left_out)}" if left_out else ""
     _record(out, notes={"skipped": setup.notes["skipped"]})
-    md, page = render(out)
-    print(f"report: {md} and {page}")
+    if world().main:  # the report and the figures: rank 0 alone under torchrun
+        md, page = render(out)
+        print(f"report: {md} and {page}")
     print(f"results and figures in {out}/ ({time.perf_counter() - start:.0f} s)")
     _say(setup.notes)  # once more at the end, where it is read
     return 0
@@ -711,11 +746,43 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    with _process_group():
+        try:
+            return args.func(args)
+        except BoundgeoError as exc:
+            print(f"boundgeo: error: {exc}", file=sys.stderr)
+            return 2
+
+
+@contextlib.contextmanager
+def _process_group():
+    """Under torchrun (``WORLD_SIZE`` > 1): join the process group (NCCL with GPUs, else gloo)
+    for the command, on this rank's GPU, and let rank 0 alone print. Outside torchrun nothing
+    happens and torch.distributed is not imported."""
+    if not launched_by_torchrun():
+        yield
+        return
+    import torch.distributed as dist
+
+    started = not dist.is_initialized()
+    if started:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend)
+    quiet = None
+    if dist.get_rank() != 0:  # progress and summaries once, from rank 0; errors from every rank
+        quiet = open(os.devnull, "w")
+        sys.stdout = quiet
+        os.environ["TQDM_DISABLE"] = "1"  # tqdm's own switch, for the bars of every stage
     try:
-        return args.func(args)
-    except BoundgeoError as exc:
-        print(f"boundgeo: error: {exc}", file=sys.stderr)
-        return 2
+        yield
+    finally:
+        if quiet is not None:
+            sys.stdout = sys.__stdout__
+            quiet.close()
+        if started:
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ Marchenko-Pastur prediction.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ import torch
 from ._checks import check_count, check_seed
 from ._errors import BoundgeoError
 from ._results import Result
+from .distributed import World
+from .distributed import world as get_world
 
 ROUTES = ("exact", "gram", "randomized", "stream")
 KINDS = ("normal", "perturbation")
@@ -204,12 +207,12 @@ class _Rows:
     def dense(self) -> torch.Tensor:
         return _unit_rows(self.array[self.rows].double())
 
-    def row_blocks(self, size: int):
-        for start in range(0, self.n, size):
+    def row_blocks(self, size: int, world: World = World()):
+        for start in _share(range(0, self.n, size), world):
             yield _unit_rows(self.array[self.rows[start : start + size]].double())
 
-    def column_blocks(self, size: int):
-        for start in range(0, self.d, size):
+    def column_blocks(self, size: int, world: World = World()):
+        for start in _share(range(0, self.d, size), world):
             yield start, self.array[:, start : start + size][self.rows].double()
 
 
@@ -294,15 +297,22 @@ class _FileRows(_Rows):
             self._read_rows(handle, self._rows_np, 0, self.d, raw)
         return _unit_rows(torch.from_numpy(raw).double())
 
-    def row_blocks(self, size: int):
-        spans = [(self._rows_np[start : start + size], 0, self.d) for start in range(0, self.n, size)]
-        for block in self._blocks(spans):
-            yield _unit_rows(block)
+    def row_blocks(self, size: int, world: World = World()):
+        spans = [(self._rows_np[start : start + size], 0, self.d) for start in _share(range(0, self.n, size), world)]
+        if spans:
+            for block in self._blocks(spans):
+                yield _unit_rows(block)
 
-    def column_blocks(self, size: int):
-        spans = [(self._rows_np, start, min(start + size, self.d)) for start in range(0, self.d, size)]
-        for (_, start, _), block in zip(spans, self._blocks(spans)):
-            yield start, block
+    def column_blocks(self, size: int, world: World = World()):
+        spans = [(self._rows_np, start, min(start + size, self.d)) for start in _share(range(0, self.d, size), world)]
+        if spans:
+            for (_, start, _), block in zip(spans, self._blocks(spans)):
+                yield start, block
+
+
+def _share(starts: range, world: World) -> list[int]:
+    """The blocks of one rank: block i goes to rank i mod N (all of them outside a process group)."""
+    return list(starts)[world.rank :: world.size]
 
 
 def _as_rows(normals, kind: str) -> _Rows:
@@ -426,16 +436,26 @@ def _within_rank(s: torch.Tensor, keep: int) -> int:
     return max(1, min(keep, int((s > 1e-6 * s[0]).sum())))
 
 
-def _route_gram(rows: _Rows, keep: int):
+def _route_gram(rows: _Rows, keep: int, world: World = World()):
     n_mat = rows.dense()
     if rows.d <= rows.n:  # d x d Gram: its eigenvectors are the right singular vectors
-        s, v = _from_gram_rows(n_mat.T @ n_mat)
+        s, v = _from_gram_rows(_split_gram(n_mat, world, by_rows=True))
         return s, v[:, :keep].T.contiguous()
-    s, u = _from_gram_rows(n_mat @ n_mat.T)  # n x n Gram: V = Nᵀ U / σ
+    s, u = _from_gram_rows(_split_gram(n_mat, world, by_rows=False))  # n x n Gram: V = Nᵀ U / σ
     keep = _within_rank(s, keep)
     top = u[:, :keep]
     v = (n_mat.T @ top) / s[:keep].clamp_min(1e-300)
     return s, v.T.contiguous()
+
+
+def _split_gram(n_mat: torch.Tensor, world: World, *, by_rows: bool) -> torch.Tensor:
+    """NᵀN (``by_rows``) or NNᵀ, each rank summing its share of the rows or columns of N, added
+    up with ``all_reduce`` (one process: the plain product)."""
+    if not world.active:
+        return n_mat.T @ n_mat if by_rows else n_mat @ n_mat.T
+    parts = torch.tensor_split(n_mat, world.size, dim=0 if by_rows else 1)
+    part = parts[world.rank]
+    return world.all_reduce_sum(part.T @ part if by_rows else part @ part.T)
 
 
 def _route_randomized(rows: _Rows, keep: int, k: int, seed: int):
@@ -446,24 +466,30 @@ def _route_randomized(rows: _Rows, keep: int, k: int, seed: int):
     return s[:k], v[:, :keep].T.contiguous()
 
 
-def _route_stream(rows: _Rows, keep: int):
+def _route_stream(rows: _Rows, keep: int, world: World = World()):
     """Gram of the smaller side accumulated in float64 block by block; N is never held whole.
 
     Memory beyond the result: one block, the Gram matrix and its eigenvectors. The second pass
     (N = 2000 x 150,528) holds the components (256 x d float32, 147 MiB), one block and the
     (n, keep) coefficients only.
+
+    Under a process group each rank reads every N-th block (of rows for the d x d Gram, of
+    columns for the n x n one) and the Gram matrices, then the components, are summed with
+    ``all_reduce``: a rank reads 1/N of the file.
     """
     if rows.d <= rows.n:
         size = max(1, _BLOCK_BYTES // (8 * rows.d))
         gram = torch.zeros(rows.d, rows.d, dtype=torch.float64)
-        for block in rows.row_blocks(size):
+        for block in rows.row_blocks(size, world):
             gram.addmm_(block.T, block)
+        gram = world.all_reduce_sum(gram)
         s, v = _from_gram_rows(gram)
         return s, v[:, :keep].T.contiguous().float()
     size = max(1, _BLOCK_BYTES // (8 * rows.n))
     gram = torch.zeros(rows.n, rows.n, dtype=torch.float64)
-    for _, block in rows.column_blocks(size):
+    for _, block in rows.column_blocks(size, world):
         gram.addmm_(block, block.T)  # in place: no (n, n) temporary per block
+    gram = world.all_reduce_sum(gram)
     _return_freed_memory()
     scale = gram.diagonal().clone().sqrt()  # row norms: unit rows without a separate pass
     if (scale == 0).any():
@@ -479,13 +505,34 @@ def _route_stream(rows: _Rows, keep: int):
     coeff_t = (u[:, :keep] / scale[:, None] / s[:keep].clamp_min(1e-300)).T.contiguous()
     del u
     _return_freed_memory()  # the eigensolver's scratch, before the components are allocated
-    v = torch.empty(keep, rows.d, dtype=torch.float32)
-    for start, block in rows.column_blocks(size):
+    # each rank fills its own column blocks; the zeros elsewhere make the sum the whole of V
+    v = (torch.zeros if world.active else torch.empty)(keep, rows.d, dtype=torch.float32)
+    for start, block in rows.column_blocks(size, world):
         v[:, start : start + block.shape[1]] = coeff_t @ block
-    return s, v
+    return s, world.all_reduce_sum(v)
 
 
 # ============================================================================== baseline
+def _rows_digest(normals, rows: _Rows) -> str | None:
+    """What must be equal across ranks for their shares to add up: the resolved directory, or a
+    sha256 of the rows at up to 32 evenly spaced positions (None outside a process group)."""
+    from .boundary import _stored
+
+    if not get_world().active:
+        return None
+    if isinstance(normals, (str, os.PathLike)):
+        return str(Path(normals).resolve())
+    stored = _stored(normals) if hasattr(normals, "converged") else None
+    if stored is not None:
+        return str(stored.folder.resolve())
+    digest = hashlib.sha256()
+    picks = torch.linspace(0, rows.n - 1, min(rows.n, 32)).round().long()
+    for i in picks.tolist():
+        row = rows.rows[i]
+        digest.update(rows.array[row].double().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def random_unit_spectrum(n: int, d: int, *, seed: int = 0) -> torch.Tensor:
     """Singular values (descending) of n random unit vectors in R^d, one seeded draw.
 
@@ -598,14 +645,19 @@ def spectrum(
     draws = [random_unit_spectrum(n, d, seed=seed + 1 + i) for i in range(baseline_draws)]
     if chosen == "stream":
         _return_freed_memory()
+    world = get_world()
+    world.agree("spectrum", {"kind": kind, "k": k, "baseline_draws": baseline_draws, "seed": seed,
+                             "route": chosen, "n": n, "d": d, "rows": _rows_digest(normals, rows)})
+    # under a process group the gram and stream routes split their work across the ranks; the
+    # exact and randomized ones (matrices small enough for one process) run whole on each
     if chosen == "exact":
         values, components = _route_exact(rows, keep)
     elif chosen == "gram":
-        values, components = _route_gram(rows, keep)
+        values, components = _route_gram(rows, keep, world)
     elif chosen == "randomized":
         values, components = _route_randomized(rows, keep, k, seed)
     else:
-        values, components = _route_stream(rows, keep)
+        values, components = _route_stream(rows, keep, world)
     values = values[:rank].double()
 
     if draws:

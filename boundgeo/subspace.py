@@ -23,6 +23,8 @@ from ._errors import BoundgeoError
 from ._perturb import check_norm, check_radii, fooled, scale_to_norm
 from ._results import Result
 from .classifier import Classifier, as_classifier
+from .distributed import map_rows
+from .distributed import world as get_world
 
 _ORTHONORMAL_TOL = 1e-4
 
@@ -167,7 +169,12 @@ def subspace_fooling(
     d = int(np.prod(shape))
     rows = _check_basis(basis, d).to(inputs.device)
     k = rows.shape[0]
-    clean = clf.predict(inputs, batch_size=batch_size)
+    # under a process group each rank checks its chunks of the inputs; the counts are exact sums
+    world = get_world()
+    world.agree("subspace_fooling", {"n": n, "k": k, "radii": radii_t.tolist(), "draws": draws, "norm": norm,
+                                     "seed": seed, "independent": independent, "batch_size": batch_size})
+    clean = map_rows(world, n, batch_size, lambda a, b: clf.predict(inputs[a:b], batch_size=batch_size),
+                     dtype=torch.long, device=inputs.device)
     # separate streams: the full-space draws must not depend on k, so that the baseline is the
     # same for every subspace compared at one seed
     gen_full = torch.Generator().manual_seed(seed)
@@ -176,7 +183,7 @@ def subspace_fooling(
     sub_rates = torch.zeros(len(radii_t), draws, dtype=torch.float64)
     full_rates = torch.zeros_like(sub_rates)
     draw_range = range(draws)
-    if progress:
+    if progress and world.main:
         from tqdm.auto import tqdm
 
         draw_range = tqdm(draw_range, desc="subspace fooling", unit="draw")
@@ -187,7 +194,10 @@ def subspace_fooling(
         for i, radius in enumerate(radii_t.tolist()):
             for space, target in (("subspace", sub_rates), ("full", full_rates)):
                 v = (radius * directions[space]).reshape((count,) + shape)
-                hit = fooled(clf, inputs, clean, v if independent else v[0], batch_size=batch_size)
+                hit = map_rows(world, n, batch_size,
+                               lambda a, b: fooled(clf, inputs[a:b], clean[a:b], v[a:b] if independent else v[0],
+                                                   batch_size=batch_size),
+                               dtype=torch.bool, device=inputs.device)
                 target[i, j] = hit.double().mean()
     return SubspaceFooling(
         radii=radii_t,

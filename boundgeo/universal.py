@@ -18,6 +18,8 @@ added and the result clipped to the bounds, not an error rate against labels.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,8 +33,10 @@ from ._data import as_positions, as_tensors
 from ._errors import BoundgeoError
 from ._perturb import check_norm, fooled, project_rows, row_sizes, scale_to_norm
 from ._results import Result
-from .boundary import BoundaryPoints, deepfool
+from .boundary import BoundaryPoints, _model_fingerprint, deepfool
 from .classifier import Classifier, as_classifier
+from .distributed import World, gather_pieces, map_rows, single_process
+from .distributed import world as get_world
 
 METHODS = ("deepfool", "batched", "sgd")
 
@@ -77,8 +81,26 @@ def fooling_rate(clf: Classifier, x, v, *, batch_size: int = 512) -> float:
     inputs, _ = as_tensors(x)
     inputs = clf.check_inputs(inputs)
     v = _as_perturbation(v, inputs)
-    clean = clf.predict(inputs, batch_size=batch_size)
-    return float(fooled(clf, inputs, clean, v, batch_size=batch_size).double().mean())
+    world = get_world()
+    world.agree("fooling_rate", {"n": inputs.shape[0], "batch_size": batch_size})
+    clean = _predict(clf, inputs, batch_size, world)
+    return _fooled_count(clf, inputs, clean, v, batch_size, world) / inputs.shape[0]
+
+
+def _predict(clf: Classifier, x: torch.Tensor, batch_size: int, world: World) -> torch.Tensor:
+    """Predicted classes of ``x``, every rank predicting its chunks (one process: all)."""
+    return map_rows(world, x.shape[0], batch_size, lambda a, b: clf.predict(x[a:b], batch_size=batch_size),
+                    dtype=torch.long, device=x.device)
+
+
+def _fooled_count(clf: Classifier, x: torch.Tensor, clean: torch.Tensor, v: torch.Tensor, batch_size: int,
+                  world: World) -> int:
+    """How many inputs ``v`` fools, each rank counting its chunks (an exact integer sum)."""
+    per_input = v.dim() == x.dim()
+    hits = map_rows(world, x.shape[0], batch_size,
+                    lambda a, b: fooled(clf, x[a:b], clean[a:b], v[a:b] if per_input else v, batch_size=batch_size),
+                    dtype=torch.bool, device=x.device)
+    return int(hits.sum())
 
 
 def _as_perturbation(v, inputs: torch.Tensor, name: str = "perturbation") -> torch.Tensor:
@@ -201,6 +223,47 @@ def _deepfool_step(clf, points, df_kwargs, counter) -> BoundaryPoints:
     return pts
 
 
+@dataclass(frozen=True)
+class _Steps:
+    """What :func:`_pass_batched` uses of DeepFool's result, gathered from the ranks."""
+
+    perturbation: torch.Tensor
+    converged: torch.Tensor
+
+
+def _deepfool_split(clf, points, df_kwargs, counter, piece, world: World) -> _Steps:
+    """DeepFool on ``points`` in pieces, piece i on rank i mod N, gathered on every rank."""
+    pieces = _pieces(torch.arange(points.shape[0], device=points.device), piece, world)
+    steps, done, rows = {}, {}, torch.zeros((), dtype=torch.long, device=points.device)
+    for i, part in enumerate(pieces):
+        if i % world.size == world.rank:
+            pts = deepfool(clf, points[part], norm="l2", **df_kwargs)
+            steps[i], done[i] = pts.perturbation, pts.converged.to(torch.uint8)
+            rows += pts.cost.get("backward_rows", 0)
+    sizes = [len(part) for part in pieces]
+    counter.gradients += int(world.all_reduce_sum(rows))
+    return _Steps(torch.cat(gather_pieces(world, sizes, steps, points)),
+                  torch.cat(gather_pieces(world, sizes, done, torch.zeros(1, dtype=torch.uint8,
+                                                                           device=points.device))).bool())
+
+
+def _tensor_digest(x: torch.Tensor) -> str:
+    """sha256 of the inputs at up to 32 evenly spaced positions and of the shape: the same data on
+    every rank, without hashing all of it."""
+    digest = hashlib.sha256(str(tuple(x.shape)).encode())
+    for i in torch.linspace(0, x.shape[0] - 1, min(x.shape[0], 32)).round().long().tolist():
+        digest.update(x[i].detach().double().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _pieces(idx: torch.Tensor, chunk: int | None, world: World) -> list[torch.Tensor]:
+    """A mini-batch's pieces under a process group: at least one per rank, of at most ``chunk``
+    (``max_batch``) inputs. When ``chunk`` is at most the mini-batch divided by the number of
+    ranks, these are the pieces one process uses with the same ``max_batch``, and the arithmetic
+    is repeated exactly."""
+    size = -(-len(idx) // world.size)
+    return list(idx.split(min(size, chunk) if chunk is not None else size))
+
 
 def _pass_algorithm1(clf, x, clean, v, order, xi, norm, df_kwargs, counter, most: int = 256) -> torch.Tensor:
     """One pass of Algorithm 1, one input at a time.
@@ -230,7 +293,8 @@ def _pass_algorithm1(clf, x, clean, v, order, xi, norm, df_kwargs, counter, most
     return v
 
 
-def _pass_batched(clf, x, clean, v, order, xi, norm, df_kwargs, counter, batch, chunk) -> torch.Tensor:
+def _pass_batched(clf, x, clean, v, order, xi, norm, df_kwargs, counter, batch, chunk, world=World(),
+                  piece=None) -> torch.Tensor:
     """DeepFool steps for a mini-batch of unfooled inputs at the same v; v moves along their mean
     direction by the length of a typical (median) step, then is projected.
 
@@ -239,13 +303,20 @@ def _pass_batched(clf, x, clean, v, order, xi, norm, df_kwargs, counter, batch, 
     3% to 21%). Moving by their plain mean, whose length shrinks as the steps disagree, held
     19.2-25.0% held-out over 5 seeds of the benchmark; the mean direction at the median length
     holds 23.5-25.0%, and more at every other setting too.
+
+    Under a process group the unfooled inputs of a mini-batch are split into pieces, DeepFool
+    runs on each rank's pieces, and the steps are gathered in order, so that every rank moves v
+    alike.
     """
     for start in range(0, len(order), batch):
         idx = order[start : start + batch]
         still = ~fooled(clf, x[idx], clean[idx], v, batch_size=chunk)
         if not still.any():
             continue
-        pts = _deepfool_step(clf, clf.clip(x[idx[still]] + v), df_kwargs, counter)
+        if world.active:
+            pts = _deepfool_split(clf, clf.clip(x[idx[still]] + v), df_kwargs, counter, piece, world)
+        else:
+            pts = _deepfool_step(clf, clf.clip(x[idx[still]] + v), df_kwargs, counter)
         if pts.converged.any():
             steps = pts.perturbation[pts.converged]
             mean = steps.mean(0)
@@ -257,21 +328,35 @@ def _pass_batched(clf, x, clean, v, order, xi, norm, df_kwargs, counter, batch, 
     return v
 
 
-def _pass_sgd(clf, x, clean, v, order, xi, norm, counter, batch, chunk, step_size, loss_clip) -> torch.Tensor:
+def _pass_sgd(clf, x, clean, v, order, xi, norm, counter, batch, chunk, step_size, loss_clip,
+              world=World(), piece=None) -> torch.Tensor:
     """Shafahi et al. 2020: ascent on min(CE(f(x + v), k̂(x)), β) over mini-batches.
 
     The gradient of a mini-batch's mean loss is summed over pieces of at most ``chunk`` inputs,
     so the memory of one backward pass is bounded by ``chunk`` whatever ``batch`` is; with
-    ``chunk >= batch`` it is one backward pass, as before.
+    ``chunk >= batch`` it is one backward pass, as before. Under a process group piece i is
+    computed on rank i mod N and the pieces' gradients are gathered and summed in order on
+    every rank: the same sum as one process's with the same pieces.
     """
     for start in range(0, len(order), batch):
         idx = order[start : start + batch]
         v = v.detach().requires_grad_(True)
         grad = torch.zeros_like(v)
-        for piece in idx.split(chunk):
-            logits = clf.forward(clf.clip(x[piece] + v))
-            loss = F.cross_entropy(logits, clean[piece], reduction="none").clamp(max=loss_clip).sum() / len(idx)
-            grad += torch.autograd.grad(loss, v)[0]
+        pieces = list(idx.split(chunk)) if not world.active else _pieces(idx, piece, world)
+        local = {}
+        for i, part in enumerate(pieces):
+            if i % world.size != world.rank:
+                continue
+            logits = clf.forward(clf.clip(x[part] + v))
+            loss = F.cross_entropy(logits, clean[part], reduction="none").clamp(max=loss_clip).sum() / len(idx)
+            g = torch.autograd.grad(loss, v)[0]
+            if world.active:
+                local[i] = g[None]
+            else:
+                grad += g
+        if world.active:
+            for g in gather_pieces(world, [1] * len(pieces), local, v.detach()[None]):
+                grad += g[0]
         counter.gradients += len(idx)
         with torch.no_grad():
             direction = grad.sign() if norm == "linf" else scale_to_norm(grad[None], "l2")[0]
@@ -349,13 +434,37 @@ def universal_perturbation(
     xi, delta, overshoot, loss_clip = (checked[k] for k in ("xi", "delta", "overshoot", "loss_clip"))
     max_passes, batch_size, max_iter, candidates, seed = (
         checked[k] for k in ("max_passes", "batch_size", "max_iter", "candidates", "seed"))
+    world = get_world()
     x, _ = as_tensors(data)
     x = clf.check_inputs(x)  # on the model's device; never written to, so the caller's data stays as it is
     n = x.shape[0]
     given = _check_orders(orders, n, max_passes) if orders is not None else None
+    if world.active:
+        world.agree("universal_perturbation", {
+            **{key: value for key, value in checked.items() if key != "progress"}, "n": n,
+            "orders": None if given is None else [order.tolist() for order in given],
+            "model": _model_fingerprint(clf), "data": _tensor_digest(x),
+            "eval_data": eval_data is not None})
+        if checked["method"] == "deepfool":
+            # Algorithm 1 is sequential (every step starts from the v the previous one left), so
+            # it runs whole on rank 0 and the others receive its result
+            def alone() -> UniversalPerturbation:
+                with single_process():
+                    found = universal_perturbation(
+                        clf, x, xi=xi, norm=norm, delta=delta, max_passes=max_passes, method=method,
+                        overshoot=overshoot, eval_data=eval_data, seed=seed, progress=progress,
+                        batch_size=batch_size, max_iter=max_iter, candidates=candidates,
+                        step_size=step_size, loss_clip=loss_clip, keep_best=keep_best, orders=orders,
+                        max_batch=max_batch)
+                return dataclasses.replace(found, perturbation=found.perturbation.cpu())  # to be sent
+
+            found = world.run_on_main(alone)
+            return dataclasses.replace(found, perturbation=found.perturbation.to(x.device),
+                                       settings={**found.settings, "processes": world.size,
+                                                 "ranks_used": 1})
     chunk = checked["max_batch"] if max_batch is not None else None
     forward_batch = chunk if chunk is not None else 512
-    clean = clf.predict(x, batch_size=forward_batch)
+    clean = _predict(clf, x, forward_batch, world)
     generator = torch.Generator().manual_seed(seed)
     df_kwargs = dict(overshoot=overshoot, max_iter=max_iter, candidates=candidates)
     if chunk is not None:
@@ -366,7 +475,7 @@ def universal_perturbation(
     history: list[dict[str, Any]] = []
     start = time.perf_counter()
     bar = None
-    if progress:
+    if progress and world.main:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=max_passes, desc=f"universal ({method})", unit="pass")
@@ -379,12 +488,13 @@ def universal_perturbation(
         if method == "deepfool":
             v = _pass_algorithm1(clf, x, clean, v, order, xi, norm, df_kwargs, counter, min(256, forward_batch))
         elif method == "batched":
-            v = _pass_batched(clf, x, clean, v, order, xi, norm, df_kwargs, counter, batch_size, forward_batch)
+            v = _pass_batched(clf, x, clean, v, order, xi, norm, df_kwargs, counter, batch_size, forward_batch,
+                              world, chunk)
         else:
             v = _pass_sgd(clf, x, clean, v, order, xi, norm, counter, batch_size, chunk or batch_size, step,
-                          loss_clip)
+                          loss_clip, world, chunk)
         size = _check_ball(v, xi, norm, method, f"after pass {p}")
-        rate = float(fooled(clf, x, clean, v, batch_size=forward_batch).double().mean())
+        rate = _fooled_count(clf, x, clean, v, forward_batch, world) / n
         history.append({
             "pass": p,
             "fooling_rate": rate,
@@ -421,7 +531,8 @@ def universal_perturbation(
         settings={"delta": delta, "max_passes": max_passes, "overshoot": overshoot, "seed": seed,
                   "batch_size": batch_size, "max_iter": max_iter, "candidates": candidates,
                   "step_size": step, "loss_clip": loss_clip, "keep_best": keep_best, "n": n,
-                  "orders": "given" if given is not None else "seeded", "max_batch": chunk},
+                  "orders": "given" if given is not None else "seeded", "max_batch": chunk,
+                  "processes": world.size},
     )
 
 
