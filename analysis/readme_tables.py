@@ -236,7 +236,8 @@ def time_cifar10(data: dict) -> str:
 
 
 # scripts whose older JSON saved no total: only environment.wall_seconds gives their run time
-for _script in ("bench_deepfool", "bench_spectrum", "bench_universal", "bench_imagenet_scale", "transfer"):
+for _script in ("bench_deepfool", "bench_spectrum", "bench_universal", "bench_imagenet_scale", "bench_distributed",
+                "transfer"):
     block(f"time-{_script}", f"{_script}.json")(_run_time)
 
 
@@ -1211,6 +1212,7 @@ def distributed(data: dict, scale: dict) -> str:
     speedup = data["speedup_two_processes_vs_one_thread"]
     efficiency = speedup / 2
     cpu_hours = 50_000 * per_image / 3600
+    iterations = big["boundgeo"]["iterations_mean"]
     text = (
         f"Measured on this machine ({env.get('cpu_count')} cores, {env.get('cpu_model')}): the boundary normals of "
         f"{setup['inputs']} under the {setup['model']}, {setup['deepfool']}, {setup['timing']}.\n\n"
@@ -1220,17 +1222,55 @@ def distributed(data: dict, scale: dict) -> str:
         f"{pct(two['communication_share'])} of the two-process call is spent in boundgeo's collectives "
         f"(exchanging shard counts, and waiting for the slower rank and for rank 0's files). The result "
         f"is {'bit-identical to' if two['bit_identical_to_one_process'] else 'NOT equal to'} one process's.\n\n"
-        f"**On paper, 50,000 ImageNet images on 8 GPUs.** The scale benchmark's ResNet-152 costs "
-        f"{per_image:.1f} s per image for its normals on this CPU at 2 threads, so 50,000 images would take "
-        f"{cpu_hours:.0f} hours here. Assumed: one GPU does this work G times as fast as these two cores "
-        f"(G is not measured here; for ResNet-152 forward and backward passes at batch 32 on a current data-centre "
-        f"GPU, 50 to 100 is the usual order), and 8 processes keep the parallel efficiency measured above, "
-        f"{pct(efficiency, 0)} (the shards are independent; the exchanges per round are a few bytes per rank). "
-        f"Then the time is {cpu_hours:.0f} h / (8 x {efficiency:.2f} x G): "
-        f"{cpu_hours / (8 * efficiency * 50):.1f} h at G = 50, {60 * cpu_hours / (8 * efficiency * 100):.0f} min "
-        f"at G = 100."
+        f"**On paper, 50,000 ImageNet images on 8 GPUs.** The scale benchmark's ResNet-152 (random weights: "
+        f"nothing can be downloaded here) costs {per_image:.1f} s per image for its normals on this CPU at 2 "
+        f"threads, with {iterations:.1f} DeepFool iteration{'s' if iterations != 1 else ''} per image. A trained "
+        f"network needs more iterations near its real images, and the time grows about in proportion. At this "
+        f"cost 50,000 images take {cpu_hours:.0f} hours here. Assumed: one GPU does this work G times as fast "
+        f"as these two cores (G is not measured here), and 8 processes keep the parallel efficiency measured "
+        f"above, {pct(efficiency, 0)} (the shards are independent; the exchanges per round are a few bytes per "
+        f"rank). Then the time is {cpu_hours:.0f} h x k / (8 x {efficiency:.2f} x G), with k the iterations per "
+        f"image relative to this one: for k = 1, "
+        + ", ".join(f"{duration(3600 * cpu_hours / (8 * efficiency * g))} at G = {g}" for g in (20, 50, 100))
+        + "."
     )
     return wrap(text)
+
+
+# registered last: its sources are every other block's
+RESULT_FILES = tuple(sorted({source for spec in BLOCKS.values() for source in spec.sources}))
+
+
+@block("provenance", *RESULT_FILES)
+def provenance(*documents: dict) -> str:
+    """Which version of the code each result comes from: one line per code version, newest first."""
+    versions: dict[str, list[tuple[str, dict]]] = {}
+    for source, data in zip(RESULT_FILES, documents):
+        env = data.get("environment") if isinstance(data, dict) else None
+        clean = isinstance(env, dict) and env.get("code_version") and env.get("code_clean") is True
+        versions.setdefault(env["code_version"] if clean else "none", []).append((source, env or {}))
+
+    def described(version: str, entries: list[tuple[str, dict]]) -> str:
+        names = ", ".join(f"`{source}`" for source, _ in entries)
+        if version == "none":
+            return f"{names}: from no clean, committed code (no code version recorded)"
+        commits = sorted({env["commit"][:7] for _, env in entries}, key=lambda c: min(
+            env["date_utc"] for _, env in entries if env["commit"].startswith(c)))
+        dates = sorted(env["date_utc"][:10] for _, env in entries)
+        when = dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
+        where = f"commit {commits[0]}" if len(commits) == 1 else f"commits {', '.join(commits)}"
+        return f"code version `{version}` ({where}, {when}): {names}"
+
+    order = sorted(versions, key=lambda v: max(env.get("date_utc", "") for _, env in versions[v]), reverse=True)
+    if len(order) == 1:
+        head = f"All {len(RESULT_FILES)} results come from one version of the code, {described(order[0], versions[order[0]])}."
+    else:
+        lines = "\n".join(f"- {'newest' if i == 0 else 'older'}: {described(v, versions[v])}"
+                          for i, v in enumerate(order))
+        head = (f"The {len(RESULT_FILES)} results come from {len(order)} versions of the code, so a regeneration "
+                f"is due: `python analysis/reproduce.py --resume` reruns those the current code has not "
+                f"computed.\n\n{lines}")
+    return head
 
 
 def check_text(text: str, results: Path = RESULTS, label: str = "README.md") -> str:

@@ -81,12 +81,13 @@ def compute(folder: Path, block_bytes: int) -> dict:
 
 
 def compute_mismatch(folder: Path, rank: int) -> dict:
-    """Rank 1 asks for another seed (and rank 0 for another out=): both must refuse."""
+    """The ranks ask for another seed, out= or n: every rank must refuse, naming the setting."""
     clf, x, y = model_and_data()
     messages = {}
-    for name, kwargs in {"seed": {"seed": rank}, "out": {"out": folder / f"rank{rank}"}}.items():
+    for name, kwargs in {"seed": {"seed": rank, "n": 20}, "out": {"out": folder / f"rank{rank}", "n": 20},
+                         "n": {"n": 20 + rank}}.items():
         try:
-            bg.boundary_normals(clf, x, n=20, progress=False, **kwargs)
+            bg.boundary_normals(clf, x, progress=False, **kwargs)
         except bg.BoundgeoError as exc:
             messages[name] = str(exc)
     try:

@@ -111,8 +111,9 @@ def test_profile_and_subspace_rates_are_exact(runs, key):
 def test_settings_that_differ_across_ranks_are_refused(tmp_path):
     ranks = _spawn(tmp_path, "mismatch")
     for rank in ranks:
-        assert set(rank) == {"seed", "out", "xi"}
+        assert set(rank) == {"seed", "out", "n", "xi"}
         assert "seed: rank 0 0, rank 1 1" in rank["seed"]
+        assert "n: rank 0 20, rank 1 21" in rank["n"]
         assert "out:" in rank["out"] and "differ across the 2 ranks" in rank["out"]
         assert "xi" in rank["xi"]
 

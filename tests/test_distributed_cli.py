@@ -65,3 +65,11 @@ def test_the_whole_demo_under_torchrun_writes_one_report(tmp_path):
     done = _run("demo", "--out", str(tmp_path / "demo"), "--num-inputs", "40", processes=2)
     assert (tmp_path / "demo" / "report.md").is_file() and (tmp_path / "demo" / "report.html").is_file()
     assert done.stdout.count("report: ") == 1
+
+
+def test_analyze_under_torchrun_writes_one_report(tmp_path):
+    # analyze is the demo's pipeline on a model of the user's; the embedded model stands in for it
+    done = _run("analyze", "--out", str(tmp_path / "analysis"), "--num-inputs", "40", "--skip", "curvature",
+                processes=2)
+    assert (tmp_path / "analysis" / "report.md").is_file()
+    assert done.stdout.count("report: ") == 1
