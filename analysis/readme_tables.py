@@ -292,6 +292,8 @@ def _library_name(row: dict, machine: dict) -> str:
         return "**boundgeo**"
     if lib == "boundgeo nearest=None":
         return "boundgeo `nearest=None`"
+    if lib == "boundgeo box_step=True":
+        return "boundgeo `box_step=True`"
     version = machine.get(lib)
     return f"{'ART' if lib == 'art' else lib} {version}" if version else ("ART" if lib == "art" else lib)
 
@@ -353,6 +355,33 @@ def deepfool_findings(data: dict) -> str:
         f"along in the shared graph's remaining gradient rows. foolbox does one forward and one backward per "
         f"candidate class per step, {fb2['forward_rows_per_image'] / bg2['forward_rows_per_image']:.0f} times "
         f"boundgeo's forwards. ART computes every class's gradient.")
+
+
+@block("deepfool-box", "bench_deepfool.json")
+def deepfool_box(data: dict) -> str:
+    """Box-aware steps against clipping after the step, and every boundgeo row against the autograd floor."""
+    r = _df_rows(data)
+    if ("boundgeo box_step=True", "l2") not in r:
+        return "The saved benchmark has no `box_step=True` rows: rerun `analysis/benchmarks/bench_deepfool.py`."
+    lines = []
+    for norm in ("l2", "linf"):
+        base, box, fb = r[("boundgeo", norm)], r[("boundgeo box_step=True", norm)], r[("foolbox", norm)]
+        lines.append(
+            f"- **{NORM[norm]}:** {box['mean_iterations']:.1f} iterations per image against "
+            f"{base['mean_iterations']:.1f} when clipping after the step, {box['seconds_per_image'] * 1e3:.2f} ms per "
+            f"image against {base['seconds_per_image'] * 1e3:.2f} ({box['seconds_ratio_to_boundgeo']:.2f}x the time; "
+            f"{box['seconds_per_image'] / fb['seconds_per_image']:.2f}x foolbox's). Its norms are larger: median "
+            f"{box['median_norm']:.4f} against {base['median_norm']:.4f} (paired median ratio "
+            f"{box['paired_norm_ratio_median']:.4f}), mean {box['mean_norm']:.4f} against {base['mean_norm']:.4f}; "
+            f"foolbox's median is {fb['median_norm']:.4f}. Success {pct(box['success_rate'], 0)}.")
+    floors = [(_library_name(row, {}), NORM[row["norm"]], row) for row in data["rows"] if "ratio_to_floor" in row]
+    table = markdown(["boundgeo", "norm", "threads / batch", "iterations", "floor ms / image", "ms / image",
+                      "time / floor"],
+                     [[name, norm, f"{row['setting']['torch_threads']} / {row['setting']['batch_size']}",
+                       f"{row['mean_iterations']:.2f}", f"{row['floor']['seconds_per_image'] * 1e3:.2f}",
+                       f"{row['seconds_per_image'] * 1e3:.2f}", f"{row['ratio_to_floor']:.2f}x"]
+                      for name, norm, row in floors])
+    return "\n".join(lines) + "\n\n" + table
 
 
 # ---------------------------------------------------------------- Section 4

@@ -9,6 +9,13 @@ setting of torch threads and batch size: each (threads, batch) of SWEEP is timed
 ``--sweep-n`` images, per library and norm, and the fastest is kept ("setting" in each row, the
 sweep in "sweeps"). Every library is then timed best of ``--repeats`` (2) at that setting.
 
+boundgeo also runs with ``box_step=True`` (each linearised step solved inside [0, 1] instead of
+clipped after it). For boundgeo's rows the "floor" is the least time the iterations it made can
+take on this machine: the minimum forward rows (one per iterate) and backward rows (one per kept
+candidate per step, and one for the normal) at the cost per row of plain ``model(x)`` and batched
+``torch.autograd.grad`` calls, timed at the row's threads and batch (see ``autograd_floor``); the
+row's ``ratio_to_floor`` is its time over that.
+
 Per library it reports the success rate, the median and mean ‖r‖, the paired per-image ratio of
 ‖r‖ to boundgeo's, the seconds per image, and the forward and backward passes through the model
 (counted with module hooks, in a second, untimed run so the hooks cost the timings nothing),
@@ -120,6 +127,39 @@ def run_art(model, x, y, norm, batch):
     return adv, success, None
 
 
+def autograd_floor(model, x, batch: int, threads: int, repeats: int = 5) -> dict[str, float]:
+    """Seconds per row of the work DeepFool cannot avoid, with plain torch calls at ``batch``
+    images and ``threads`` torch threads: a forward row is one image through ``model(x)`` with
+    the graph recorded; a backward row is one vector-Jacobian product, measured as the extra
+    time of ``torch.autograd.grad(is_grads_batched=True)`` over 9 rows at once (the most DeepFool
+    asks for, and the cheapest per row) beyond the forward. Best of ``repeats``.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    chunk = x[:batch]
+    k = SETTINGS["candidates"] - 1
+
+    def timed(backward: bool) -> float:
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            inp = chunk.detach().requires_grad_(True)
+            logits = model(inp)
+            if backward:
+                rows = torch.zeros(k, *logits.shape, dtype=logits.dtype)
+                rows[:, :, 0], rows[:, :, 1] = 1.0, -1.0
+                torch.autograd.grad(logits, inp, grad_outputs=rows, is_grads_batched=True)
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    try:
+        forward, both = timed(False), timed(True)
+    finally:
+        torch.set_num_threads(before)
+    return {"forward_row_seconds": forward / len(chunk),
+            "backward_row_seconds": max(both - forward, 0.0) / (k * len(chunk))}
+
+
 def best_setting(name, runner, model, x, y, norm, **extra) -> tuple[dict, list[dict]]:
     """Each (threads, batch) of SWEEP timed once on ``x``; the fastest, and all of them."""
     before = torch.get_num_threads()
@@ -191,7 +231,15 @@ def _measure(name, runner, model, x, y, norm, setting, reference, repeats, **ext
             vjps = kept * it + 1
         else:
             vjps = kept * it.clamp(max=1) + min(nearest, kept) * (it - 1).clamp(min=0) + 1
+        per_row = autograd_floor(model, x, batch, setting["threads"])
+        floor = (float((it + 1).mean()) * per_row["forward_row_seconds"]
+                 + float(vjps.mean()) * per_row["backward_row_seconds"])
+        row["floor"] = {"seconds_per_image": floor, **per_row,
+                        "what": "the minimum forward and backward rows per image (below) at the cost per row of "
+                                "plain model(x) and batched autograd.grad calls, at this row's threads and batch"}
+        row["ratio_to_floor"] = row["seconds_per_image"] / floor
         row.update({
+            "box_step": bool(pts.settings.get("box_step", False)),
             "nearest": nearest,
             "mean_iterations": float(it.mean()),
             "minimum_forward_rows_per_image": float((it + 1).mean()),
@@ -207,6 +255,9 @@ def _measure(name, runner, model, x, y, norm, setting, reference, repeats, **ext
         row["paired_norm_ratio_median"] = float(ratio.median())
         row["paired_norm_ratio_mean"] = float(ratio.mean())
         row["seconds_ratio_to_boundgeo"] = seconds / reference["seconds"]
+    if "ratio_to_floor" in row:
+        print(f"{name:>20} {norm:>4}: {row['mean_iterations']:.2f} iterations, {row['ratio_to_floor']:.2f}x the "
+              f"autograd floor")
     print(f"{name:>20} {norm:>4}: success {row['success_rate']:.3f}  median {row['median_norm']:.4f}  "
           f"mean {row['mean_norm']:.4f}  {row['seconds_per_image'] * 1e3:.2f} ms/img  "
           f"fwd {row['forward_rows_per_image']:.1f}/img  bwd {row['backward_rows_per_image']:.1f}/img"
@@ -255,6 +306,7 @@ def main() -> None:
         ours, ref = run("boundgeo", run_boundgeo, norm)
         rows.append(ours)
         rows.append(run("boundgeo nearest=None", run_boundgeo, norm, reference=ref, nearest=None)[0])
+        rows.append(run("boundgeo box_step=True", run_boundgeo, norm, reference=ref, box_step=True)[0])
         rows.append(run("foolbox", run_foolbox, norm, reference=ref)[0])
         if norm == "l2" and not args.skip_art:
             rows.append(run("art", run_art, norm, reference=ref)[0])
