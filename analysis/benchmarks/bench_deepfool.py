@@ -11,10 +11,9 @@ sweep in "sweeps"). Every library is then timed best of ``--repeats`` (2) at tha
 
 boundgeo also runs with ``box_step=True`` (each linearised step solved inside [0, 1] instead of
 clipped after it). For boundgeo's rows the "floor" is the least time the iterations it made can
-take on this machine: the minimum forward rows (one per iterate) and backward rows (one per kept
-candidate per step, and one for the normal) at the cost per row of plain ``model(x)`` and batched
-``torch.autograd.grad`` calls, timed at the row's threads and batch (see ``autograd_floor``); the
-row's ``ratio_to_floor`` is its time over that.
+take on this machine: its batches replayed as plain ``model(x)`` and ``torch.autograd.grad``
+calls, one forward per iterate of the inputs still active and the gradient rows of that step,
+at the row's threads and batch (``autograd_floor``); ``ratio_to_floor`` is its time over that.
 
 Per library it reports the success rate, the median and mean ‖r‖, the paired per-image ratio of
 ‖r‖ to boundgeo's, the seconds per image, and the forward and backward passes through the model
@@ -127,37 +126,50 @@ def run_art(model, x, y, norm, batch):
     return adv, success, None
 
 
-def autograd_floor(model, x, batch: int, threads: int, repeats: int = 5) -> dict[str, float]:
-    """Seconds per row of the work DeepFool cannot avoid, with plain torch calls at ``batch``
-    images and ``threads`` torch threads: a forward row is one image through ``model(x)`` with
-    the graph recorded; a backward row is one vector-Jacobian product, measured as the extra
-    time of ``torch.autograd.grad(is_grads_batched=True)`` over 9 rows at once (the most DeepFool
-    asks for, and the cheapest per row) beyond the forward. Best of ``repeats``.
+def _plain_call(model, inp: torch.Tensor, rows: int, vmapped: bool) -> float:
+    """Seconds of one DeepFool iteration as plain torch calls: ``model(x)`` recording the graph,
+    then ``rows`` vector-Jacobian products (one batched ``autograd.grad``, or a loop of them)."""
+    start = time.perf_counter()
+    inp = inp.detach().requires_grad_(True)
+    logits = model(inp)
+    grad_outputs = torch.zeros(rows, *logits.shape, dtype=logits.dtype)
+    grad_outputs[:, :, 0], grad_outputs[:, :, 1] = 1.0, -1.0
+    if vmapped:
+        torch.autograd.grad(logits, inp, grad_outputs=grad_outputs, is_grads_batched=True)
+    else:
+        for j in range(rows):
+            torch.autograd.grad(logits, inp, grad_outputs=grad_outputs[j], retain_graph=j < rows - 1)
+    return time.perf_counter() - start
+
+
+def autograd_floor(model, x, pts, batch: int, threads: int, repeats: int = 3) -> float:
+    """Seconds per image of the calls DeepFool cannot avoid for the iterations ``pts`` made.
+
+    The run is replayed batch by batch (``batch`` images, as boundgeo splits them): at forward t
+    the inputs still active are those with at least t iterations; each such forward records the
+    graph and is followed by the gradient rows of that step (all kept candidates at the first
+    step, ``nearest`` later, one for the normals once every active input has crossed). Each call
+    is timed as plain torch, batched ``autograd.grad`` and a loop of it, best of ``repeats`` and
+    the faster form: nothing of boundgeo's runs, so the floor counts no bookkeeping.
     """
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
-    chunk = x[:batch]
-    k = SETTINGS["candidates"] - 1
-
-    def timed(backward: bool) -> float:
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            inp = chunk.detach().requires_grad_(True)
-            logits = model(inp)
-            if backward:
-                rows = torch.zeros(k, *logits.shape, dtype=logits.dtype)
-                rows[:, :, 0], rows[:, :, 1] = 1.0, -1.0
-                torch.autograd.grad(logits, inp, grad_outputs=rows, is_grads_batched=True)
-            best = min(best, time.perf_counter() - start)
-        return best
-
+    kept = SETTINGS["candidates"] - 1
+    nearest = pts.settings.get("nearest")
+    later = kept if nearest is None else min(nearest, kept)
+    total = 0.0
     try:
-        forward, both = timed(False), timed(True)
+        for chunk, its in zip(x.split(batch), pts.iterations.cpu().split(batch)):
+            for t in range(int(its.max()) + 1):
+                active = its >= t
+                stepping = bool((its[active] > t).any())
+                rows = (kept if t == 0 else later) if stepping else 1
+                inp = chunk[active]
+                total += min(_plain_call(model, inp, rows, vmapped)
+                             for vmapped in (True, False) for _ in range(repeats))
     finally:
         torch.set_num_threads(before)
-    return {"forward_row_seconds": forward / len(chunk),
-            "backward_row_seconds": max(both - forward, 0.0) / (k * len(chunk))}
+    return total / len(x)
 
 
 def best_setting(name, runner, model, x, y, norm, **extra) -> tuple[dict, list[dict]]:
@@ -231,12 +243,10 @@ def _measure(name, runner, model, x, y, norm, setting, reference, repeats, **ext
             vjps = kept * it + 1
         else:
             vjps = kept * it.clamp(max=1) + min(nearest, kept) * (it - 1).clamp(min=0) + 1
-        per_row = autograd_floor(model, x, batch, setting["threads"])
-        floor = (float((it + 1).mean()) * per_row["forward_row_seconds"]
-                 + float(vjps.mean()) * per_row["backward_row_seconds"])
-        row["floor"] = {"seconds_per_image": floor, **per_row,
-                        "what": "the minimum forward and backward rows per image (below) at the cost per row of "
-                                "plain model(x) and batched autograd.grad calls, at this row's threads and batch"}
+        floor = autograd_floor(model, x, pts, batch, setting["threads"])
+        row["floor"] = {"seconds_per_image": floor,
+                        "what": "boundgeo's iterations replayed as plain model(x) and autograd.grad calls at this "
+                                "row's threads and batch (the faster of batched and looped VJPs per call)"}
         row["ratio_to_floor"] = row["seconds_per_image"] / floor
         row.update({
             "box_step": bool(pts.settings.get("box_step", False)),
