@@ -113,8 +113,10 @@ def test_box_step_settings_are_checked(digits_cnn):
     clf = bg.Classifier(trained.model.eval())
     with pytest.raises(bg.BoundgeoError, match="box_step.*clip=True"):
         bg.deepfool(clf, x[:2], box_step=True, clip=False)
-    with pytest.raises(bg.BoundgeoError, match="box_step must be True or False"):
+    with pytest.raises(bg.BoundgeoError, match="box_step must be False, True or 'after_first'"):
         bg.deepfool(clf, x[:2], box_step="yes")
+    with pytest.raises(bg.BoundgeoError, match="box_step='after_first'.*clip=True"):
+        bg.deepfool(clf, x[:2], box_step="after_first", clip=False)
     with pytest.raises(bg.BoundgeoError, match="box_step"):
         bg.boundary_normals(clf, x[:2], box_step=1)
 
@@ -133,3 +135,19 @@ def test_a_run_recorded_before_box_step_existed_resumes(tmp_path, digits_cnn):
     assert torch.equal(first.normal, again.normal)
     with pytest.raises(bg.BoundgeoError, match="box_step was False, now True"):
         bg.boundary_normals(clf, x[:20], out=tmp_path, progress=False, box_step=True)
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_after_first_keeps_the_norms_with_fewer_iterations(digits_cnn, norm):
+    trained, x, _ = digits_cnn
+    clf = bg.Classifier(trained.model.eval())
+    x = x[:200]
+    hybrid = bg.deepfool(clf, x, norm=norm, box_step="after_first")
+    clipped = bg.deepfool(clf, x, norm=norm)
+    assert hybrid.settings["box_step"] == "after_first" and bool(hybrid.converged.all())
+    adv = x + hybrid.perturbation
+    assert adv.min() >= 0.0 and adv.max() <= 1.0 and torch.equal(clf.predict(adv), hybrid.target)
+    # measured on 300 digits: 2.1 against 4.5 iterations (l2), 2.2 against 4.2 (linf); paired
+    # median norm ratio 1.0014 and 1.0017
+    assert hybrid.iterations.float().mean() < 0.7 * clipped.iterations.float().mean()
+    assert float((hybrid.margin / clipped.margin).median()) < 1.01
