@@ -1256,9 +1256,12 @@ def distributed(data: dict, scale: dict) -> str:
         f"Measured on this machine ({env.get('cpu_count')} cores, {env.get('cpu_model')}): the boundary normals of "
         f"{setup['inputs']} under the {setup['model']}, {setup['deepfool']}, {setup['timing']}.\n\n"
         f"{table}\n\n"
-        f"Two processes of one thread each are {speedup:.2f}x as fast as one process at one thread and "
-        f"{data['speedup_two_processes_vs_two_threads']:.2f}x as fast as one process at two threads; "
-        f"{pct(two['communication_share'])} of the two-process call is spent in boundgeo's collectives "
+        f"Two processes of one thread each are {speedup:.2f}x as fast as one process at one thread, and "
+        + (f"{data['speedup_two_processes_vs_two_threads']:.2f}x as fast as one process at two threads; "
+           if data["speedup_two_processes_vs_two_threads"] >= 1 else
+           f"slower than one process at two threads (they take {1 / data['speedup_two_processes_vs_two_threads']:.2f}x "
+           f"its time: on two cores, torch's two threads already use both); ")
+        + f"{pct(two['communication_share'])} of the two-process call is spent in boundgeo's collectives "
         f"(exchanging shard counts, and waiting for the slower rank and for rank 0's files). The result "
         f"is {'bit-identical to' if two['bit_identical_to_one_process'] else 'NOT equal to'} one process's.\n\n"
         f"**On paper, 50,000 ImageNet images on 8 GPUs.** The scale benchmark's ResNet-152 (random weights: "
