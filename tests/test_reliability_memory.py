@@ -2,19 +2,23 @@
 
 A run writes each shard to disk and keeps only its manifest entry (about 300 bytes) in memory.
 The resident memory of a child process is sampled after every shard; past the allocator's
-warm-up it must not grow by more than BOUND_MB over 40 shards. A second child that keeps each
-shard in memory, as a leak would, shows that the bound catches one.
+warm-up it must not grow by more than BOUND_MB over 40 shards (the median of the last 5 samples
+against the median of the 5 before the warm-up ends: single samples swing by up to 9 MB either
+way as the allocator takes and returns memory). A second child that keeps each shard in memory,
+as a leak would, shows that the bound catches one.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 import textwrap
 
 SHARDS, SHARD_SIZE, WARM_UP = 60, 200, 20
-BOUND_MB = 8.0  # measured: -4.7 MB (the allocator gave memory back); keeping every shard: +59 MB
+BOUND_MB = 15.0  # measured single-sample growth -9 to +9 MB; keeping every shard: +59 MB
+EDGE = 5
 
 CHILD = textwrap.dedent(
     f"""
@@ -58,11 +62,11 @@ def _growth_after_warm_up(tmp_path, mode: str) -> float:
     assert done.returncode == 0, done.stderr
     samples = json.loads(done.stdout.strip().splitlines()[-1])
     assert len(samples) == SHARDS
-    return samples[-1] - samples[WARM_UP - 1]
+    return statistics.median(samples[-EDGE:]) - statistics.median(samples[WARM_UP - EDGE:WARM_UP])
 
 
 def test_resident_memory_is_flat_over_shards_and_a_kept_shard_would_show(tmp_path):
     flat = _growth_after_warm_up(tmp_path, "run")
     assert flat < BOUND_MB, f"RSS grew {flat:.1f} MB over {SHARDS - WARM_UP} shards"
     leaking = _growth_after_warm_up(tmp_path, "leak")
-    assert leaking > 3 * BOUND_MB, f"a kept shard per step grew RSS by {leaking:.1f} MB only"
+    assert leaking > 2.5 * BOUND_MB, f"a kept shard per step grew RSS by {leaking:.1f} MB only"
