@@ -121,14 +121,15 @@ def _reference_model(args: argparse.Namespace) -> _Model:
     name = f"{args.dataset} {trained.arch} (boundgeo.zoo)"
     record = {"model": name, "weights": "trained by boundgeo.zoo", "preset": None, "mean": None, "std": None,
               "parameters": sum(p.numel() for p in trained.model.parameters())}
-    return _Model(Classifier(trained.model.to(_rank_device())), name, record=record)
+    return _Model(Classifier(_on_rank_device(trained.model)), name, record=record)
 
 
-def _rank_device() -> torch.device:
-    """Under torchrun with GPUs, this rank's GPU (LOCAL_RANK); else the CPU."""
+def _on_rank_device(model: torch.nn.Module) -> torch.nn.Module:
+    """Under torchrun with GPUs, the model on this rank's GPU (LOCAL_RANK); otherwise the model
+    where it is: one process never moves a model its factory placed."""
     if world().active and torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
+        return model.to(torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))))
+    return model
 
 
 def _import_factory(spec: str):
@@ -198,7 +199,7 @@ def _user_model(args: argparse.Namespace) -> _Model:
                             "results describe an untrained network")
     else:
         weights = f"as returned by {args.model}()"
-    model.eval().to(_rank_device())
+    model = _on_rank_device(model.eval())
     mean, std = _normalisation(args)
     clf = Classifier(model, bounds=tuple(args.bounds), mean=mean, std=std, outputs=args.outputs)
     record = {"model": args.model, "weights": weights, "preset": args.preset, "outputs": args.outputs,

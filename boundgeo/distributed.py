@@ -238,15 +238,26 @@ def map_rows(world: World, n: int, size: int, fn: Callable[[int, int], torch.Ten
     if not world.active:
         parts = [fn(start, stop) for start, stop in chunks(n, size, world)]
         return torch.cat(parts) if parts else torch.zeros(0, dtype=dtype, device=device)
-    out = None
-    for start, stop in chunks(n, size, world):
-        part = fn(start, stop)
-        if out is None:
-            out = torch.zeros((n,) + tuple(part.shape[1:]), dtype=torch.uint8 if dtype == torch.bool else dtype,
-                              device=part.device)
-        out[start:stop] = part
-    shape = world.all_gather(None if out is None else tuple(out.shape[1:]))
-    trailing = next(s for s in shape if s is not None)
+    out, error = None, None
+    try:
+        for start, stop in chunks(n, size, world):
+            part = fn(start, stop)
+            if out is None:
+                out = torch.zeros((n,) + tuple(part.shape[1:]),
+                                  dtype=torch.uint8 if dtype == torch.bool else dtype, device=part.device)
+            out[start:stop] = part
+    except Exception as exc:  # sent to every rank in the shape exchange below, so none waits forever
+        error = exc
+    shapes = world.all_gather(f"{type(error).__name__}: {error}" if error is not None
+                              else None if out is None else tuple(out.shape[1:]))
+    failed = [(r, s) for r, s in enumerate(shapes) if isinstance(s, str)]
+    if error is not None:
+        raise error
+    if failed:
+        raise BoundgeoError(f"failed on rank {failed[0][0]} of {world.size} ({failed[0][1]}); every rank stops")
+    trailing = next((s for s in shapes if s is not None), None)
+    if trailing is None:  # no rows at all (n == 0), as one process returns
+        return torch.zeros(0, dtype=dtype, device=device)
     if out is None:  # fewer chunks than ranks: this rank adds zeros
         out = torch.zeros((n,) + trailing, dtype=torch.uint8 if dtype == torch.bool else dtype, device=device)
     out = world.all_reduce_sum(out)

@@ -94,6 +94,16 @@ def compute_mismatch(folder: Path, rank: int) -> dict:
         bg.universal_perturbation(clf, x[:40], xi=0.1 + rank, method="sgd", max_passes=1, progress=False)
     except bg.BoundgeoError as exc:
         messages["xi"] = str(exc)
+
+    def fails_on_rank_1(start, stop):
+        if bg.distributed.world().rank == 1:
+            raise RuntimeError("out of memory on rank 1")
+        return torch.ones(stop - start)
+
+    try:  # an error inside a split computation reaches every rank: none waits forever
+        bg.distributed.map_rows(bg.distributed.world(), 8, 2, fails_on_rank_1, dtype=torch.float32, device="cpu")
+    except (RuntimeError, bg.BoundgeoError) as exc:
+        messages["map_rows"] = f"{type(exc).__name__}: {exc}"
     return messages
 
 

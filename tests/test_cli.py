@@ -423,3 +423,16 @@ def test_skipped_stages_are_said_and_leave_no_earlier_results_behind(cifar_like,
     assert not [p.name for p in out.iterdir() if p.name.startswith(("profile", "curvature", "universal", "subspace"))]
     report = (out / "report.md").read_text()
     assert "Left out with --skip: subspace, curvature, uap, profile." in report and "## Spectrum" in report
+
+
+def test_one_process_leaves_the_model_where_its_factory_put_it(monkeypatch):
+    # torchrun's ranks move the model to their GPU; one process must not move a model (a factory
+    # may have placed it on a GPU of its choice): a module on the meta device stays there
+    import torch
+
+    from boundgeo.cli import _on_rank_device
+
+    for name in ("WORLD_SIZE", "RANK"):
+        monkeypatch.delenv(name, raising=False)
+    model = torch.nn.Linear(3, 2, device="meta")
+    assert _on_rank_device(model) is model and model.weight.device.type == "meta"

@@ -111,7 +111,8 @@ def test_profile_and_subspace_rates_are_exact(runs, key):
 def test_settings_that_differ_across_ranks_are_refused(tmp_path):
     ranks = _spawn(tmp_path, "mismatch")
     for rank in ranks:
-        assert set(rank) == {"seed", "out", "n", "xi"}
+        assert set(rank) == {"seed", "out", "n", "xi", "map_rows"}
+        assert "out of memory on rank 1" in rank["map_rows"]
         assert "seed: rank 0 0, rank 1 1" in rank["seed"]
         assert "n: rank 0 20, rank 1 21" in rank["n"]
         assert "out:" in rank["out"] and "differ across the 2 ranks" in rank["out"]
@@ -168,3 +169,9 @@ def test_resume_auto_continues_the_same_run_and_restarts_another(tmp_path, digit
     assert other.settings["batch_size"] == 8
     with pytest.raises(bg.BoundgeoError, match="resume must be one of"):
         bg.boundary_normals(clf, x[:40], out=tmp_path, progress=False, resume="yes")
+
+
+def test_map_rows_of_nothing_is_empty_as_in_one_process():
+    out = bg.distributed.map_rows(bg.distributed.World(), 0, 4, lambda a, b: torch.ones(b - a),
+                                  dtype=torch.float32, device="cpu")
+    assert out.shape == (0,)
