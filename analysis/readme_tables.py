@@ -380,7 +380,7 @@ def deepfool_box(data: dict) -> str:
                 f"({box['seconds_ratio_to_boundgeo']:.2f}x the time; {box['seconds_per_image'] / fb['seconds_per_image']:.2f}x "
                 f"foolbox's), median ‖r‖ {box['median_norm']:.4f} ({'larger' if larger else 'not larger'}; paired "
                 f"median ratio {box['paired_norm_ratio_median']:.4f}), mean {box['mean_norm']:.4f}, success "
-                f"{pct(box['success_rate'], 0)}")
+                f"{pct(box['success_rate'])}")
         lines.append(f"- **{NORM[norm]}**, against {base['mean_iterations']:.1f} iterations, "
                      f"{base['seconds_per_image'] * 1e3:.2f} ms and median {base['median_norm']:.4f} when clipping "
                      f"after every step (foolbox's median {fb['median_norm']:.4f}): " + "; ".join(parts) + ".")
@@ -1245,7 +1245,7 @@ def distributed(data: dict, scale: dict) -> str:
     two = rows[-1]
     table = markdown(["setting", "seconds", "per input"],
                      [[r["setting"], f"{r['seconds']:.1f}",
-                       f"{1000 * r['seconds'] / int(setup['inputs'].split()[2]):.1f} ms"] for r in rows])
+                       f"{1000 * r['seconds'] / int(setup['inputs'].split()[2].replace(',', '')):.1f} ms"] for r in rows])
     big = next(a for a in scale["architectures"] if a["architecture"] == "resnet152")
     per_image = big["stages"]["boundgeo_deepfool"]["seconds"] / big["n"]
     speedup = data["speedup_two_processes_vs_one_thread"]
@@ -1264,14 +1264,15 @@ def distributed(data: dict, scale: dict) -> str:
         + f"{pct(two['communication_share'])} of the two-process call is spent in boundgeo's collectives "
         f"(exchanging shard counts, and waiting for the slower rank and for rank 0's files). The result "
         f"is {'bit-identical to' if two['bit_identical_to_one_process'] else 'NOT equal to'} one process's.\n\n"
-        f"**On paper, 50,000 ImageNet images on 8 GPUs.** The scale benchmark's ResNet-152 (random weights: "
-        f"nothing can be downloaded here) costs {per_image:.1f} s per image for its normals on this CPU at 2 "
-        f"threads, with {iterations:.1f} DeepFool iteration{'s' if iterations != 1 else ''} per image. A trained "
+        f"**On paper, 50,000 ImageNet images on 8 GPUs.** The scale benchmark's ResNet-152 "
+        f"({'random weights: nothing can be downloaded here' if 'RANDOM' in scale['setup']['weights'] else 'its weights'}) "
+        f"costs {per_image:.1f} s per image for its normals on this CPU at "
+        f"{big['stages']['boundgeo_deepfool']['threads']} threads, with {iterations:.1f} DeepFool iteration{'s' if iterations != 1 else ''} per image. A trained "
         f"network needs more iterations near its real images, and the time grows about in proportion. At this "
         f"cost 50,000 images take {cpu_hours:.0f} hours here. Assumed: one GPU does this work G times as fast "
         f"as these two cores (G is not measured here), and 8 processes keep the parallel efficiency measured "
-        f"above, {pct(efficiency, 0)} (the shards are independent; the exchanges per round are a few bytes per "
-        f"rank). Then the time is {cpu_hours:.0f} h x k / (8 x {efficiency:.2f} x G), with k the iterations per "
+        f"above, {pct(efficiency, 0)}. That is optimistic for 8: the shards are independent, but rank 0 alone writes "
+        f"run.json and points/ while the others wait, and that serial part does not shrink with more ranks. Then the time is {cpu_hours:.0f} h x k / (8 x {efficiency:.2f} x G), with k the iterations per "
         f"image relative to this one: for k = 1, "
         + ", ".join(f"{duration(3600 * cpu_hours / (8 * efficiency * g))} at G = {g}" for g in (20, 50, 100))
         + "."
