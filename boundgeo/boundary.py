@@ -39,7 +39,7 @@ from ._errors import BoundgeoError
 from ._perturb import check_norm
 from ._results import Result, atomic_write_bytes, fsync_directory, read_json
 from .classifier import Classifier, as_classifier
-from .distributed import World
+from .distributed import Failure, World
 from .distributed import world as get_world
 
 CONVERGED, NOT_CONVERGED, ZERO_GRADIENT, ZERO_NORMAL = 0, 1, 2, 3
@@ -692,8 +692,8 @@ def _collect(clf: Classifier, source, settings: dict[str, Any], run: "_RunDirect
                                      filter_wrong, settings)
             except Exception as exc:  # reported to every rank below, then raised here
                 error = exc
-        usable = world.all_gather("failed" if error is not None else None if job is None else job.usable)
-        _raise_if_failed(world, error, [u == "failed" for u in usable])
+        usable = world.all_gather(Failure.of(error) if error is not None else None if job is None else job.usable)
+        world.raise_failures(error, usable)
         keeps: dict[int, int] = {}  # shard → the most rows it may keep
         for i, shard in enumerate(ks):
             if collected >= wanted:
@@ -711,12 +711,11 @@ def _collect(clf: Classifier, source, settings: dict[str, Any], run: "_RunDirect
                     mine.append((k, part))
             except Exception as exc:
                 error = exc
-        summaries = world.all_gather(summary if error is None else "failed")
-        failed = [s == "failed" for s in summaries]
+        summaries = world.all_gather(summary if error is None else Failure.of(error))
         if run is not None:  # the round's finished shards, even when another rank failed
             run.record_shards({shard: summaries[i]["entry"] for i, shard in enumerate(ks)
-                               if shard in keeps and not failed[i]})
-        _raise_if_failed(world, error, failed)
+                               if shard in keeps and not isinstance(summaries[i], Failure)})
+        world.raise_failures(error, summaries)
         for i, shard in enumerate(ks):
             done = summaries[i]
             if shard not in keeps:
@@ -747,16 +746,6 @@ def _collect(clf: Classifier, source, settings: dict[str, Any], run: "_RunDirect
     parts = [part for gathered in world.all_gather(mine) for part in gathered]
     parts = [part for _, part in sorted(parts, key=lambda item: item[0])]
     return dataclasses.replace(BoundaryPoints.concat(parts), settings=settings)
-
-
-def _raise_if_failed(world: World, error: BaseException | None, failed: list[bool]) -> None:
-    """After a collective: re-raise this rank's own error, or name the rank that failed."""
-    if error is not None:
-        raise error
-    if any(failed):
-        rank = failed.index(True)
-        raise BoundgeoError(f"boundary_normals failed on rank {rank} of {world.size} (its error is "
-                            "raised there); every rank stops")
 
 
 class _ShardJob:
@@ -1045,10 +1034,10 @@ class _RunDirectory:
         return {"rows": len(part), "sha256": _file_digest(stem)}
 
     def record_shards(self, entries: dict[int, dict[str, Any]]) -> None:
-        """Enter finished shards in the table; rank 0 rewrites run.json."""
+        """Enter finished shards in the table; rank 0 rewrites run.json (a failure there is raised
+        on every rank)."""
         self.shards.update({str(k): entry for k, entry in entries.items()})
-        if self.world.main:
-            self._write_manifest()
+        self.world.run_on_main(self._write_manifest)
 
     def finish(self, shard_counts: list[int], settings: dict[str, Any], *, labelled: bool,
                cost: dict[str, int]) -> None:

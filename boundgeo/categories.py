@@ -33,7 +33,7 @@ from ._perturb import check_norm, check_radii, fooled, project_rows, scale_to_no
 from ._results import Result
 from .boundary import deepfool
 from .classifier import Classifier, as_classifier
-from .distributed import map_rows, single_process
+from .distributed import gather_pieces, map_rows, single_process
 from .distributed import world as get_world
 from .universal import METHODS as UNIVERSAL_METHODS
 from .universal import universal_perturbation
@@ -322,39 +322,46 @@ def robustness_profile(
         margin = torch.where(pts.converged, pts.margin, torch.full_like(pts.margin, float("inf")))
         return torch.stack([margin.double(), pts.label.double()], dim=1)
 
-    found = map_rows(world, n, batch_size, margins_and_labels, dtype=torch.float64, device=x.device)
+    found = map_rows(world, n, batch_size, margins_and_labels, dtype=torch.float64, device=x.device, trailing=(2,))
     margins = found[:, 0].to(x.dtype)
     clean = found[:, 1].long()  # DeepFool's first forward is the clean prediction
-    directions = scale_to_norm(torch.randn(draws, d, generator=generator).to(x.device), norm)
+    directions = scale_to_norm(torch.randn(draws, d, generator=generator).to(x.device), norm).reshape((draws,) + shape)
 
-    def hits(v: torch.Tensor) -> torch.Tensor:
+    def random_hits(e: float) -> torch.Tensor:  # (n, draws): which inputs each random direction at ε fools
         return map_rows(world, n, batch_size,
-                        lambda a, b: fooled(clf, x_eval[a:b], clean[a:b], v, batch_size=batch_size),
-                        dtype=torch.bool, device=x.device)
+                        lambda a, b: torch.stack([fooled(clf, x_eval[a:b], clean[a:b], e * directions[j],
+                                                         batch_size=batch_size) for j in range(draws)], dim=1),
+                        dtype=torch.bool, device=x.device, trailing=(draws,))
 
+    # The universal witnesses, one per ε, are fitted whole (each alone, as one process fits it:
+    # split, its gradient sums would be rounded in another order), ε_i on rank i mod N.
+    def witness(i: int) -> torch.Tensor:
+        with single_process():
+            uap = universal_perturbation(clf, x_fit, xi=float(eps[i]), norm=norm, method=universal_method,
+                                         max_passes=universal_passes, seed=seed, progress=False,
+                                         max_batch=batch_size)
+        return uap.perturbation[None]
+
+    witnesses = gather_pieces(world, [1] * len(eps), witness, row_shape=shape, dtype=x.dtype, device=x.device)
     per_image, universal, random = [], [], []
     # B_ε' ⊂ B_ε for ε' ≤ ε: a witness found at a smaller budget stands at every larger one
     hit_so_far = torch.zeros(n, dtype=torch.bool, device=x.device)
     universal_so_far = 0.0
-    steps = eps.tolist()
+    steps = list(enumerate(eps.tolist()))
     if progress and world.main:
         from tqdm.auto import tqdm
 
         steps = tqdm(steps, desc="robustness profile", unit="ε")
-    for e in steps:
+    for i, e in steps:
         hit_any = margins <= e
-        random_hits = torch.stack([hits((e * directions[j]).reshape(shape)) for j in range(draws)])  # (draws, n)
-        random_rate = float(random_hits.double().mean())
-        # the witness is fitted whole on every rank: split across ranks, its gradient sums
-        # would be rounded in another order, and a rate could differ from one process's
-        with single_process():
-            uap = universal_perturbation(clf, x_fit, xi=e, norm=norm, method=universal_method,
-                                         max_passes=universal_passes, seed=seed, progress=False,
-                                         max_batch=batch_size)
-        uap_hits = hits(uap.perturbation)
-        best_random = random_hits.double().mean(1).max()
+        hits_random = random_hits(e)
+        random_rate = float(hits_random.double().mean())
+        uap_hits = map_rows(world, n, batch_size,
+                            lambda a, b: fooled(clf, x_eval[a:b], clean[a:b], witnesses[i][0], batch_size=batch_size),
+                            dtype=torch.bool, device=x.device)
+        best_random = hits_random.double().mean(0).max()
         universal_so_far = max(universal_so_far, float(uap_hits.double().mean()), float(best_random))
-        hit_so_far = hit_so_far | hit_any | uap_hits | random_hits.any(0)
+        hit_so_far = hit_so_far | hit_any | uap_hits | hits_random.any(1)
         if refine and not hit_so_far.all():
             rest = (~hit_so_far).nonzero().squeeze(1)
             hit_so_far[rest] = map_rows(

@@ -30,7 +30,7 @@ from . import __version__
 from ._checks import check_count
 from ._errors import BoundgeoError
 from ._results import read_json
-from .distributed import launched_by_torchrun, world
+from .distributed import launched_by_torchrun, single_process, world
 
 # Normalisation presets (mean, std per channel) for inputs in [0, 1].
 PRESETS = {
@@ -80,14 +80,6 @@ def _save(result, path: Path) -> None:
 def _saved(result, path: Path):
     result.save(path)
     return result
-
-
-def _alone(fn):
-    """``fn()`` as one process, ignoring the process group (for work rank 0 does alone)."""
-    from .distributed import single_process
-
-    with single_process():
-        return fn()
 
 
 def _say(notes: dict[str, str]) -> None:
@@ -491,9 +483,12 @@ def stage_curvature(setup: _Setup, out: Path, seed: int, n: int | None = None, k
     print(f"[curvature] top-{k} principal curvatures at {len(chosen)} boundary points (finite differences, "
           f"{sizes['curvature']} per batch)")
     # not split across ranks yet: under torchrun rank 0 measures and saves, the others wait
-    curv = world().run_on_main(lambda: _alone(lambda: _saved(boundary_curvature(
-        setup.clf, subset, inputs=setup.data.x, k=k, along=along, seed=seed, progress=True,
-        batch_size=sizes["curvature"]), out / "curvature")))
+    def measure():
+        with single_process():
+            return _saved(boundary_curvature(setup.clf, subset, inputs=setup.data.x, k=k, along=along, seed=seed,
+                                             progress=True, batch_size=sizes["curvature"]), out / "curvature")
+
+    curv = world().run_on_main(measure)
     frame = curv.along_frame()
     means = frame.groupby("group", sort=False).curvature.mean()
     print("      mean curvature along " + "; ".join(f"{g}: {v:.3g}" for g, v in means.items())
@@ -775,6 +770,7 @@ def _process_group():
     if dist.get_rank() != 0:  # progress and summaries once, from rank 0; errors from every rank
         quiet = open(os.devnull, "w")
         sys.stdout = quiet
+        before = os.environ.get("TQDM_DISABLE")
         os.environ["TQDM_DISABLE"] = "1"  # tqdm's own switch, for the bars of every stage
     try:
         yield
@@ -782,6 +778,10 @@ def _process_group():
         if quiet is not None:
             sys.stdout = sys.__stdout__
             quiet.close()
+            if before is None:
+                os.environ.pop("TQDM_DISABLE", None)
+            else:
+                os.environ["TQDM_DISABLE"] = before
         if started:
             dist.destroy_process_group()
 

@@ -14,7 +14,6 @@ Marchenko-Pastur prediction.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ import torch
 from ._checks import check_count, check_seed
 from ._errors import BoundgeoError
 from ._results import Result
-from .distributed import World
+from .distributed import World, sample_digest
 from .distributed import world as get_world
 
 ROUTES = ("exact", "gram", "randomized", "stream")
@@ -208,11 +207,11 @@ class _Rows:
         return _unit_rows(self.array[self.rows].double())
 
     def row_blocks(self, size: int, world: World = World()):
-        for start in _share(range(0, self.n, size), world):
+        for start in world.share(range(0, self.n, size)):
             yield _unit_rows(self.array[self.rows[start : start + size]].double())
 
     def column_blocks(self, size: int, world: World = World()):
-        for start in _share(range(0, self.d, size), world):
+        for start in world.share(range(0, self.d, size)):
             yield start, self.array[:, start : start + size][self.rows].double()
 
 
@@ -298,21 +297,16 @@ class _FileRows(_Rows):
         return _unit_rows(torch.from_numpy(raw).double())
 
     def row_blocks(self, size: int, world: World = World()):
-        spans = [(self._rows_np[start : start + size], 0, self.d) for start in _share(range(0, self.n, size), world)]
+        spans = [(self._rows_np[start : start + size], 0, self.d) for start in world.share(range(0, self.n, size))]
         if spans:
             for block in self._blocks(spans):
                 yield _unit_rows(block)
 
     def column_blocks(self, size: int, world: World = World()):
-        spans = [(self._rows_np, start, min(start + size, self.d)) for start in _share(range(0, self.d, size), world)]
+        spans = [(self._rows_np, start, min(start + size, self.d)) for start in world.share(range(0, self.d, size))]
         if spans:
             for (_, start, _), block in zip(spans, self._blocks(spans)):
                 yield start, block
-
-
-def _share(starts: range, world: World) -> list[int]:
-    """The blocks of one rank: block i goes to rank i mod N (all of them outside a process group)."""
-    return list(starts)[world.rank :: world.size]
 
 
 def _as_rows(normals, kind: str) -> _Rows:
@@ -436,26 +430,18 @@ def _within_rank(s: torch.Tensor, keep: int) -> int:
     return max(1, min(keep, int((s > 1e-6 * s[0]).sum())))
 
 
-def _route_gram(rows: _Rows, keep: int, world: World = World()):
+def _route_gram(rows: _Rows, keep: int):
+    """The Gram matrix of the smaller side, whole: the matrix is in memory (on every rank of a
+    process group, which repeats this small product rather than exchange it)."""
     n_mat = rows.dense()
     if rows.d <= rows.n:  # d x d Gram: its eigenvectors are the right singular vectors
-        s, v = _from_gram_rows(_split_gram(n_mat, world, by_rows=True))
+        s, v = _from_gram_rows(n_mat.T @ n_mat)
         return s, v[:, :keep].T.contiguous()
-    s, u = _from_gram_rows(_split_gram(n_mat, world, by_rows=False))  # n x n Gram: V = Nᵀ U / σ
+    s, u = _from_gram_rows(n_mat @ n_mat.T)  # n x n Gram: V = Nᵀ U / σ
     keep = _within_rank(s, keep)
     top = u[:, :keep]
     v = (n_mat.T @ top) / s[:keep].clamp_min(1e-300)
     return s, v.T.contiguous()
-
-
-def _split_gram(n_mat: torch.Tensor, world: World, *, by_rows: bool) -> torch.Tensor:
-    """NᵀN (``by_rows``) or NNᵀ, each rank summing its share of the rows or columns of N, added
-    up with ``all_reduce`` (one process: the plain product)."""
-    if not world.active:
-        return n_mat.T @ n_mat if by_rows else n_mat @ n_mat.T
-    parts = torch.tensor_split(n_mat, world.size, dim=0 if by_rows else 1)
-    part = parts[world.rank]
-    return world.all_reduce_sum(part.T @ part if by_rows else part @ part.T)
 
 
 def _route_randomized(rows: _Rows, keep: int, k: int, seed: int):
@@ -479,17 +465,25 @@ def _route_stream(rows: _Rows, keep: int, world: World = World()):
     """
     if rows.d <= rows.n:
         size = max(1, _BLOCK_BYTES // (8 * rows.d))
-        gram = torch.zeros(rows.d, rows.d, dtype=torch.float64)
-        for block in rows.row_blocks(size, world):
-            gram.addmm_(block.T, block)
-        gram = world.all_reduce_sum(gram)
+
+        def my_gram() -> torch.Tensor:
+            gram = torch.zeros(rows.d, rows.d, dtype=torch.float64)
+            for block in rows.row_blocks(size, world):
+                gram.addmm_(block.T, block)
+            return gram
+
+        gram = world.sum_of(my_gram, shape=(rows.d, rows.d), dtype=torch.float64, device="cpu")
         s, v = _from_gram_rows(gram)
         return s, v[:, :keep].T.contiguous().float()
     size = max(1, _BLOCK_BYTES // (8 * rows.n))
-    gram = torch.zeros(rows.n, rows.n, dtype=torch.float64)
-    for _, block in rows.column_blocks(size, world):
-        gram.addmm_(block, block.T)  # in place: no (n, n) temporary per block
-    gram = world.all_reduce_sum(gram)
+
+    def my_gram() -> torch.Tensor:
+        gram = torch.zeros(rows.n, rows.n, dtype=torch.float64)
+        for _, block in rows.column_blocks(size, world):
+            gram.addmm_(block, block.T)  # in place: no (n, n) temporary per block
+        return gram
+
+    gram = world.sum_of(my_gram, shape=(rows.n, rows.n), dtype=torch.float64, device="cpu")
     _return_freed_memory()
     scale = gram.diagonal().clone().sqrt()  # row norms: unit rows without a separate pass
     if (scale == 0).any():
@@ -506,10 +500,14 @@ def _route_stream(rows: _Rows, keep: int, world: World = World()):
     del u
     _return_freed_memory()  # the eigensolver's scratch, before the components are allocated
     # each rank fills its own column blocks; the zeros elsewhere make the sum the whole of V
-    v = (torch.zeros if world.active else torch.empty)(keep, rows.d, dtype=torch.float32)
-    for start, block in rows.column_blocks(size, world):
-        v[:, start : start + block.shape[1]] = coeff_t @ block
-    return s, world.all_reduce_sum(v)
+
+    def my_columns() -> torch.Tensor:
+        v = (torch.zeros if world.active else torch.empty)(keep, rows.d, dtype=torch.float32)
+        for start, block in rows.column_blocks(size, world):
+            v[:, start : start + block.shape[1]] = coeff_t @ block
+        return v
+
+    return s, world.sum_of(my_columns, shape=(keep, rows.d), dtype=torch.float32, device="cpu")
 
 
 # ============================================================================== baseline
@@ -525,12 +523,8 @@ def _rows_digest(normals, rows: _Rows) -> str | None:
     stored = _stored(normals) if hasattr(normals, "converged") else None
     if stored is not None:
         return str(stored.folder.resolve())
-    digest = hashlib.sha256()
-    picks = torch.linspace(0, rows.n - 1, min(rows.n, 32)).round().long()
-    for i in picks.tolist():
-        row = rows.rows[i]
-        digest.update(rows.array[row].double().contiguous().numpy().tobytes())
-    return digest.hexdigest()
+    picks = torch.linspace(0, rows.n - 1, min(rows.n, 32)).round().long() if rows.n else torch.zeros(0, dtype=torch.long)
+    return sample_digest(torch.as_tensor(rows.array[rows.rows[picks]]))
 
 
 def random_unit_spectrum(n: int, d: int, *, seed: int = 0) -> torch.Tensor:
@@ -653,7 +647,7 @@ def spectrum(
     if chosen == "exact":
         values, components = _route_exact(rows, keep)
     elif chosen == "gram":
-        values, components = _route_gram(rows, keep, world)
+        values, components = _route_gram(rows, keep)
     elif chosen == "randomized":
         values, components = _route_randomized(rows, keep, k, seed)
     else:

@@ -187,18 +187,23 @@ def subspace_fooling(
         from tqdm.auto import tqdm
 
         draw_range = tqdm(draw_range, desc="subspace fooling", unit="draw")
+    spaces = (("subspace", sub_rates), ("full", full_rates))
     for j in draw_range:
         z_sub = torch.randn(count, k, generator=gen_sub).to(inputs.device)
         z_full = torch.randn(count, d, generator=gen_full).to(inputs.device)
         directions = {"subspace": scale_to_norm(z_sub @ rows, norm), "full": scale_to_norm(z_full, norm)}
-        for i, radius in enumerate(radii_t.tolist()):
-            for space, target in (("subspace", sub_rates), ("full", full_rates)):
-                v = (radius * directions[space]).reshape((count,) + shape)
-                hit = map_rows(world, n, batch_size,
-                               lambda a, b: fooled(clf, inputs[a:b], clean[a:b], v[a:b] if independent else v[0],
-                                                   batch_size=batch_size),
-                               dtype=torch.bool, device=inputs.device)
-                target[i, j] = hit.double().mean()
+
+        def hits(a: int, b: int) -> torch.Tensor:  # (b - a, radii, 2): every radius and space of this draw
+            return torch.stack([torch.stack([
+                fooled(clf, inputs[a:b], clean[a:b],
+                       (radius * directions[space][a:b]).reshape((b - a,) + shape) if independent
+                       else (radius * directions[space][0]).reshape(shape), batch_size=batch_size)
+                for space, _ in spaces], dim=1) for radius in radii_t.tolist()], dim=1)
+
+        hit = map_rows(world, n, batch_size, hits, dtype=torch.bool, device=inputs.device,
+                       trailing=(len(radii_t), len(spaces)))
+        for s_index, (_, target) in enumerate(spaces):
+            target[:, j] = hit[:, :, s_index].double().mean(0).cpu()
     return SubspaceFooling(
         radii=radii_t,
         subspace_rate=sub_rates.mean(1),

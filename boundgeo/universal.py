@@ -19,7 +19,6 @@ added and the result clipped to the bounds, not an error rate against labels.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from ._perturb import check_norm, fooled, project_rows, row_sizes, scale_to_norm
 from ._results import Result
 from .boundary import BoundaryPoints, _model_fingerprint, deepfool
 from .classifier import Classifier, as_classifier
-from .distributed import World, gather_pieces, map_rows, single_process
+from .distributed import World, chunks, gather_pieces, map_rows, sample_digest, single_process
 from .distributed import world as get_world
 
 METHODS = ("deepfool", "batched", "sgd")
@@ -84,7 +83,7 @@ def fooling_rate(clf: Classifier, x, v, *, batch_size: int = 512) -> float:
     world = get_world()
     world.agree("fooling_rate", {"n": inputs.shape[0], "batch_size": batch_size})
     clean = _predict(clf, inputs, batch_size, world)
-    return _fooled_count(clf, inputs, clean, v, batch_size, world) / inputs.shape[0]
+    return _fooled_count(clf, inputs, clean, v, batch_size, world)[0] / inputs.shape[0]
 
 
 def _predict(clf: Classifier, x: torch.Tensor, batch_size: int, world: World) -> torch.Tensor:
@@ -93,14 +92,28 @@ def _predict(clf: Classifier, x: torch.Tensor, batch_size: int, world: World) ->
                     dtype=torch.long, device=x.device)
 
 
-def _fooled_count(clf: Classifier, x: torch.Tensor, clean: torch.Tensor, v: torch.Tensor, batch_size: int,
-                  world: World) -> int:
-    """How many inputs ``v`` fools, each rank counting its chunks (an exact integer sum)."""
-    per_input = v.dim() == x.dim()
-    hits = map_rows(world, x.shape[0], batch_size,
-                    lambda a, b: fooled(clf, x[a:b], clean[a:b], v[a:b] if per_input else v, batch_size=batch_size),
+def _fooled_mask(clf: Classifier, x: torch.Tensor, clean: torch.Tensor, v: torch.Tensor, batch_size: int,
+                 world: World) -> torch.Tensor:
+    """Which inputs ``v`` fools, each rank checking its chunks: the same mask on every rank."""
+    return map_rows(world, x.shape[0], batch_size,
+                    lambda a, b: fooled(clf, x[a:b], clean[a:b], v, batch_size=batch_size),
                     dtype=torch.bool, device=x.device)
-    return int(hits.sum())
+
+
+def _fooled_count(clf: Classifier, x: torch.Tensor, clean: torch.Tensor, v: torch.Tensor, batch_size: int,
+                  world: World, *, also: int = 0) -> tuple[int, int]:
+    """How many inputs ``v`` fools, each rank counting its chunks, and the sum of ``also`` over the
+    ranks (a count kept per rank): exact integer sums, in one collective."""
+    per_input = v.dim() == x.dim()
+
+    def mine() -> torch.Tensor:
+        counts = torch.tensor([0, also], dtype=torch.long, device=x.device)
+        for a, b in chunks(x.shape[0], batch_size, world):
+            counts[0] += fooled(clf, x[a:b], clean[a:b], v[a:b] if per_input else v, batch_size=batch_size).sum()
+        return counts
+
+    fooled_n, total = world.sum_of(mine, shape=(2,), dtype=torch.long, device=x.device).tolist()
+    return fooled_n, total
 
 
 def _as_perturbation(v, inputs: torch.Tensor, name: str = "perturbation") -> torch.Tensor:
@@ -223,44 +236,28 @@ def _deepfool_step(clf, points, df_kwargs, counter) -> BoundaryPoints:
     return pts
 
 
-@dataclass(frozen=True)
-class _Steps:
-    """What :func:`_pass_batched` uses of DeepFool's result, gathered from the ranks."""
-
-    perturbation: torch.Tensor
-    converged: torch.Tensor
-
-
-def _deepfool_split(clf, points, df_kwargs, counter, piece, world: World) -> _Steps:
-    """DeepFool on ``points`` in pieces, piece i on rank i mod N, gathered on every rank."""
+def _deepfool_steps(clf, points, df_kwargs, counter, piece, world: World) -> tuple[torch.Tensor, torch.Tensor]:
+    """DeepFool's steps and whether each converged, for ``points`` in pieces (one piece per rank
+    at least, of at most ``piece`` inputs), piece i on rank i mod N, gathered on every rank in
+    one collective. ``counter`` counts this rank's gradient rows only."""
     pieces = _pieces(torch.arange(points.shape[0], device=points.device), piece, world)
-    steps, done, rows = {}, {}, torch.zeros((), dtype=torch.long, device=points.device)
-    for i, part in enumerate(pieces):
-        if i % world.size == world.rank:
-            pts = deepfool(clf, points[part], norm="l2", **df_kwargs)
-            steps[i], done[i] = pts.perturbation, pts.converged.to(torch.uint8)
-            rows += pts.cost.get("backward_rows", 0)
-    sizes = [len(part) for part in pieces]
-    counter.gradients += int(world.all_reduce_sum(rows))
-    return _Steps(torch.cat(gather_pieces(world, sizes, steps, points)),
-                  torch.cat(gather_pieces(world, sizes, done, torch.zeros(1, dtype=torch.uint8,
-                                                                           device=points.device))).bool())
+    width = points[0].numel()
 
+    def compute(i: int) -> torch.Tensor:  # the step's entries, then 1 where it converged
+        pts = _deepfool_step(clf, points[pieces[i]], df_kwargs, counter)
+        return torch.cat([pts.perturbation.reshape(len(pts), width),
+                          pts.converged.to(points.dtype)[:, None]], dim=1)
 
-def _tensor_digest(x: torch.Tensor) -> str:
-    """sha256 of the inputs at up to 32 evenly spaced positions and of the shape: the same data on
-    every rank, without hashing all of it."""
-    digest = hashlib.sha256(str(tuple(x.shape)).encode())
-    for i in torch.linspace(0, x.shape[0] - 1, min(x.shape[0], 32)).round().long().tolist():
-        digest.update(x[i].detach().double().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
+    packed = torch.cat(gather_pieces(world, [len(part) for part in pieces], compute, row_shape=(width + 1,),
+                                     dtype=points.dtype, device=points.device))
+    return packed[:, :width].reshape(points.shape), packed[:, width].bool()
 
 
 def _pieces(idx: torch.Tensor, chunk: int | None, world: World) -> list[torch.Tensor]:
-    """A mini-batch's pieces under a process group: at least one per rank, of at most ``chunk``
-    (``max_batch``) inputs. When ``chunk`` is at most the mini-batch divided by the number of
-    ranks, these are the pieces one process uses with the same ``max_batch``, and the arithmetic
-    is repeated exactly."""
+    """A mini-batch's pieces: at least one per rank, of at most ``chunk`` (``max_batch``) inputs;
+    one process uses the mini-batch whole when ``chunk`` is None. When ``chunk`` is at most the
+    mini-batch divided by the number of ranks, these are the pieces one process uses with the
+    same ``max_batch``, and the arithmetic is repeated exactly."""
     size = -(-len(idx) // world.size)
     return list(idx.split(min(size, chunk) if chunk is not None else size))
 
@@ -310,15 +307,12 @@ def _pass_batched(clf, x, clean, v, order, xi, norm, df_kwargs, counter, batch, 
     """
     for start in range(0, len(order), batch):
         idx = order[start : start + batch]
-        still = ~fooled(clf, x[idx], clean[idx], v, batch_size=chunk)
+        still = ~_fooled_mask(clf, x[idx], clean[idx], v, chunk, world)
         if not still.any():
             continue
-        if world.active:
-            pts = _deepfool_split(clf, clf.clip(x[idx[still]] + v), df_kwargs, counter, piece, world)
-        else:
-            pts = _deepfool_step(clf, clf.clip(x[idx[still]] + v), df_kwargs, counter)
-        if pts.converged.any():
-            steps = pts.perturbation[pts.converged]
+        steps, converged = _deepfool_steps(clf, clf.clip(x[idx[still]] + v), df_kwargs, counter, piece, world)
+        if converged.any():
+            steps = steps[converged]
             mean = steps.mean(0)
             size = mean.norm()
             if size > 0:
@@ -328,36 +322,32 @@ def _pass_batched(clf, x, clean, v, order, xi, norm, df_kwargs, counter, batch, 
     return v
 
 
-def _pass_sgd(clf, x, clean, v, order, xi, norm, counter, batch, chunk, step_size, loss_clip,
-              world=World(), piece=None) -> torch.Tensor:
+def _pass_sgd(clf, x, clean, v, order, xi, norm, counter, batch, step_size, loss_clip, world=World(),
+              piece=None) -> torch.Tensor:
     """Shafahi et al. 2020: ascent on min(CE(f(x + v), k̂(x)), β) over mini-batches.
 
-    The gradient of a mini-batch's mean loss is summed over pieces of at most ``chunk`` inputs,
-    so the memory of one backward pass is bounded by ``chunk`` whatever ``batch`` is; with
-    ``chunk >= batch`` it is one backward pass, as before. Under a process group piece i is
+    The gradient of a mini-batch's mean loss is summed over pieces of at most ``piece``
+    (``max_batch``) inputs, so the memory of one backward pass is bounded by ``piece`` whatever
+    ``batch`` is; with ``piece`` None it is one backward pass. Under a process group piece i is
     computed on rank i mod N and the pieces' gradients are gathered and summed in order on
     every rank: the same sum as one process's with the same pieces.
     """
     for start in range(0, len(order), batch):
         idx = order[start : start + batch]
         v = v.detach().requires_grad_(True)
-        grad = torch.zeros_like(v)
-        pieces = list(idx.split(chunk)) if not world.active else _pieces(idx, piece, world)
-        local = {}
-        for i, part in enumerate(pieces):
-            if i % world.size != world.rank:
-                continue
+        pieces = _pieces(idx, piece, world)
+
+        def gradient(i: int) -> torch.Tensor:
+            part = pieces[i]
             logits = clf.forward(clf.clip(x[part] + v))
             loss = F.cross_entropy(logits, clean[part], reduction="none").clamp(max=loss_clip).sum() / len(idx)
-            g = torch.autograd.grad(loss, v)[0]
-            if world.active:
-                local[i] = g[None]
-            else:
-                grad += g
-        if world.active:
-            for g in gather_pieces(world, [1] * len(pieces), local, v.detach()[None]):
-                grad += g[0]
-        counter.gradients += len(idx)
+            counter.gradients += len(part)
+            return torch.autograd.grad(loss, v)[0][None]
+
+        grad = torch.zeros_like(v)
+        for g in gather_pieces(world, [1] * len(pieces), gradient, row_shape=v.shape, dtype=v.dtype,
+                               device=v.device):
+            grad += g[0]  # in piece order on every rank: one process's sum
         with torch.no_grad():
             direction = grad.sign() if norm == "linf" else scale_to_norm(grad[None], "l2")[0]
             v = project(v + step_size * direction, xi, norm)
@@ -431,45 +421,47 @@ def universal_perturbation(
                           overshoot=overshoot, seed=seed, progress=progress, batch_size=batch_size,
                           max_iter=max_iter, candidates=candidates, step_size=step_size,
                           loss_clip=loss_clip, keep_best=keep_best, max_batch=max_batch))
-    xi, delta, overshoot, loss_clip = (checked[k] for k in ("xi", "delta", "overshoot", "loss_clip"))
-    max_passes, batch_size, max_iter, candidates, seed = (
-        checked[k] for k in ("max_passes", "batch_size", "max_iter", "candidates", "seed"))
     world = get_world()
     x, _ = as_tensors(data)
     x = clf.check_inputs(x)  # on the model's device; never written to, so the caller's data stays as it is
-    n = x.shape[0]
-    given = _check_orders(orders, n, max_passes) if orders is not None else None
-    if world.active:
-        world.agree("universal_perturbation", {
-            **{key: value for key, value in checked.items() if key != "progress"}, "n": n,
-            "orders": None if given is None else [order.tolist() for order in given],
-            "model": _model_fingerprint(clf), "data": _tensor_digest(x),
-            "eval_data": eval_data is not None})
-        if checked["method"] == "deepfool":
-            # Algorithm 1 is sequential (every step starts from the v the previous one left), so
-            # it runs whole on rank 0 and the others receive its result
-            def alone() -> UniversalPerturbation:
-                with single_process():
-                    found = universal_perturbation(
-                        clf, x, xi=xi, norm=norm, delta=delta, max_passes=max_passes, method=method,
-                        overshoot=overshoot, eval_data=eval_data, seed=seed, progress=progress,
-                        batch_size=batch_size, max_iter=max_iter, candidates=candidates,
-                        step_size=step_size, loss_clip=loss_clip, keep_best=keep_best, orders=orders,
-                        max_batch=max_batch)
-                return dataclasses.replace(found, perturbation=found.perturbation.cpu())  # to be sent
+    given = _check_orders(orders, x.shape[0], checked["max_passes"]) if orders is not None else None
+    if not world.active:
+        return _fit(clf, x, checked, given, eval_data, world)
+    world.agree("universal_perturbation", {
+        **{key: value for key, value in checked.items() if key != "progress"}, "n": x.shape[0],
+        "orders": None if given is None else [order.tolist() for order in given],
+        "model": _model_fingerprint(clf), "data": sample_digest(x), "eval_data": eval_data is not None})
+    if checked["method"] != "deepfool":
+        return _fit(clf, x, checked, given, eval_data, world)
 
-            found = world.run_on_main(alone)
-            return dataclasses.replace(found, perturbation=found.perturbation.to(x.device),
-                                       settings={**found.settings, "processes": world.size,
-                                                 "ranks_used": 1})
-    chunk = checked["max_batch"] if max_batch is not None else None
+    # Algorithm 1 is sequential (every step starts from the v the previous one left), so it runs
+    # whole on rank 0 and the others receive its result
+    def alone() -> UniversalPerturbation:
+        with single_process():
+            found = _fit(clf, x, checked, given, eval_data, World())
+        return dataclasses.replace(found, perturbation=found.perturbation.cpu())  # to be sent
+
+    found = world.run_on_main(alone)
+    return dataclasses.replace(found, perturbation=found.perturbation.to(x.device),
+                               settings={**found.settings, "processes": world.size, "ranks_used": 1})
+
+
+def _fit(clf: Classifier, x: torch.Tensor, checked: dict[str, Any], given: list[torch.Tensor] | None, eval_data,
+         world: World) -> UniversalPerturbation:
+    """:func:`universal_perturbation` on checked settings, every rank of ``world`` taking part."""
+    xi, norm, method, delta, overshoot, loss_clip = (
+        checked[k] for k in ("xi", "norm", "method", "delta", "overshoot", "loss_clip"))
+    max_passes, batch_size, max_iter, candidates, seed = (
+        checked[k] for k in ("max_passes", "batch_size", "max_iter", "candidates", "seed"))
+    progress, keep_best, chunk = checked["progress"], checked["keep_best"], checked["max_batch"]
+    n = x.shape[0]
     forward_batch = chunk if chunk is not None else 512
     clean = _predict(clf, x, forward_batch, world)
     generator = torch.Generator().manual_seed(seed)
     df_kwargs = dict(overshoot=overshoot, max_iter=max_iter, candidates=candidates)
     if chunk is not None:
         df_kwargs["batch_size"] = chunk
-    step = checked["step_size"] if step_size is not None else xi / 10
+    step = checked["step_size"] if checked["step_size"] is not None else xi / 10
     v = torch.zeros(x.shape[1:], dtype=x.dtype, device=x.device)
     counter = _Counter()
     history: list[dict[str, Any]] = []
@@ -491,16 +483,18 @@ def universal_perturbation(
             v = _pass_batched(clf, x, clean, v, order, xi, norm, df_kwargs, counter, batch_size, forward_batch,
                               world, chunk)
         else:
-            v = _pass_sgd(clf, x, clean, v, order, xi, norm, counter, batch_size, chunk or batch_size, step,
+            v = _pass_sgd(clf, x, clean, v, order, xi, norm, counter, batch_size, step,
                           loss_clip, world, chunk)
         size = _check_ball(v, xi, norm, method, f"after pass {p}")
-        rate = _fooled_count(clf, x, clean, v, forward_batch, world) / n
+        hits, gradients = _fooled_count(clf, x, clean, v, forward_batch, world,
+                                        also=counter.gradients - gradients_before)  # rows of every rank
+        rate = hits / n
         history.append({
             "pass": p,
             "fooling_rate": rate,
             "norm": size,
             "seconds": time.perf_counter() - tick,
-            "gradient_evaluations": counter.gradients - gradients_before,
+            "gradient_evaluations": gradients,
             "updates": counter.updates - updates_before,
         })
         if rate >= best_rate:  # on a tie the later v, which has had more updates

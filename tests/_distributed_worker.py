@@ -6,6 +6,7 @@ child processes. Every scenario returns plain tensors and numbers, saved per ran
 
 from __future__ import annotations
 
+import datetime
 import os
 import sys
 from pathlib import Path
@@ -152,7 +153,65 @@ def compute_resume(folder: Path, rank: int) -> dict:
     return {"error": error, "finished_before": finished, "kept": kept, "points": _points(again)}
 
 
-SCENARIOS = {"compute": None, "mismatch": compute_mismatch, "resume": compute_resume}
+class FailsWithGradients(torch.nn.Module):
+    """The digits CNN, failing on rank 1 whenever its input needs a gradient: in DeepFool and in
+    the SGD pieces, never in the plain predictions."""
+
+    def __init__(self, model: torch.nn.Module, rank: int) -> None:
+        super().__init__()
+        self.model, self.rank = model, rank
+
+    def forward(self, x):
+        if self.rank == 1 and x.requires_grad:
+            raise RuntimeError("CUDA out of memory (simulated) on rank 1")
+        return self.model(x)
+
+
+def compute_failures(folder: Path, rank: int) -> dict:
+    """Errors on rank 1 in the middle of split computations: every rank must raise, none may wait.
+    (The process group's timeout turns a hang into a failure of this test.)"""
+    torch.set_num_threads(1)
+    clf, x, y = model_and_data()
+    failing = bg.Classifier(FailsWithGradients(clf.model, rank).eval())
+    messages = {}
+
+    def attempt(name, fn):
+        try:
+            fn()
+            messages[name] = "no error"
+        except Exception as exc:
+            messages[name] = f"{type(exc).__name__}: {exc}"
+
+    attempt("sgd", lambda: bg.universal_perturbation(failing, x[:64], xi=1.0, norm="l2", method="sgd",
+                                                     max_passes=1, batch_size=32, progress=False))
+    attempt("batched", lambda: bg.universal_perturbation(failing, x[:64], xi=1.0, norm="l2", method="batched",
+                                                         max_passes=1, batch_size=32, progress=False))
+    pts = bg.boundary_normals(clf, x[:80], out=folder / "normals", batch_size=16, shard_size=16, progress=False)
+    if rank == 1:  # rank 1's disk fails while the Gram matrix is summed
+        def unreadable(self, size, world):
+            raise OSError("read error (simulated) on rank 1")
+            yield  # pragma: no cover - a generator, as the real one
+
+        for rows in (spectrum_module._Rows, spectrum_module._FileRows):
+            rows.column_blocks = rows.row_blocks = unreadable
+    attempt("spectrum", lambda: bg.spectrum(folder / "normals", route="stream", baseline_draws=0))
+    categories = sys.modules["boundgeo.categories"]
+    real = categories.universal_perturbation
+    if rank == 1:  # the universal witness of the second ε, which rank 1 fits, fails
+        def witness(*args, xi, **kwargs):
+            if xi > 0.7:
+                raise RuntimeError("witness failed (simulated) on rank 1")
+            return real(*args, xi=xi, **kwargs)
+
+        categories.universal_perturbation = witness
+    attempt("profile", lambda: bg.robustness_profile(clf, x[:40], epsilons=[0.5, 1.0], draws=2,
+                                                     universal_passes=1, batch_size=8, refine=False))
+    categories.universal_perturbation = real
+    messages["rows"] = len(pts)
+    return messages
+
+
+SCENARIOS = {"compute": None, "mismatch": compute_mismatch, "resume": compute_resume, "failures": compute_failures}
 
 
 def worker(rank: int, world_size: int, folder: str, scenario: str, block_bytes: int) -> None:
@@ -161,8 +220,9 @@ def worker(rank: int, world_size: int, folder: str, scenario: str, block_bytes: 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
     folder = Path(folder)
+    # a short timeout: a rank left waiting by a bug fails the test rather than hanging it
     dist.init_process_group("gloo", init_method=f"file://{folder / 'rendezvous'}", rank=rank,
-                            world_size=world_size)
+                            world_size=world_size, timeout=datetime.timedelta(seconds=90))
     try:
         if scenario == "compute":
             result = compute(folder / "distributed", block_bytes)

@@ -119,6 +119,17 @@ def test_settings_that_differ_across_ranks_are_refused(tmp_path):
         assert "xi" in rank["xi"]
 
 
+def test_an_error_on_one_rank_inside_a_split_computation_stops_every_rank(tmp_path):
+    ranks = _spawn(tmp_path, "failures")
+    expected = {"sgd": "CUDA out of memory (simulated) on rank 1", "batched": "CUDA out of memory (simulated) on rank 1",
+                "spectrum": "read error (simulated) on rank 1", "profile": "witness failed (simulated) on rank 1"}
+    for name, message in expected.items():
+        assert message in ranks[1][name], (name, ranks[1][name])
+        assert ranks[0][name].startswith("BoundgeoError: failed on rank 1 of 2"), (name, ranks[0][name])
+        assert message in ranks[0][name], (name, ranks[0][name])
+    assert ranks[0]["rows"] == ranks[1]["rows"] > 0
+
+
 def test_a_crash_on_one_rank_resumes_when_the_job_starts_again(tmp_path):
     ranks = _spawn(tmp_path, "resume")
     assert "simulated crash of rank 1" in ranks[1]["error"]
@@ -165,8 +176,12 @@ def test_resume_auto_continues_the_same_run_and_restarts_another(tmp_path, digit
     with pytest.raises(bg.BoundgeoError, match="batch_size was 16, now 8"):
         bg.boundary_normals(clf, x[:40], out=tmp_path, batch_size=8, progress=False)
     with pytest.warns(UserWarning, match="starting over"):
-        other = bg.boundary_normals(clf, x[:40], out=tmp_path, batch_size=8, progress=False, resume="auto")
+        other = bg.boundary_normals(clf, x[:40], out=tmp_path, batch_size=8, shard_size=16, progress=False,
+                                    resume="auto")
     assert other.settings["batch_size"] == 8
+    # starting over leaves none of the old run's shards behind: exactly the new run's three
+    now = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "shards").glob("*.npz")}
+    assert len(now) == 3 and not set(now.items()) & set(stamps.items())
     with pytest.raises(bg.BoundgeoError, match="resume must be one of"):
         bg.boundary_normals(clf, x[:40], out=tmp_path, progress=False, resume="yes")
 
