@@ -226,6 +226,11 @@ def time_curvature(data: dict) -> str:
                                    "curvature runs (training not included)")
 
 
+@block("time-geometry", "geometry.json")
+def time_geometry(data: dict) -> str:
+    return _run_time(data)
+
+
 @block("time-cifar10", "cifar10.json")
 def time_cifar10(data: dict) -> str:
     train = f" (+{data['model']['train_seconds'] / 60:.1f} min training when the checkpoint is missing)"
@@ -1278,6 +1283,92 @@ def distributed(data: dict, scale: dict) -> str:
         + "."
     )
     return wrap(text)
+
+
+def _geometry(data: dict) -> dict:
+    return data["records"][0]
+
+
+def _quartiles(row: dict) -> str:
+    def one(x: float) -> str:
+        return "none found" if x == float("inf") else sig(x)
+    return f"{one(row['median'])} ({one(row['q25'])}–{one(row['q75'])})"
+
+
+@block("geometry-margins", "geometry.json")
+def geometry_margins(data: dict) -> str:
+    g = _geometry(data)
+    m = g["margins"]
+    blocks, rings = m["families"]["block"], m["families"]["ring"]
+    rows = [[f"{b['subspace']}", f"{_quartiles(b)} (k = {b['dim']})", f"{_quartiles(r)} (k = {r['dim']})"]
+            for b, r in zip(blocks, rings)]
+    found = min(row["found"] for family in m["families"].values() for row in family)
+    table = markdown(["DCT frequencies lo-hi", "diagonal block lo ≤ u, v < hi", "ring lo ≤ max(u, v) < hi"], rows)
+    return table + "\n\n" + wrap(
+        f"Median margin ‖r‖₂ inside each subspace (quartiles in brackets; k its dimension) for {m['inputs']} "
+        f"correctly classified held-out images of the {g['dataset'].upper() if g['dataset'] == 'mnist' else g['dataset']} "
+        f"CNN (d = {g['d']}). The full-space DeepFool margin, unclipped like the subspace ones, has median "
+        f"{sig(m['full_space_median'])}. {'Every' if found == 1 else f'At least {pct(found, 0)} of the'} "
+        f"margins were found within max_iter = {m['max_iter']} steps; {duration(m['seconds'])} for both "
+        "families.")
+
+
+@block("geometry-correlation", "geometry.json")
+def geometry_correlation(data: dict) -> str:
+    g = _geometry(data)
+    c = g["correlation"]
+    exact = c["pair_rows"] == c["n"]
+    return markdown(["", f"{c['n']} unit normals", f"{c['n']} random unit vectors in R^{g['d']}"], [
+        ["mean cos² over pairs", sig(c["mean_squared_cosine"]), f"{sig(c['random_mean_squared_cosine'])} (1/d)"],
+        ["pairs with \|cos\| > 0.5" + ("" if exact else f" ({c['pair_rows']} seeded rows)"),
+         pct(c["abs_cosine_above_half"]), sci(c["random_abs_cosine_above_half"]) + " (closed form)"],
+        ["dimensions holding 90% of Σσ²", str(c["dim_90"]), str(c["random_dim_90"])],
+    ])
+
+
+@block("geometry-classes", "geometry.json")
+def geometry_classes(data: dict) -> str:
+    g = _geometry(data)
+    k, d = g["top_k"], g["d"]
+    rows = [[str(r["class"]), str(r["n"]), f"{r['dim_90']} ({r['random_dim_90']})",
+             f"{pct(r['energy_top1'], 0)} ({pct(r['random_energy_top1'], 0)})", sig(r["mean_squared_cosine"]),
+             pct(r["in_global_top"], 0)] for r in g["classes"]]
+    table = markdown(["predicted class", "normals", "dims for 90% (random)", "top direction's share (random)",
+                      "mean cos²", f"energy in the global top-{k}"], rows)
+    shares = [r["in_global_top"] for r in g["classes"]]
+    return table + "\n\n" + wrap(
+        f"Each class's spectrum has its own random baseline of as many unit vectors. The last column is the "
+        f"share of the class's normal energy inside the top-{k} principal subspace of all the normals "
+        f"(`bg.alignment`): {pct_range(min(shares), max(shares), 0)} across classes, against {pct(k / d, 1)} "
+        f"(k/d) for random directions.")
+
+
+@block("geometry-dimension", "geometry.json")
+def geometry_dimension(data: dict) -> str:
+    g = _geometry(data)
+    m = g["dimension"]
+    rows = [[f"{e:g}", f"{m['median'][i]:.0f} ({m['q25'][i]:.0f}–{m['q75'][i]:.0f})", f"{m['mean'][i]:.1f}",
+             pct(m["all_of_max_k"][i], 0)] for i, e in enumerate(m["epsilons"])]
+    table = markdown(["step ε (ℓ2)", "median k (quartiles)", "mean k", f"all {m['max_k']} tried fool"], rows)
+    return table + "\n\n" + wrap(
+        f"{m['inputs']} correctly classified held-out images, families of k = "
+        f"{', '.join(str(k) for k in m['ks'])} directions, {duration(m['seconds'])}"
+        + (f"; {m['no_gradient']} inputs had a zero gradient (dimension 0)." if m["no_gradient"] else "."))
+
+
+@block("geometry-curved", "geometry.json")
+def geometry_curved(data: dict) -> str:
+    g = _geometry(data)
+    c = g["curved"]
+    rows = [[name] + [pct(r, 0) for r in rates] for name, rates in zip(c["groups"], c["rate"])]
+    table = markdown(["direction u (tangent at z)"] + [f"ε = {e:g}" for e in c["epsilons"]], rows)
+    return table + "\n\n" + wrap(
+        f"Share of {c['points']} inputs whose prediction changes after a step x ± ε u (either way, clipped "
+        f"to [0, 1]); for the {c['random']} random tangent directions per point, the share of directions. "
+        f"The top-{c['k']} principal curvatures come from finite differences at h = 0.1·‖r‖; the most curved "
+        f"direction has median |κ₁| = {sig(c['kappa_abs_median'][0])} (positive at "
+        f"{pct(c['kappa1_positive'], 0)} of the points), the least curved of the {c['k']} "
+        f"{sig(c['kappa_abs_median'][1])}; {duration(c['seconds'])}.")
 
 
 # registered last: its sources are every other block's

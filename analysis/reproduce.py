@@ -74,6 +74,8 @@ STEPS = (
          ("categories.json",), 80, 25),
     Step("curvature", (("analysis/curvature.py",),), (("analysis/curvature.py", "--quick"),),
          ("curvature.json",), 95, 20),
+    Step("geometry", (("analysis/geometry.py",),), (("analysis/geometry.py", "--quick"),),
+         ("geometry.json",), 360, 15, "estimated from a run beside the test suite, not yet timed by a regeneration"),
     Step("transfer", (("analysis/transfer.py",),), (("analysis/transfer.py", "--quick"),),
          ("transfer.json",), 275, 75),
     Step("cifar10", (("analysis/cifar10.py",),), (("analysis/cifar10.py", "--quick"),),

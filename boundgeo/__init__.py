@@ -16,11 +16,12 @@ from ._errors import BoundgeoError
 from .boundary import BoundaryPoints, boundary_normals, deepfool
 from .categories import Category, RobustnessProfile, categorize, robustness_profile
 from .classifier import Classifier, as_classifier
-from .curvature import Curvature, boundary_curvature
+from .curvature import Curvature, CurvatureFooling, boundary_curvature, curvature_fooling
 from .datasets import load_dataset
 from .io import load_weights
-from .spectrum import Spectrum, spectrum
-from .subspace import SubspaceFooling, subspace_fooling
+from .margins import SubspaceMargins, dct_bands, dct_basis, subspace_margins
+from .spectrum import Spectrum, alignment, spectrum
+from .subspace import AdversarialDimension, SubspaceFooling, adversarial_dimension, subspace_fooling
 from .universal import (
     PerturbedExamples,
     UniversalPerturbation,
@@ -45,13 +46,22 @@ __all__ = [
     "as_classifier",
     "Curvature",
     "boundary_curvature",
+    "CurvatureFooling",
+    "curvature_fooling",
     "load_dataset",
     "ImageFolder",
     "load_weights",
+    "SubspaceMargins",
+    "dct_basis",
+    "dct_bands",
+    "subspace_margins",
     "Spectrum",
     "spectrum",
+    "alignment",
     "SubspaceFooling",
     "subspace_fooling",
+    "AdversarialDimension",
+    "adversarial_dimension",
     "PerturbedExamples",
     "UniversalPerturbation",
     "perturbed_examples",

@@ -51,6 +51,10 @@ _STEP_SLACK = 1e-4
 _TINY = 1e-12
 # Relative logit gap that counts as crossed: ~32 ulps (of the logits' dtype) of the largest logit.
 _CROSS_ULPS = 32
+# A candidate's gradient whose projection onto subspace= is below this share of its norm has no
+# usable direction there: the projection is rounding noise (float32 leaves ~1e-7 of it), and
+# a step along it would be 1e5 times the full-space one.
+_SUBSPACE_BLIND = 1e-5
 # On the CPU, batches up to this size take the vmapped backward (see _vjp_rows).
 _VMAP_MAX_BATCH_CPU = 4
 
@@ -296,6 +300,7 @@ def _deepfool_batch(
     clip: bool,
     nearest: int | None,
     box_step: bool | str = False,
+    subspace: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     n = x.shape[0]
     lo, hi = clf.bounds
@@ -363,10 +368,15 @@ def _deepfool_batch(
             idx = active[stepping]
             # (rows, m', d): a view when every sample steps (the common case), else one copy
             w = (grads if bool(stepping.all()) else grads[:, stepping]).flatten(2)
+            if subspace is not None:  # steps inside span(B): the gradients' projections Bᵀ B w
+                full = torch.linalg.vector_norm(w, dim=2).T
+                w = (w @ subspace.T) @ subspace
             f = (logits.detach()[stepping].gather(1, cand[idx, 1:])
                  - logits.detach()[stepping].gather(1, lab[stepping, None]))  # (m', rows)
             w_norm = torch.linalg.vector_norm(w, ord=2 if norm == "l2" else 1, dim=2).T  # (m', rows)
             usable = w_norm > _TINY
+            if subspace is not None:  # a projection at rounding level is no direction: the subspace is blind
+                usable &= w_norm > _SUBSPACE_BLIND * full
             ratio = torch.where(usable, f.abs() / w_norm.clamp_min(_TINY), torch.full_like(f, float("inf")))
             flat = ~usable.any(dim=1)
             if flat.any():  # no candidate has a gradient: report, never divide by zero
@@ -440,6 +450,29 @@ def _check_box_step(box_step: Any, clip: Any) -> bool | str:
     return box_step
 
 
+def _check_subspace(rows, x: torch.Tensor, *, name: str = "subspace") -> torch.Tensor:
+    """``subspace=`` as (k, d) orthonormal rows on the inputs' device and dtype, or a BoundgeoError
+    naming it."""
+    d = int(x[0].numel())
+    try:
+        rows = torch.as_tensor(rows)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise BoundgeoError(f"{name} must be a tensor or array of rows, got {type(rows).__name__}") from exc
+    if not rows.is_floating_point() or rows.dim() < 2 or rows.shape[0] == 0 \
+            or tuple(rows.shape[1:]) not in (tuple(x.shape[1:]), (d,)) or rows.shape[0] > d:
+        raise BoundgeoError(f"{name} has shape {tuple(rows.shape)} and dtype {rows.dtype}: expected real rows "
+                            f"(k, *{tuple(x.shape[1:])}) or (k, {d}) with 1 <= k <= {d}")
+    flat = rows.reshape(rows.shape[0], d)
+    if not bool(torch.isfinite(flat).all()):
+        raise BoundgeoError(f"{name} contains NaN or Inf")
+    error = float((flat.double() @ flat.double().T - torch.eye(len(flat), dtype=torch.float64,
+                                                               device=flat.device)).abs().max())
+    if error > 1e-4:
+        raise BoundgeoError(f"{name} is not orthonormal (|B Bᵀ - I| reaches {error:.2g}); "
+                            "orthonormalise it, e.g. with torch.linalg.qr(B.T).Q.T")
+    return flat.to(x.device, x.dtype)
+
+
 def deepfool(
     clf: Classifier,
     x,
@@ -452,6 +485,7 @@ def deepfool(
     clip: bool = True,
     nearest: int | None = 3,
     box_step: bool | str = False,
+    subspace=None,
     progress: bool = False,
 ) -> BoundaryPoints:
     """Minimal perturbations across the decision boundary and the boundary normals there.
@@ -485,6 +519,11 @@ def deepfool(
             (linearised at x, the least accurate) and solves the later ones in the box: on the
             MNIST CNN it needs a third of the iterations with norms within 0.6%, where ``True``
             needs a quarter but lands 8% (ℓ2) to 17% (ℓ∞) farther. Needs ``clip=True``.
+        subspace: orthonormal rows (k, *S) or (k, d): every step is taken inside their span, with
+            the candidates' gradients replaced by their projections (Ortiz-Jiménez et al. 2020),
+            so the perturbation found is the margin along that subspace (see
+            :func:`~boundgeo.subspace_margins`). ℓ2 only and ``clip=False``: clipping would leave
+            the subspace. The normals reported stay the full gradients' (the boundary's normal).
         progress: show a progress bar over batches.
 
     Returns:
@@ -507,6 +546,13 @@ def deepfool(
     settings = dict(**checked, clip=bool(clip), box_step=_check_box_step(box_step, clip))
     norm, overshoot, max_iter, candidates, nearest = (
         checked[key] for key in ("norm", "overshoot", "max_iter", "candidates", "nearest"))
+    if subspace is not None:
+        if norm != "l2" or clip or settings["box_step"]:
+            raise BoundgeoError(f"subspace= steps along projected gradients in ℓ2 and needs clip=False (clipping "
+                                f"would leave the subspace); got norm={norm!r}, clip={clip!r}, "
+                                f"box_step={settings['box_step']!r}")
+        subspace = _check_subspace(subspace, x)
+        settings["subspace_dim"] = subspace.shape[0]
     chunks = x.split(batch_size)
     if progress:
         from tqdm.auto import tqdm
@@ -514,7 +560,8 @@ def deepfool(
         chunks = tqdm(chunks, desc="deepfool", unit="batch")
     parts = [
         _deepfool_batch(clf, chunk, norm=norm, overshoot=overshoot, max_iter=max_iter,
-                        candidates=candidates, clip=clip, nearest=nearest, box_step=settings["box_step"])
+                        candidates=candidates, clip=clip, nearest=nearest, box_step=settings["box_step"],
+                        subspace=subspace)
         for chunk in chunks
     ]
     fields_ = {key: torch.cat([p[key] for p in parts]) for key in parts[0] if key != "cost"}

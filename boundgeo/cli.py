@@ -422,6 +422,10 @@ def stage_spectrum(out: Path, seed: int):
     print(f"      90% of the energy in {summary['dim_90']} of {spec.d} dimensions "
           f"(random: {summary['random_dim_90']}); top {top} hold {spec.energy(top):.0%} "
           f"(random: {spec.energy(min(top, len(spec.baseline_mean)), baseline=True):.0%})")
+    if spec.pair_rows >= 2:
+        print(f"      mean cos² over pairs {spec.mean_squared_cosine:.3g} (random: {spec.random_mean_squared_cosine:.3g}); "
+              f"|cos| > 0.5 for {spec.abs_cosine_above_half:.1%} of pairs "
+              f"(random: {spec.random_abs_cosine_above_half:.2g})")
     return spec
 
 
@@ -496,6 +500,98 @@ def stage_curvature(setup: _Setup, out: Path, seed: int, n: int | None = None, k
     return curv
 
 
+GEOMETRY_INPUTS = 200  # held-out inputs for the margins in DCT subspaces
+DIMENSION_INPUTS = 100  # and for the dimension of the adversarial subspace
+BASIS_BYTES = 2**28  # the dense rows of one DCT band stay within this
+
+
+def dct_bands_for(shape) -> dict[str, torch.Tensor] | None:
+    """Four diagonal DCT blocks from low to high frequency for image inputs (None otherwise): of
+    width side/4, narrower where a band's dense rows would exceed BASIS_BYTES (at 224x224x3,
+    12 frequencies: 432 rows of 150,528 values), so that the bands then sample the diagonal."""
+    from .margins import dct_basis
+
+    shape = tuple(int(s) for s in shape)
+    if len(shape) < 2 or min(shape[-2:]) < 4:
+        return None
+    side, channels = min(shape[-2:]), 1
+    for s in shape[:-2]:
+        channels *= s
+    d = channels * shape[-1] * shape[-2]
+    width = max(1, min(side // 4, int((BASIS_BYTES / (4 * d * channels)) ** 0.5)))
+    starts = [round(i * side / 4) for i in range(4)]
+    return {f"{lo}-{lo + width}": dct_basis(shape, (lo, lo + width)) for lo in starts}
+
+
+def stage_geometry(setup: _Setup, out: Path, seed: int):
+    """Geometry beyond the paper: margins in DCT subspaces, one spectrum per predicted class, the
+    dimension of the adversarial subspace and, when the curvature stage ran, steps along curved
+    against flat directions."""
+    import dataclasses
+    import shutil
+
+    from .boundary import BoundaryPoints, deepfool
+    from .curvature import Curvature, curvature_fooling
+    from .margins import subspace_margins
+    from .spectrum import spectrum
+    from .subspace import adversarial_dimension
+
+    x_eval = setup.data.x_eval
+    median = _median_margin(out)
+    bands = dct_bands_for(x_eval.shape[1:])
+    if bands is None:
+        print("[geometry] no DCT margins: the inputs are not images (…, H, W) of at least 4x4")
+        _forget_one(out, "subspace_margins")
+    else:
+        xs = x_eval[:GEOMETRY_INPUTS]
+        print(f"[geometry] margins inside {len(bands)} DCT bands, {len(xs)} held-out inputs")
+
+        def margins():
+            with single_process():
+                found = subspace_margins(setup.clf, xs, bands, batch_size=setup.batches["grad"], progress=True)
+                full = deepfool(setup.clf, xs, clip=False, batch_size=setup.batches["grad"])
+                reference = float(full.margin[full.converged].median()) if bool(full.converged.any()) else None
+                return _saved(dataclasses.replace(found, settings={**found.settings, "full_space_median": reference}),
+                              out / "subspace_margins")
+
+        found = world().run_on_main(margins)
+        print("      median margin by band: " + ", ".join(f"{k} {v:.3g}" for k, v in found.median().items()))
+    pts = BoundaryPoints.load(out / "normals")
+    classes = spectrum(pts, kind="perturbation", seed=seed, by="label", baseline_draws=2)
+    folder = out / "class_spectra"
+    if world().main:
+        shutil.rmtree(folder, ignore_errors=True)
+        for label, spec in classes.items():
+            spec.save(folder / f"label_{label}")
+    print(f"[geometry] one spectrum per predicted class ({len(classes)} classes): 90% of the energy in "
+          + ", ".join(f"{spec.summary()['dim_90']}" for spec in classes.values()) + " dimensions")
+    xd = x_eval[:DIMENSION_INPUTS]
+    epsilons = [m * median for m in (1, 2, 4, 8)]
+    print(f"[geometry] dimension of the adversarial subspace, {len(xd)} held-out inputs, ε = "
+          + ", ".join(f"{e:.3g}" for e in epsilons))
+
+    def dimension():
+        with single_process():
+            return _saved(adversarial_dimension(setup.clf, xd, epsilons, max_k=min(64, int(xd[0].numel())), seed=seed,
+                                                batch_size=setup.batches["grad"]), out / "adversarial_dimension")
+
+    dim = world().run_on_main(dimension)
+    print("      median k by ε: " + ", ".join(f"{int(m)}" for m in dim.median().tolist()))
+    if (out / "curvature.json").exists():
+        curv = Curvature.load(out / "curvature")
+
+        def fooling():
+            with single_process():
+                return _saved(curvature_fooling(setup.clf, curv, setup.data.x, epsilons, seed=seed,
+                                                batch_size=setup.batches["grad"]), out / "curvature_fooling")
+
+        fool = world().run_on_main(fooling)
+        print("      steps along tangent directions fool, at ε = 8 x median margin: " + "; ".join(
+            f"{name} {float(fool.rate[g, -1]):.0%}" for g, name in enumerate(fool.groups)))
+    else:
+        _forget_one(out, "curvature_fooling")
+
+
 def stage_uap(setup: _Setup, out: Path, seed: int, xi: float | None = None, norm: str = "l2",
               method: str = "sgd"):
     from .universal import perturbed_examples, universal_perturbation
@@ -547,13 +643,25 @@ def stage_profile(setup: _Setup, out: Path, seed: int, epsilons=None):
 # the results (and figures) each optional stage writes, removed when it is skipped so that the
 # report never shows an earlier run's results beside this one's
 _OUTPUTS = {"subspace": ("subspace_fooling",), "curvature": ("curvature", "section_curvature"),
+            "geometry": ("subspace_margins", "class_spectra", "class_directions", "adversarial_dimension",
+                         "curvature_fooling"),
             "uap": ("universal", "examples"), "profile": ("profile",)}
 
 
 def _forget(out: Path, stage: str) -> None:
     for name in _OUTPUTS[stage]:
-        for suffix in (".json", ".npz", ".png", ".pdf"):
-            (out / name).with_suffix(suffix).unlink(missing_ok=True)
+        _forget_one(out, name)
+
+
+def _forget_one(out: Path, name: str) -> None:
+    import shutil
+
+    if not world().main:
+        return
+    for suffix in (".json", ".npz", ".png", ".pdf"):
+        (out / name).with_suffix(suffix).unlink(missing_ok=True)
+    if (out / name).is_dir():
+        shutil.rmtree(out / name)
 
 
 def _whole_analysis(args: argparse.Namespace) -> int:
@@ -571,6 +679,7 @@ def _whole_analysis(args: argparse.Namespace) -> int:
     stage_spectrum(out, args.seed)
     stages = (("subspace", lambda: stage_subspace(setup, out, args.seed)),
               ("curvature", lambda: stage_curvature(setup, out, args.seed)),
+              ("geometry", lambda: stage_geometry(setup, out, args.seed)),
               ("uap", lambda: stage_uap(setup, out, args.seed)),
               ("profile", lambda: stage_profile(setup, out, args.seed)))
     for name, run in stages:
@@ -620,6 +729,10 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
 
 def cmd_curvature(args: argparse.Namespace) -> int:
     return _stage_command(args, lambda setup, out: stage_curvature(setup, out, args.seed, n=args.points, k=args.k))
+
+
+def cmd_geometry(args: argparse.Namespace) -> int:
+    return _stage_command(args, lambda setup, out: stage_geometry(setup, out, args.seed))
 
 
 def cmd_uap(args: argparse.Namespace) -> int:
@@ -701,13 +814,16 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--out", default="boundgeo-analysis", help="output directory")
     _data_arguments(analyze, model=True)
     analyze.add_argument("--skip", nargs="+", choices=sorted(_OUTPUTS), default=(), metavar="STAGE",
-                         help="leave out stages (subspace, curvature, uap, profile): at 224x224 on a CPU, "
-                              "curvature costs about 100 forward-backward passes per point")
+                         help="leave out stages (subspace, curvature, geometry, uap, profile): at 224x224 on a "
+                              "CPU, curvature costs about 100 forward-backward passes per point")
     analyze.set_defaults(func=cmd_analyze)
 
     for name, func, helptext in (("normals", cmd_normals, "stage 1: boundary points and normals"),
                                  ("curvature", cmd_curvature, "principal curvatures at saved boundary "
                                   "points (needs normals/ and spectrum in --out)"),
+                                 ("geometry", cmd_geometry, "margins in DCT subspaces, per-class spectra, "
+                                  "the adversarial subspace's dimension, curved against flat directions (needs "
+                                  "normals/ in --out; curvature too for the last)"),
                                  ("uap", cmd_uap, "a universal perturbation"),
                                  ("profile", cmd_profile, "the robustness profile")):
         stage = sub.add_parser(name, help=helptext)

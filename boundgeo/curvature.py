@@ -542,3 +542,135 @@ def boundary_curvature(
                   "along": None if along is None else int(along.shape[0])},
         cost=cost,
     )
+
+
+# ============================================================================== fooling along directions
+@dataclass(frozen=True, eq=False)
+class CurvatureFooling(Result):
+    """How often a step of norm ε from x along tangent directions of the boundary changes the
+    prediction: along the most curved principal direction, the least curved of the top k, and
+    random tangent directions (Fawzi et al., CVPR 2018: flat along most directions, curved along a
+    few, and the curved ones are the vulnerable ones).
+
+    Fields:
+        epsilons: (E,) step norms (ℓ2).
+        groups: the direction groups, in the order of ``hits``' second axis.
+        hits: (n, G, E) the share of a point's directions of each group along which a step of ε,
+            either way (x ± ε u, clipped to the bounds), changes the prediction; NaN where the
+            curvature point is not valid.
+        rate: (G, E) the mean of ``hits`` over the valid points.
+        curvature: (n, G) the curvature along each group's direction (for the random group the
+            mean of uᵀSu over its directions is not measured: NaN).
+        index: (n,) position of each x in the data. valid: (n,) bool. settings: the arguments.
+    """
+
+    epsilons: torch.Tensor
+    groups: tuple[str, ...]
+    hits: torch.Tensor
+    rate: torch.Tensor
+    curvature: torch.Tensor
+    index: torch.Tensor
+    valid: torch.Tensor
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_frame(self):
+        """Tidy rows: group, eps, fooling_rate (the mean over valid points)."""
+        import pandas as pd
+
+        g, e = self.rate.shape
+        return pd.DataFrame({"group": np.repeat(np.array(self.groups, dtype=object), e),
+                             "eps": np.tile(self.epsilons.double().numpy(), g),
+                             "fooling_rate": self.rate.double().numpy().reshape(-1)})
+
+
+FOOLING_GROUPS = ("most curved (κ₁)", "least curved of the top k (κ_k)", "random tangent")
+
+
+def curvature_fooling(
+    clf: Classifier,
+    curvature: Curvature,
+    inputs,
+    epsilons,
+    *,
+    random: int = 10,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> CurvatureFooling:
+    """Fooling rates of steps along curved, less curved and random tangent directions.
+
+    From each input x (whose boundary point z and principal directions ``curvature`` holds), a
+    step x ± ε u changes the prediction where the boundary bends towards x along u: for a flat
+    boundary at distance ρ, a tangent step never crosses it, and for a sphere of radius R around
+    x it crosses exactly when ε > √(R² − ‖x − c‖²). Three groups of unit directions, all tangent
+    at z: the principal direction of largest |κ|, the k-th (the least curved of the k computed),
+    and ``random`` random tangent directions (uniform on the tangent sphere, seeded per point).
+
+    Args:
+        clf: the classifier the curvature was measured on.
+        curvature: a :class:`Curvature` from :func:`boundary_curvature`.
+        inputs: the data behind ``curvature.index`` (the inputs x).
+        epsilons: step norms ε (ℓ2).
+        random: random tangent directions per point.
+        seed: seeds them (per point, from its index).
+        batch_size: points per batch.
+
+    Returns:
+        :class:`CurvatureFooling`.
+
+    Shape:
+        → hits: (n, 3, E), rate: (3, E).
+    """
+    from ._perturb import check_radii
+
+    clf = as_classifier(clf)
+    if not isinstance(curvature, Curvature):
+        raise BoundgeoError(f"curvature must be a Curvature from boundary_curvature, got {type(curvature).__name__}")
+    eps = check_radii(epsilons, "epsilons")
+    random, seed = check_count(random, "random"), check_seed(seed)
+    batch_size = check_count(batch_size, "batch_size")
+    source = as_source(inputs, device=clf.device)
+    n = len(curvature)
+    if n and int(curvature.index.max()) >= len(source):
+        raise BoundgeoError(f"curvature.index goes up to {int(curvature.index.max())}, but inputs has "
+                            f"{len(source)} rows; pass the data the curvature was measured on")
+    x_all, _ = source.get(curvature.index.cpu())
+    x_all = clf.check_inputs(x_all)
+    shape = tuple(x_all.shape[1:])
+    if shape != tuple(curvature.point.shape[1:]):
+        raise BoundgeoError(f"inputs of shape {tuple(x_all.shape)} do not match the curvature's points "
+                            f"{tuple(curvature.point.shape)}")
+    d = int(np.prod(shape))
+    real = dict(dtype=x_all.dtype, device=x_all.device)
+    hits = torch.full((n, len(FOOLING_GROUPS), len(eps)), float("nan"), dtype=torch.float64)
+    kappa = torch.full((n, len(FOOLING_GROUPS)), float("nan"), dtype=torch.float64)
+    valid = curvature.valid.cpu().clone()
+    radii = eps.to(**real).view((-1, 1) + (1,) * len(shape))  # (E, 1, *S)
+    for rows in [r for r in valid.nonzero().squeeze(1).split(batch_size) if len(r)]:
+        x = x_all[rows.to(x_all.device)]
+        label = curvature.label[rows].to(x.device)
+        target = curvature.target[rows].to(x.device)
+        z = curvature.point[rows].to(**real)
+        _, grad, _ = _gradient(clf, z, label, target)
+        flat = grad.detach().reshape(len(rows), d)
+        normal = flat / flat.norm(dim=1, keepdim=True).clamp_min(_TINY)
+        principal = curvature.direction[rows].to(**real).reshape(len(rows), curvature.k, d)
+        for j, i in enumerate(rows.tolist()):
+            generator = torch.Generator().manual_seed(seed * 1_000_003 + int(curvature.index[i]))
+            draws = torch.randn(random, d, generator=generator, dtype=torch.float64).to(**real)
+            tangent = _tangent(draws, normal[j])
+            tangent = tangent / tangent.norm(dim=1, keepdim=True).clamp_min(_TINY)
+            groups = [principal[j, :1], principal[j, -1:], tangent]
+            kappa[i, 0], kappa[i, 1] = float(curvature.curvature[i, 0]), float(curvature.curvature[i, -1])
+            directions = torch.cat(groups).reshape((-1,) + shape)  # (2 + random, *S)
+            with torch.no_grad():
+                steps = torch.cat([x[j] + radii * directions, x[j] - radii * directions], dim=1)  # (E, 2m, *S)
+                pred = clf.forward(clf.clip(steps.reshape((-1,) + shape))).argmax(1).view(len(eps), 2, -1)
+            fooled = (pred != label[j]).any(dim=1).double().cpu()  # (E, m): either way
+            sizes = [len(g) for g in groups]
+            for g, part in enumerate(fooled.split(sizes, dim=1)):
+                hits[i, g] = part.mean(dim=1)
+    rate = (hits[valid].mean(dim=0) if bool(valid.any())
+            else torch.full((len(FOOLING_GROUPS), len(eps)), float("nan"), dtype=torch.float64))
+    return CurvatureFooling(epsilons=eps, groups=FOOLING_GROUPS, hits=hits, rate=rate, curvature=kappa,
+                            index=curvature.index.cpu(), valid=valid,
+                            settings={"random": random, "seed": seed, "batch_size": batch_size})

@@ -21,6 +21,7 @@ from .boundary import BoundaryPoints
 from .categories import NAMES, RobustnessProfile, category_of
 from .curvature import Curvature
 from .spectrum import Spectrum
+from .margins import SubspaceMargins
 from .subspace import SubspaceFooling
 
 
@@ -227,6 +228,66 @@ def plot_margins(points: BoundaryPoints, *, ax=None, by: str = "label", class_na
                               "true_label": "class (data)"}.get(by, by))
         ax.set_title(f"DeepFool margins of {len(frame)} inputs")
     ax.set_xlabel(f"margin ‖r(x)‖ ({points.norm})")
+    return ax
+
+
+def plot_subspace_margins(results: SubspaceMargins | Mapping[str, SubspaceMargins], *, ax=None,
+                          reference: Mapping[str, float] | float | None = None, log: bool = True):
+    """Median margin per subspace (in the order measured) with the quartiles shaded, as in
+    "Hold me tight!" (Ortiz-Jiménez et al. 2020): low to high DCT frequency on the x axis.
+
+    Subspaces where fewer than half the inputs found a margin have an infinite median: they are
+    marked with a triangle at the top edge ("none found within max_iter"), never drawn as a value.
+
+    Args:
+        results: one result, or name → result (e.g. one per model) drawn side by side.
+        reference: the median full-space DeepFool margin (one number, or name → number), drawn
+            as a dashed line: a subspace's margin is never below it.
+        log: a logarithmic margin axis (margins grow by orders of magnitude with frequency).
+    """
+    ax = _axes(ax)
+    named = {"": results} if isinstance(results, SubspaceMargins) else dict(results)
+    if not named:
+        raise ValueError("no result to plot")
+    order = list(next(iter(named.values())).subspaces)
+    positions = np.arange(len(order))
+    none_found = []
+    for i, (name, result) in enumerate(named.items()):
+        if list(result.subspaces) != order:
+            raise ValueError(f"the results measure different subspaces: {list(result.subspaces)} and {order}")
+        table = result.summary_frame()
+        color = f"C{i}" if len(named) > 1 else COLORS["per_image"]
+        median = table["median"].to_numpy(float)
+        low, high = table["q25"].to_numpy(float), table["q75"].to_numpy(float)
+        finite = np.isfinite(median)
+        label = (name + ": " if name else "") + f"median of {result.margin.shape[0]} inputs"
+        ax.plot(positions[finite], median[finite], "o-", color=color, label=label)
+        band = np.isfinite(low) & np.isfinite(high)
+        ax.fill_between(positions, np.where(band, low, np.nan), np.where(band, high, np.nan), color=color,
+                        alpha=0.2, linewidth=0, label="quartiles" if i == 0 else None)
+        none_found += [(p, color) for p in positions[~finite]]
+        ref = reference.get(name) if isinstance(reference, Mapping) else reference
+        if ref is not None:
+            ax.axhline(float(ref), color=color, linestyle="--", linewidth=1,
+                       label=(name + ": " if name else "") + "full space (DeepFool)")
+    if log:
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))  # 2, 5, 10 rather than 2×10⁰
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    if none_found:
+        top = ax.get_ylim()[1]
+        for p, color in none_found:
+            ax.plot([p], [top], marker="^", color=color, clip_on=False, linestyle="none")
+        ax.plot([], [], marker="^", color="0.3", linestyle="none", label="no margin within max_iter")
+    dims = next(iter(named.values())).dims.tolist()
+    ax.set_xticks(positions)
+    ax.set_xticklabels([f"{s}\n({k})" for s, k in zip(order, dims)], fontsize=8)
+    ax.set_xlabel("subspace (dimension)")
+    ax.set_ylabel("margin ‖r‖₂ inside the subspace")
+    ax.legend(fontsize=8)
     return ax
 
 

@@ -35,15 +35,19 @@ def _run_info(out: Path) -> dict:
 def _load(out: Path):
     from .boundary import BoundaryPoints
     from .categories import RobustnessProfile
-    from .curvature import Curvature
+    from .curvature import Curvature, CurvatureFooling
+    from .margins import SubspaceMargins
     from .spectrum import Spectrum
-    from .subspace import SubspaceFooling
+    from .subspace import AdversarialDimension, SubspaceFooling
     from .universal import PerturbedExamples, UniversalPerturbation
 
     found = {}
     for name, cls, path in (("spectrum", Spectrum, out / "spectrum"),
                             ("subspace", SubspaceFooling, out / "subspace_fooling"),
                             ("curvature", Curvature, out / "curvature"),
+                            ("margins", SubspaceMargins, out / "subspace_margins"),
+                            ("dimension", AdversarialDimension, out / "adversarial_dimension"),
+                            ("curved", CurvatureFooling, out / "curvature_fooling"),
                             ("universal", UniversalPerturbation, out / "universal"),
                             ("profile", RobustnessProfile, out / "profile"),
                             ("examples", PerturbedExamples, out / "examples")):
@@ -51,6 +55,9 @@ def _load(out: Path):
             found[name] = cls.load(path)
     if (out / "normals" / "points" / "meta.json").exists():
         found["normals"] = BoundaryPoints.load(out / "normals")
+    classes = sorted((out / "class_spectra").glob("label_*.json"), key=lambda p: int(p.stem.split("_")[1]))
+    if classes:
+        found["classes"] = {int(p.stem.split("_")[1]): Spectrum.load(p.with_suffix("")) for p in classes}
     if not found:
         raise BoundgeoError(f"{out} holds no saved boundgeo results to report on")
     return found
@@ -89,6 +96,16 @@ def _draw(out: Path, res: dict, info: dict) -> list[str]:
         save(plot.plot_curvature(res["curvature"]), "curvature")
         if res["curvature"].along is not None:
             save(plot.plot_section_curvature(res["curvature"]), "section_curvature")
+    if "margins" in res:
+        save(plot.plot_subspace_margins(res["margins"], reference=res["margins"].settings.get("full_space_median")),
+             "subspace_margins")
+    if "classes" in res and res["classes"]:
+        tops = [spec.components[0].reshape(spec.input_shape) for spec in res["classes"].values()]
+        names = info.get("classes")
+        titles = [(names[c] if names and info.get("labels_compared", True) and c < len(names) else f"class {c}")
+                  + f" (n = {spec.n})" for c, spec in res["classes"].items()]
+        axes = plot.plot_directions(np.stack([t.numpy() for t in tops]), titles=titles)
+        save(np.ravel(axes)[0], "class_directions")
     if "universal" in res:
         save(plot.plot_perturbation(res["universal"]), "universal")
     if "profile" in res:
@@ -170,7 +187,13 @@ def _findings(res: dict, info: dict | None = None) -> list[tuple[str, list[str],
             f"The top {top} directions hold {spec.energy(top):.1%} of the energy, "
             f"against {spec.energy(min(top, len(spec.baseline_mean)), baseline=True):.1%} for random vectors; "
             f"effective rank {spec.effective_rank:.3g} against {spec.baseline_effective_rank:.3g}.",
-        ], "spectrum"))
+        ] + ([
+            f"In one number: the mean of cos² over pairs of these directions is {spec.mean_squared_cosine:.3g}, "
+            f"against 1/d = {spec.random_mean_squared_cosine:.3g} for random unit vectors; "
+            f"{spec.abs_cosine_above_half:.1%} of pairs have |cos| > 0.5, against "
+            f"{spec.random_abs_cosine_above_half:.2g} for random ones"
+            + (f" (from {spec.pair_rows} seeded rows)." if spec.pair_rows < spec.n else "."),
+        ] if spec.pair_rows >= 2 else []), "spectrum"))
     if "subspace" in res:
         sub = res["subspace"]
         low = (sub.full_rate < 0.10).nonzero().squeeze(1)
@@ -182,6 +205,7 @@ def _findings(res: dict, info: dict | None = None) -> list[tuple[str, list[str],
         ], "subspace_fooling"))
     if "curvature" in res:
         sections += _curvature_findings(res["curvature"])
+    sections += _geometry_findings(res)
     if "universal" in res:
         uap = res["universal"]
         held = (f" and {uap.eval_fooling_rate:.1%} of held-out inputs" if uap.eval_fooling_rate is not None else "")
@@ -245,6 +269,54 @@ def _curvature_findings(curv) -> list[tuple[str, list[str], str | None]]:
             "the boundary is positively curved at many points at once; a larger positive share along "
             "the principal directions than along random ones is that signature.",
         ], "section_curvature"))
+    return out
+
+
+def _geometry_findings(res: dict) -> list[tuple[str, list[str], str | None]]:
+    """Margins in DCT subspaces, per-class spectra, the adversarial dimension, curved against flat."""
+    out = []
+    if "margins" in res:
+        found = res["margins"]
+        medians = found.median()
+        reference = found.settings.get("full_space_median")
+        shown = ", ".join(f"{name} (k = {int(k)}): {'none found' if math.isinf(v) else f'{v:.3g}'}"
+                          for (name, v), k in zip(medians.items(), found.dims.tolist()))
+        out.append(("Margins inside DCT subspaces", [
+            f"DeepFool restricted to bands of the 2-D DCT (Ortiz-Jiménez et al. 2020) finds these median margins "
+            f"for {found.margin.shape[0]} held-out inputs, from low to high frequency: {shown}.",
+            (f"The full-space margin (unclipped, like these) has median {reference:.3g}. " if reference else "")
+            + "Large margins in a band mean the model is nearly invariant to those frequencies; small ones, "
+            "that it relies on them.",
+        ], "subspace_margins"))
+    if "classes" in res and res["classes"]:
+        specs = res["classes"]
+        dims = [spec.summary()["dim_90"] for spec in specs.values()]
+        top = [spec.energy(1) for spec in specs.values()]
+        out.append(("Spectra per class", [
+            f"One spectrum per predicted class ({len(specs)} classes, Jetley et al. 2018): 90% of each class's "
+            f"energy lies in {min(dims)} to {max(dims)} dimensions, and its top direction alone holds "
+            f"{min(top):.0%} to {max(top):.0%}. The figure shows each class's top principal direction (up to sign).",
+        ], "class_directions"))
+    if "dimension" in res:
+        dim = res["dimension"]
+        medians = dim.median().tolist()
+        out.append(("Dimension of the adversarial subspace", [
+            f"Of up to {int(dim.ks.max())} orthogonal directions aligned with the loss gradient (Tramèr et al. "
+            f"2017), the median number along which a step of ε changes the prediction, over "
+            f"{dim.dimension.shape[0]} held-out inputs, is "
+            + ", ".join(f"{int(m)} at ε = {e:.3g}" for m, e in zip(medians, dim.epsilons.tolist())) + ".",
+        ], None))
+    if "curved" in res:
+        curved = res["curved"]
+        parts = [f"{name}: " + ", ".join(f"{r:.0%}" for r in curved.rate[g].tolist())
+                 for g, name in enumerate(curved.groups)]
+        out.append(("Curved against flat directions", [
+            "Steps x ± ε u along tangent directions u of the boundary, at ε = "
+            + ", ".join(f"{e:.3g}" for e in curved.epsilons.tolist())
+            + f", change the prediction of these shares of {int(curved.valid.sum())} inputs: " + "; ".join(parts)
+            + ". A flat boundary is never crossed by a tangent step; a boundary that bends towards the input is "
+            "(Fawzi et al. 2018).",
+        ], None))
     return out
 
 

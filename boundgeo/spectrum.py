@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._checks import check_count, check_seed
+from ._checks import check_choice, check_count, check_seed
 from ._errors import BoundgeoError
 from ._results import Result
 from .distributed import World, sample_digest
@@ -55,6 +55,13 @@ class Spectrum(Result):
         n, d: rows (directions used) and their dimension; input_shape: the shape of one input.
         total_energy: Σσ² over all singular values (‖N‖_F² = n for unit rows), so that energies
             are exact even when only the top k values were computed.
+        mean_squared_cosine: the mean of cos²(n_i, n_j) over pairs i ≠ j, one number for how
+            correlated the directions are: (Σσ⁴ − n) / (n² − n) when every singular value is
+            known, else from ``pair_rows`` seeded rows. 1/d for random unit vectors
+            (:attr:`random_mean_squared_cosine`), 1 when every row is ± the same vector.
+        abs_cosine_above_half: the share of pairs i ≠ j with |cos(n_i, n_j)| > 0.5, from
+            ``pair_rows`` rows (every row when the pairs are few enough to count exactly).
+        pair_rows: how many rows (a seeded choice, or all n) the pair statistics use.
         route, kind: how it was computed and from which directions. settings: the arguments.
     """
 
@@ -71,8 +78,24 @@ class Spectrum(Result):
     route: str
     kind: str
     settings: dict[str, Any] = field(default_factory=dict)
+    mean_squared_cosine: float = float("nan")  # nan: a spectrum saved before these were measured
+    abs_cosine_above_half: float = float("nan")
+    pair_rows: int = 0
 
     # -------------------------------------------------------------- summaries
+    @property
+    def random_mean_squared_cosine(self) -> float:
+        """E cos² of two independent random unit vectors in R^d: exactly 1/d."""
+        return 1.0 / self.d
+
+    @property
+    def random_abs_cosine_above_half(self) -> float:
+        """P(|cos| > 0.5) for two independent random unit vectors in R^d: cos has the density
+        ∝ (1 − t²)^((d−3)/2), so the share is the regularised incomplete beta I_{3/4}((d−1)/2, ½)."""
+        from scipy.special import betainc
+
+        return float(betainc((self.d - 1) / 2.0, 0.5, 0.75)) if self.d > 1 else 1.0
+
     @property
     def baseline_source(self) -> str:
         """What ``baseline=True`` compares with: the mean of the seeded random draws, or the
@@ -145,6 +168,10 @@ class Spectrum(Result):
             "random_energy_top10": self.energy(min(10, len(self._values(True))), baseline=True),
             "sigma_1": float(self.singular_values[0]),
             "random_sigma_1": float(self._values(True)[0]),
+            "mean_squared_cosine": self.mean_squared_cosine,
+            "random_mean_squared_cosine": self.random_mean_squared_cosine,
+            "abs_cosine_above_half": self.abs_cosine_above_half,
+            "random_abs_cosine_above_half": self.random_abs_cosine_above_half,
             "baseline": self.baseline_source,
         }
 
@@ -206,6 +233,20 @@ class _Rows:
     def dense(self) -> torch.Tensor:
         return _unit_rows(self.array[self.rows].double())
 
+    @property
+    def source_rows(self) -> int:
+        """Rows of the source, used or not."""
+        return self.array.shape[0]
+
+    def _mask(self, positions: torch.Tensor) -> torch.Tensor:
+        mask = torch.zeros(self.source_rows, dtype=torch.bool)
+        mask[self.rows[positions]] = True
+        return mask
+
+    def subset(self, positions: torch.Tensor) -> "_Rows":
+        """The same source restricted to the rows in use at ``positions`` (sorted)."""
+        return _Rows(self.array, self._mask(positions), self.input_shape, self.unit)
+
     def row_blocks(self, size: int, world: World = World()):
         for start in world.share(range(0, self.n, size)):
             yield _unit_rows(self.array[self.rows[start : start + size]].double())
@@ -243,6 +284,10 @@ class _FileRows(_Rows):
     @property
     def d(self) -> int:
         return self._shape[1]
+
+    @property
+    def source_rows(self) -> int:
+        return self._shape[0]
 
     def nonzero(self) -> torch.Tensor:
         """Which rows of the file have any non-zero entry: one sequential pass in blocks of at
@@ -289,6 +334,9 @@ class _FileRows(_Rows):
                 block = out[: len(rows), : stop - start]
                 block.copy_(torch.from_numpy(raw[: len(rows), : stop - start]))
                 yield block
+
+    def subset(self, positions: torch.Tensor) -> "_FileRows":
+        return _FileRows(self.path, self._mask(positions), self.input_shape)
 
     def dense(self) -> torch.Tensor:
         raw = np.empty((self.n, self.d), dtype=self._dtype)
@@ -578,6 +626,44 @@ def marchenko_pastur(n: int, d: int) -> torch.Tensor:
     return torch.from_numpy(np.sqrt(eig))
 
 
+# ============================================================================== pair statistics
+# Pair statistics count every pair when n²·d multiply-adds stay below this (n = 5,000 at d = 784),
+# else use a seeded choice of rows (364 of them at d = 150,528): ~1 s on two CPU cores. Their
+# Gram matrix stays within _PAIR_GRAM_BYTES (2,896 rows).
+_PAIR_WORK = 2e10
+_PAIR_GRAM_BYTES = 2**26
+
+
+def _pair_statistics(rows: _Rows, values: torch.Tensor, complete: bool, seed: int) -> tuple[float, float, int]:
+    """mean cos², share of |cos| > 0.5 over pairs i ≠ j, and the rows used.
+
+    The mean of cos² is exact from the spectrum when every singular value is known:
+    Σ_{i≠j} cos² = ‖NNᵀ‖_F² − n = Σσ⁴ − n. The share needs the cosines themselves, from the
+    Gram matrix of all rows or of a seeded choice of them."""
+    n, d = rows.n, rows.d
+    if n < 2:
+        return float("nan"), float("nan"), n
+    m = max(2, int(min(n, math.sqrt(_PAIR_WORK / d), math.sqrt(_PAIR_GRAM_BYTES / 8))))
+    positions = (torch.arange(n) if m == n else
+                 torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:m].sort().values)
+    sample = rows.subset(positions)
+    # the Gram matrix of the chosen rows by column blocks (memory: one block), normalised to cosines
+    gram = torch.zeros(m, m, dtype=torch.float64)
+    for _, block in sample.column_blocks(max(1, _BLOCK_BYTES // (8 * m))):
+        gram.addmm_(block.double(), block.double().T)
+    scale = gram.diagonal().sqrt().clamp_min(1e-300)
+    gram /= scale[:, None]
+    gram /= scale[None, :]
+    gram.fill_diagonal_(0.0)
+    pairs = m * (m - 1)
+    above = float((gram.abs() > 0.5).sum()) / pairs
+    if complete:
+        squared = (float((values.double() ** 4).sum()) - n) / (n * (n - 1))
+    else:
+        squared = float((gram**2).sum()) / pairs
+    return min(max(squared, 0.0), 1.0), above, m
+
+
 # ============================================================================== main entry
 def spectrum(
     normals,
@@ -587,7 +673,8 @@ def spectrum(
     baseline_draws: int = 5,
     seed: int = 0,
     route: str | None = None,
-) -> Spectrum:
+    by: str | None = None,
+) -> Spectrum | dict[Any, Spectrum]:
     """Singular values and principal directions of the boundary normals, against random.
 
     Implements the analysis of Moosavi-Dezfooli et al. 2017, Section 4: the rows of N are unit
@@ -607,9 +694,15 @@ def spectrum(
             ``"randomized"`` (top-k, needs k), ``"stream"`` (blockwise Gram, bounded memory) or
             None to pick: stream above 5e7 entries, randomized for a small k of a large matrix,
             gram for a matrix at least twice as long as wide, else exact.
+        by: one spectrum per group of points instead of one for all (Jetley et al., NeurIPS
+            2018: class-specific directions): ``"label"`` (the predicted class), ``"target"``
+            (the class across the boundary) or ``"pair"`` ((label, target)). Each group gets its
+            own random baseline of as many rows; ``k`` is capped at each group's rank. Needs
+            BoundaryPoints or their directory (rows have no classes).
 
     Returns:
-        :class:`Spectrum`.
+        :class:`Spectrum`; with ``by``, a dict group → Spectrum in ascending group order
+        (groups without a usable point are left out).
 
     Shape:
         normals: (n, d) or (n, *S) → singular_values: (min(n, d),), components: (m, d).
@@ -620,6 +713,8 @@ def spectrum(
         >>> round(float((spec.singular_values ** 2).sum()), 6)   # unit rows: Σσ² = n
         50.0
     """
+    if by is not None:
+        return _by_group(normals, by, kind=kind, k=k, baseline_draws=baseline_draws, seed=seed, route=route)
     if route is not None and route not in ROUTES:
         raise BoundgeoError(f"route must be one of {ROUTES} or None, got {route!r}")
     baseline_draws = check_count(baseline_draws, "baseline_draws", minimum=0, maximum=10_000)
@@ -653,6 +748,8 @@ def spectrum(
     else:
         values, components = _route_stream(rows, keep, world)
     values = values[:rank].double()
+    squared_cosine, above_half, pair_rows = _pair_statistics(rows, values, complete=chosen != "randomized",
+                                                             seed=seed)
 
     if draws:
         stack = torch.stack(draws)
@@ -674,4 +771,79 @@ def spectrum(
         route=chosen,
         kind=kind,
         settings={"k": k, "baseline_draws": baseline_draws, "seed": seed, "route": route},
+        mean_squared_cosine=squared_cosine,
+        abs_cosine_above_half=above_half,
+        pair_rows=pair_rows,
     )
+
+
+GROUPINGS = ("label", "target", "pair")
+
+
+def _by_group(normals, by: str, *, kind: str, k: int | None, **settings) -> dict[Any, Spectrum]:
+    """One :func:`spectrum` per group of points: classes (``"label"``, ``"target"``) or pairs."""
+    from .boundary import ZERO_NORMAL, BoundaryPoints
+
+    by = check_choice(by, "by", GROUPINGS)
+    if kind not in ("normal", "perturbation"):
+        raise BoundgeoError(f"kind must be 'normal' or 'perturbation', got {kind!r}")
+    if isinstance(normals, (str, os.PathLike)):
+        normals = BoundaryPoints.load(normals)
+    if not isinstance(normals, BoundaryPoints):
+        raise BoundgeoError(f"by={by!r} groups boundary points by class: pass BoundaryPoints or the directory "
+                            f"boundary_normals wrote, not {type(normals).__name__} rows (they have no classes)")
+    usable = normals.converged.cpu().bool()
+    if kind == "normal":
+        usable &= normals.status.cpu() != ZERO_NORMAL
+    label, target = normals.label.cpu(), normals.target.cpu()
+    keys = {"label": label.tolist(), "target": target.tolist(),
+            "pair": list(zip(label.tolist(), target.tolist()))}[by]
+    groups: dict[Any, list[int]] = {}
+    for i, (key, ok) in enumerate(zip(keys, usable.tolist())):
+        if ok:
+            groups.setdefault(key, []).append(i)
+    if not groups:
+        raise BoundgeoError("no converged boundary point with a non-zero normal" if kind == "normal"
+                            else "no converged boundary point to take directions from")
+    d = int(np.prod(normals.input_shape))
+    return {key: spectrum(normals.select(torch.tensor(groups[key])), kind=kind,
+                          k=None if k is None else min(k, len(groups[key]), d), **settings)
+            for key in sorted(groups)}
+
+
+def alignment(v, spec: Spectrum, k: int) -> float:
+    """The share of ‖v‖² inside the top-k principal subspace of ``spec``: ‖B v‖² / ‖v‖².
+
+    k/d for a random direction (in expectation), 1 for a vector inside the subspace. For a
+    batch of vectors (m, *S), the mean share over the rows (each counted as a direction,
+    whatever its length). The paper argues that universal perturbations lie near the subspace
+    the normals span; this measures it.
+
+    Args:
+        v: a perturbation (*S) or (d,), or rows (m, *S) / (m, d); a UniversalPerturbation too.
+        spec: the spectrum whose principal directions span the subspace.
+        k: the subspace's dimension, 1 ≤ k ≤ the components kept in ``spec``.
+
+    Shape:
+        v: (*S) or (m, *S) → float in [0, 1].
+    """
+    if hasattr(v, "perturbation") and not isinstance(v, torch.Tensor):
+        v = v.perturbation
+    try:
+        v = torch.as_tensor(v)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise BoundgeoError(f"v must be a tensor or array, got {type(v).__name__}") from exc
+    if v.is_complex() or not (v.is_floating_point() or v.dtype in (torch.int32, torch.int64)):
+        raise BoundgeoError(f"v must be real, got dtype {v.dtype}")
+    k = check_count(k, "k")
+    basis = spec.basis(k).double()
+    if v.numel() % spec.d or v.numel() == 0:
+        raise BoundgeoError(f"v of shape {tuple(v.shape)} does not hold vectors of the spectrum's dimension {spec.d}")
+    rows = v.detach().double().cpu().reshape(-1, spec.d)
+    if not bool(torch.isfinite(rows).all()):
+        raise BoundgeoError("v contains NaN or Inf")
+    norms = (rows**2).sum(1)
+    if bool((norms == 0).any()):
+        raise BoundgeoError(f"{int((norms == 0).sum())} of the vectors are zero: a zero vector has no direction")
+    inside = ((rows @ basis.T) ** 2).sum(1) / norms
+    return float(inside.clamp(0, 1).mean())

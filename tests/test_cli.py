@@ -45,6 +45,20 @@ def test_demo_runs_end_to_end(demo_dir):
     assert int(curv.valid.sum()) == min(200, spec.n) and curv.along_names[0].startswith("top-10")
     assert f"At {int(curv.valid.sum())} boundary points" in report
     assert "data:image/png;base64," in (demo_dir / "report.html").read_text()
+    # the geometry stage: margins in four DCT bands, per-class spectra, the adversarial dimension
+    # and steps along curved directions, each saved, drawn and stated in the report
+    margins = bg.SubspaceMargins.load(demo_dir / "subspace_margins")
+    assert margins.subspaces == ("0-2", "2-4", "4-6", "6-8") and margins.margin.shape == (200, 4)
+    medians = margins.median()
+    assert f"0-2 (k = 4): {medians['0-2']:.3g}" in report
+    classes = sorted((demo_dir / "class_spectra").glob("label_*.json"))
+    assert len(classes) == 10 and "## Spectra per class" in report
+    dim = bg.AdversarialDimension.load(demo_dir / "adversarial_dimension")
+    assert dim.dimension.shape == (100, 4) and "## Dimension of the adversarial subspace" in report
+    curved = bg.CurvatureFooling.load(demo_dir / "curvature_fooling")
+    assert int(curved.valid.sum()) == int(curv.valid.sum()) and "## Curved against flat directions" in report
+    for name in ("subspace_margins.png", "class_directions.png"):
+        assert (demo_dir / name).stat().st_size > 5000, name
 
 
 def test_report_re_renders_identical_numbers(demo_dir, capsys):
@@ -415,14 +429,18 @@ def test_skipped_stages_are_said_and_leave_no_earlier_results_behind(cifar_like,
     folder, nets, ckpt = cifar_like
     out = tmp_path / "out"
     out.mkdir()
-    for stale in ("profile.json", "profile.npz", "curvature.png", "universal.json", "subspace_fooling.json"):
+    for stale in ("profile.json", "profile.npz", "curvature.png", "universal.json", "subspace_fooling.json",
+                  "subspace_margins.json", "adversarial_dimension.npz", "curvature_fooling.json"):
         (out / stale).write_text("from an earlier run")
+    (out / "class_spectra").mkdir()
+    (out / "class_spectra" / "label_0.json").write_text("from an earlier run")
     assert main(["analyze", "--model", f"{nets}:make_net", "--weights", str(ckpt), "--preset", "cifar10",
                  "--dataset", f"folder:{folder}", "--n", "4", "--out", str(out),
-                 "--skip", "subspace", "curvature", "uap", "profile"]) == 0
-    assert not [p.name for p in out.iterdir() if p.name.startswith(("profile", "curvature", "universal", "subspace"))]
+                 "--skip", "subspace", "curvature", "geometry", "uap", "profile"]) == 0
+    assert not [p.name for p in out.iterdir() if p.name.startswith(("profile", "curvature", "universal", "subspace",
+                                                                    "class_", "adversarial"))]
     report = (out / "report.md").read_text()
-    assert "Left out with --skip: subspace, curvature, uap, profile." in report and "## Spectrum" in report
+    assert "Left out with --skip: subspace, curvature, geometry, uap, profile." in report and "## Spectrum" in report
 
 
 def test_one_process_leaves_the_model_where_its_factory_put_it(monkeypatch):

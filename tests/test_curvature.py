@@ -352,3 +352,57 @@ def test_no_converged_point_warns_instead_of_crashing():
     with pytest.warns(UserWarning, match="no boundary point for any of the 4 inputs"):
         curv = bg.boundary_curvature(clf, torch.rand(4, 3), k=1, max_iter=3)
     assert not curv.valid.any() and torch.isnan(curv.curvature).all()
+
+
+# ------------------------------------------------------------------------------ fooling along curved directions
+def test_tangent_steps_inside_a_ball_fool_exactly_beyond_the_chord():
+    """x inside a ball of radius R around c: every tangent direction u at the boundary point is
+    orthogonal to x − c, so ‖x ± εu − c‖² = ‖x − c‖² + ε², crossing exactly at ε = √(R² − ‖x − c‖²)."""
+    gen = torch.Generator().manual_seed(3)
+    d, radius = 8, 2.0
+    center = torch.zeros(d)
+    clf = bg.Classifier(Ball(center, radius).eval(), bounds=(-10, 10))
+    x = torch.randn(6, d, generator=gen)
+    x = x / x.norm(dim=1, keepdim=True) * torch.linspace(0.4, 1.6, 6)[:, None]
+    curv = bg.boundary_curvature(clf, x, k=3, method="autograd")
+    chord = (radius**2 - x.norm(dim=1) ** 2).sqrt()
+    eps = torch.tensor([0.5, 1.0, 1.5, 1.9])
+    found = bg.curvature_fooling(clf, curv, x, eps, random=5, seed=1, batch_size=4)
+    assert found.valid.all()
+    expected = (eps[None, :] > chord[:, None]).double()  # (n, E)
+    close = ((eps[None, :] - chord[:, None]).abs() < 1e-3)
+    for g in range(3):
+        torch.testing.assert_close(found.hits[:, g][~close], expected[~close])
+    assert found.groups == bg.curvature.FOOLING_GROUPS
+    torch.testing.assert_close(found.curvature[:, :2], torch.full((6, 2), 1 / radius, dtype=torch.float64),
+                               atol=1e-3, rtol=0)
+    frame = found.to_frame()
+    assert list(frame.columns) == ["group", "eps", "fooling_rate"] and len(frame) == 12
+
+
+def test_tangent_steps_never_cross_a_flat_boundary(affine_model):
+    clf = bg.Classifier(affine_model.eval(), bounds=(-1e3, 1e3))
+    x = torch.randn(5, 16, generator=torch.Generator().manual_seed(4))
+    curv = bg.boundary_curvature(clf, x, k=2, clip=False)
+    found = bg.curvature_fooling(clf, curv, x, [0.1, 1.0, 10.0], random=4)
+    # five classes: a step can still reach a third class's face, but never the face of the pair
+    # itself; with two classes nothing is crossed at all
+    assert found.rate.shape == (3, 3)
+    from tests.conftest import Affine
+
+    two = bg.Classifier(Affine(affine_model.linear.weight[:2].detach(), torch.zeros(2)).eval(), bounds=(-1e3, 1e3))
+    curv2 = bg.boundary_curvature(two, x, k=2, clip=False)
+    found2 = bg.curvature_fooling(two, curv2, x, [0.1, 1.0, 10.0], random=4)
+    assert torch.equal(found2.rate, torch.zeros(3, 3, dtype=torch.float64))
+
+
+def test_curvature_fooling_checks_its_arguments(affine_model):
+    clf = bg.Classifier(affine_model.eval(), bounds=(-100, 100))
+    x = torch.randn(3, 16)
+    curv = bg.boundary_curvature(clf, x, k=2, clip=False)
+    with pytest.raises(bg.BoundgeoError, match="curvature must be a Curvature"):
+        bg.curvature_fooling(clf, "curv", x, [1.0])
+    with pytest.raises(bg.BoundgeoError, match="inputs has 2 rows"):
+        bg.curvature_fooling(clf, curv, x[:2], [1.0])
+    with pytest.raises(bg.BoundgeoError, match="random"):
+        bg.curvature_fooling(clf, curv, x, [1.0], random=0)

@@ -362,3 +362,26 @@ def test_subspace_fooling_says_what_its_shaded_bands_are(results):
     ax = plot.plot_subspace_fooling(single)
     assert not ax.collections and not any("shaded" in label for label in _legend_labels(ax))
     plt.close(ax.figure)
+
+
+def test_subspace_margins_plot_draws_medians_and_marks_subspaces_with_none_found(tmp_path):
+    import numpy as np
+
+    margin = torch.tensor([[1.0, 4.0, float("inf")], [2.0, 6.0, float("inf")], [3.0, 8.0, 5.0]])
+    result = bg.SubspaceMargins(margin=margin, converged=torch.isfinite(margin), subspaces=("low", "mid", "high"),
+                                dims=torch.tensor([4, 4, 4]), label=torch.zeros(3, dtype=torch.long), d=16)
+    ax = plot.plot_subspace_margins(result, reference=0.5)
+    median = ax.lines[0]
+    assert list(median.get_xdata()) == [0, 1] and list(median.get_ydata()) == [2.0, 6.0]  # inf is not drawn
+    markers = [line for line in ax.lines if line.get_marker() == "^" and len(line.get_xdata())]
+    assert [float(line.get_xdata()[0]) for line in markers] == [2.0]  # the subspace where most found none
+    labels = _legend_labels(ax)
+    assert "no margin within max_iter" in labels and "full space (DeepFool)" in labels
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["low\n(4)", "mid\n(4)", "high\n(4)"]
+    assert ax.get_yscale() == "log" and _saved(ax, tmp_path, "margins") > 5000
+    ax = plot.plot_subspace_margins({"a": result, "b": result}, log=False)
+    assert np.allclose(ax.lines[0].get_ydata(), ax.lines[1].get_ydata()) and ax.get_yscale() == "linear"
+    plt.close(ax.figure)
+    other = dataclasses.replace(result, subspaces=("x", "y", "z"))
+    with pytest.raises(ValueError, match="different subspaces"):
+        plot.plot_subspace_margins({"a": result, "b": other})

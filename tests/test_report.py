@@ -66,3 +66,12 @@ def test_results_without_a_setup_still_render_and_a_broken_one_is_named(results_
     with pytest.raises(bg.BoundgeoError, match="setup.json is not valid JSON"):
         render(results_dir, draw=False)
     (results_dir / "setup.json").unlink()
+
+
+def test_the_spectrum_section_gives_the_correlation_in_one_number(results_dir):
+    _setup(results_dir)
+    md, _ = render(results_dir)
+    spec = bg.Spectrum.load(results_dir / "spectrum")
+    text = md.read_text()
+    assert f"the mean of cos² over pairs of these directions is {spec.mean_squared_cosine:.3g}" in text
+    assert f"against 1/d = {1 / spec.d:.3g}" in text and "have |cos| > 0.5" in text

@@ -284,3 +284,146 @@ def test_without_a_baseline_the_summaries_compare_with_marchenko_pastur():
     assert spec.concentration() > 0
     drawn = bg.spectrum(torch.randn(40, 30, generator=torch.Generator().manual_seed(0)), baseline_draws=2)
     assert drawn.summary()["baseline"] == "random draws"
+
+
+# ------------------------------------------------------------------------------ correlation numbers
+def _pairs(rows: torch.Tensor) -> tuple[float, float]:
+    unit = torch.nn.functional.normalize(rows.double(), dim=1)
+    cos = unit @ unit.T
+    off = ~torch.eye(len(rows), dtype=torch.bool)
+    return float((cos[off] ** 2).mean()), float((cos[off].abs() > 0.5).double().mean())
+
+
+@pytest.mark.parametrize("route", ["exact", "gram", "stream", "randomized"])
+def test_mean_squared_cosine_and_share_of_close_pairs_are_the_pairs(route):
+    gen = torch.Generator().manual_seed(2)
+    rows = torch.randn(150, 12, generator=gen) + 1.5 * torch.randn(1, 12, generator=gen)  # correlated
+    spec = bg.spectrum(rows, route=route, k=5 if route == "randomized" else None, baseline_draws=0)
+    squared, above = _pairs(rows)
+    assert 0.2 < above < 0.9  # a case where the share says something
+    assert spec.pair_rows == 150
+    assert spec.mean_squared_cosine == pytest.approx(squared, rel=1e-9)
+    assert spec.abs_cosine_above_half == pytest.approx(above, abs=1e-12)
+    if route != "randomized":  # the summary's dims need every singular value
+        summary = spec.summary()
+        assert summary["mean_squared_cosine"] == spec.mean_squared_cosine
+        assert summary["random_mean_squared_cosine"] == pytest.approx(1 / 12)
+
+
+def test_a_seeded_choice_of_rows_when_the_pairs_are_many(monkeypatch):
+    monkeypatch.setattr(spectrum_module, "_PAIR_WORK", 60.0**2 * 30)  # 60 of the 400 rows
+    rows = torch.randn(400, 30, generator=torch.Generator().manual_seed(3)) + 0.7
+    spec = bg.spectrum(rows, baseline_draws=0)
+    squared, above = _pairs(rows)
+    assert spec.pair_rows == 60
+    assert spec.mean_squared_cosine == pytest.approx(squared, rel=1e-9)  # exact from the spectrum
+    assert spec.abs_cosine_above_half == pytest.approx(above, abs=0.05)  # estimated from the rows
+    again = bg.spectrum(rows, baseline_draws=0)
+    assert again.abs_cosine_above_half == spec.abs_cosine_above_half  # seeded
+    sampled = bg.spectrum(rows, route="randomized", k=3, baseline_draws=0)
+    assert sampled.mean_squared_cosine == pytest.approx(squared, rel=0.1)
+
+
+def test_affine_two_class_normals_have_mean_squared_cosine_one():
+    gen = torch.Generator().manual_seed(4)
+    from tests.conftest import Affine
+
+    clf = bg.Classifier(Affine(torch.randn(2, 16, generator=gen), torch.zeros(2)).eval(), bounds=(-100, 100))
+    spec = bg.spectrum(bg.deepfool(clf, torch.randn(80, 16, generator=gen), clip=False), baseline_draws=0)
+    assert spec.mean_squared_cosine == pytest.approx(1.0, abs=1e-9)
+    assert spec.abs_cosine_above_half == 1.0
+
+
+def test_random_unit_vectors_meet_the_random_baselines():
+    spec = bg.spectrum(torch.randn(2000, 8, generator=torch.Generator().manual_seed(5)), baseline_draws=0)
+    assert spec.mean_squared_cosine == pytest.approx(spec.random_mean_squared_cosine, rel=0.03)
+    assert spec.abs_cosine_above_half == pytest.approx(spec.random_abs_cosine_above_half, rel=0.03)
+    # the closed form of P(|cos| > 1/2) at d = 3: cos is uniform on [-1, 1]
+    assert bg.spectrum(torch.randn(5, 3), baseline_draws=0).random_abs_cosine_above_half == pytest.approx(0.5)
+
+
+def test_a_spectrum_saved_before_the_correlation_numbers_still_loads(tmp_path):
+    spec = bg.spectrum(torch.randn(30, 6), baseline_draws=1)
+    spec.save(tmp_path / "s")
+    record = json.loads((tmp_path / "s.json").read_text())
+    for name in ("mean_squared_cosine", "abs_cosine_above_half", "pair_rows"):
+        record["fields"].pop(name), record["kinds"].pop(name, None)
+    (tmp_path / "s.json").write_text(json.dumps(record))
+    old = bg.Spectrum.load(tmp_path / "s")
+    assert np.isnan(old.mean_squared_cosine) and old.pair_rows == 0
+    assert bg.Spectrum.load(tmp_path / "s").n == 30
+    spec.save(tmp_path / "t")
+    assert bg.Spectrum.load(tmp_path / "t").abs_cosine_above_half == spec.abs_cosine_above_half
+
+
+# ------------------------------------------------------------------------------ per-class spectra
+def _orthogonal_classes(per_class: int = 40, classes: int = 4, d: int = 10):
+    """logits (0, x_1, ..., x_{C-1}): an input of label k (x_k = 1, the others -5) is nearest to
+    class 0, across the face of normal -e_k. Each label's normals are one direction, orthogonal
+    to every other label's."""
+    from tests.conftest import Affine
+
+    weight = torch.zeros(classes, d)
+    weight[1:, 1:classes] = torch.eye(classes - 1)
+    clf = bg.Classifier(Affine(weight, torch.zeros(classes)).eval(), bounds=(-100, 100))
+    gen = torch.Generator().manual_seed(6)
+    x = -5 + 0.3 * torch.rand(per_class * (classes - 1), d, generator=gen)
+    for k in range(1, classes):
+        x[(k - 1) * per_class : k * per_class, k] = 1 + 0.5 * torch.rand(per_class, generator=gen)
+    return clf, x
+
+
+def test_per_class_spectra_of_orthogonal_classes_separate_cleanly():
+    clf, x = _orthogonal_classes()
+    pts = bg.deepfool(clf, x, clip=False)
+    specs = bg.spectrum(pts, by="label", baseline_draws=2)
+    assert list(specs) == [1, 2, 3]
+    tops = []
+    for k, spec in specs.items():
+        assert spec.n == 40
+        assert spec.energy(1) == pytest.approx(1.0, abs=1e-9)  # one direction per class
+        assert spec.mean_squared_cosine == pytest.approx(1.0, abs=1e-9)
+        assert abs(float(spec.components[0, k])) == pytest.approx(1.0, abs=1e-6)  # ± e_k
+        assert spec.settings['baseline_draws'] == 2 and spec.energy(1, baseline=True) < 0.5  # its own baseline
+        tops.append(spec.components[0])
+    tops = torch.stack(tops).double()
+    torch.testing.assert_close(tops @ tops.T, torch.eye(3, dtype=torch.float64), atol=1e-6, rtol=0)
+    # all classes together: three orthogonal directions, none holding more than a third
+    whole = bg.spectrum(pts, baseline_draws=0)
+    assert whole.energy(3) == pytest.approx(1.0) and whole.energy(1) == pytest.approx(1 / 3, abs=1e-6)
+    assert bg.alignment(pts.directions()[:40], specs[1], 1) == pytest.approx(1.0)
+    assert bg.alignment(pts.directions()[:40], specs[2], 1) == pytest.approx(0.0, abs=1e-12)
+    assert list(bg.spectrum(pts, by="target", baseline_draws=0)) == [0]
+    assert list(bg.spectrum(pts, by="pair", baseline_draws=0)) == [(1, 0), (2, 0), (3, 0)]
+
+
+def test_per_class_spectra_from_a_directory_and_bad_groupings(tmp_path):
+    clf, x = _orthogonal_classes(per_class=10)
+    pts = bg.boundary_normals(clf, x, out=tmp_path / "run", clip=False, progress=False)
+    specs = bg.spectrum(tmp_path / "run", by="label", baseline_draws=0, k=50)
+    assert [spec.n for spec in specs.values()] == [10, 10, 10]
+    assert all(len(spec.components) == 10 for spec in specs.values())  # k capped at each group's rank
+    with pytest.raises(bg.BoundgeoError, match="by must be one of"):
+        bg.spectrum(pts, by="class")
+    with pytest.raises(bg.BoundgeoError, match="groups boundary points by class"):
+        bg.spectrum(pts.directions(), by="label")
+
+
+def test_alignment_is_the_share_inside_the_subspace():
+    gen = torch.Generator().manual_seed(7)
+    spec = bg.spectrum(torch.randn(200, 50, generator=gen) * torch.linspace(3, 0.1, 50), baseline_draws=0)
+    basis = spec.basis(5)
+    inside = (torch.randn(5, generator=gen) @ basis)
+    assert bg.alignment(inside, spec, 5) == pytest.approx(1.0)
+    assert bg.alignment(inside, spec, 50) == pytest.approx(1.0)
+    outside = spec.basis(50)[10] * 3.0
+    assert bg.alignment(outside, spec, 5) == pytest.approx(0.0, abs=1e-12)
+    assert bg.alignment(torch.stack([inside, outside]), spec, 5) == pytest.approx(0.5)
+    random = torch.randn(4000, 50, generator=gen)
+    assert bg.alignment(random, spec, 5) == pytest.approx(5 / 50, rel=0.05)  # k/d for random directions
+    with pytest.raises(bg.BoundgeoError, match="zero"):
+        bg.alignment(torch.zeros(50), spec, 5)
+    with pytest.raises(bg.BoundgeoError, match="dimension 50"):
+        bg.alignment(torch.ones(49), spec, 5)
+    with pytest.raises(bg.BoundgeoError, match="k must be"):
+        bg.alignment(inside, spec, 0)

@@ -111,3 +111,64 @@ def test_a_bare_module_is_wrapped_with_a_warning():
 def test_closed_form_needs_two_dimensions():
     with pytest.raises(bg.BoundgeoError, match="d must be >= 2"):
         halfspace_fooling_probability(0.1, 1.0, 1)
+
+
+# ------------------------------------------------------------------------------ adversarial dimension
+def test_gradient_aligned_directions_are_orthonormal_at_cosine_one_over_root_k():
+    g = torch.randn(50, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for k in (1, 3, 16, 50):
+        u = bg.subspace.gradient_aligned_directions(g, k, seed=2, index=5)
+        assert u.shape == (k, 50)
+        torch.testing.assert_close(u @ u.T, torch.eye(k, dtype=torch.float64), atol=1e-10, rtol=0)
+        torch.testing.assert_close(u @ (g / g.norm()), torch.full((k,), k**-0.5, dtype=torch.float64),
+                                   atol=1e-10, rtol=0)
+    # nested: the completion of a larger k starts with the smaller one's columns
+    small = bg.subspace._completion(g / g.norm(), 4, 2, 5)
+    large = bg.subspace._completion(g / g.norm(), 9, 2, 5)
+    torch.testing.assert_close(small, large[:, :4], atol=1e-12, rtol=0)
+    with pytest.raises(bg.BoundgeoError, match="not zero"):
+        bg.subspace.gradient_aligned_directions(torch.zeros(5), 2)
+
+
+@pytest.mark.parametrize("eps", [0.5, 1.3, 2.9, 6.0])
+def test_a_flat_boundary_gives_the_largest_k_below_eps_over_rho_squared(eps):
+    """Binary affine model: the gradient is the boundary's normal, so a direction of the k-th
+    family crosses exactly when ε/√k > ρ; every direction of a family behaves alike."""
+    from tests.conftest import Affine
+
+    gen = torch.Generator().manual_seed(1)
+    w = torch.randn(2, 30, generator=gen)
+    clf = bg.Classifier(Affine(w, torch.zeros(2)).eval(), bounds=(-1e3, 1e3))
+    x = torch.randn(12, 30, generator=gen)
+    logits = x @ w.T
+    rho = (logits[:, 0] - logits[:, 1]).abs() / (w[0] - w[1]).norm()
+    found = bg.adversarial_dimension(clf, x, [eps], max_k=30, batch_size=5)
+    ks = found.ks.tolist()
+    assert ks == [1, 2, 4, 8, 16, 30]
+    for i in range(len(x)):
+        crossing = [k for k in ks if eps / k**0.5 > float(rho[i]) * (1 + 1e-4)]
+        missing = [k for k in ks if eps / k**0.5 < float(rho[i]) * (1 - 1e-4)]
+        if len(crossing) + len(missing) < len(ks):
+            continue  # too close to call in float32
+        assert int(found.dimension[i, 0]) == (max(crossing) if crossing else 0), (i, float(rho[i]))
+        for c, k in enumerate(ks):  # a family fools whole or not at all
+            assert int(found.counts[i, 0, c]) in (0, k)
+
+
+def test_adversarial_dimension_is_seeded_batch_independent_and_saved(small_net, tmp_path):
+    model, x, _ = small_net
+    clf = bg.Classifier(model.eval())
+    one = bg.adversarial_dimension(clf, x[:9], [1.0, 3.0], max_k=16, batch_size=2, seed=4)
+    two = bg.adversarial_dimension(clf, x[:9], [1.0, 3.0], max_k=16, batch_size=9, seed=4)
+    assert torch.equal(one.counts, two.counts) and torch.equal(one.dimension, one.counts.max(2).values)
+    assert (one.dimension[:, 1] >= 0).all() and (one.dimension <= 16).all()
+    assert one.median().shape == (2,)
+    frame = one.to_frame()
+    assert list(frame.columns) == ["index", "eps", "dimension"] and len(frame) == 18
+    one.save(tmp_path / "dim")
+    again = bg.AdversarialDimension.load(tmp_path / "dim")
+    assert torch.equal(again.counts, one.counts) and torch.equal(again.ks, one.ks)
+    with pytest.raises(bg.BoundgeoError, match="max_k"):
+        bg.adversarial_dimension(clf, x[:2], [1.0], max_k=65)
+    with pytest.raises(bg.BoundgeoError, match="epsilons"):
+        bg.adversarial_dimension(clf, x[:2], [-1.0])
