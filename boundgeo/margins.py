@@ -73,11 +73,13 @@ def dct_basis(shape: Sequence[int], band: tuple[int, int], *, kind: str = "block
     channels = int(np.prod(shape[:-2]))
     spectra = np.zeros((len(freqs), height, width))
     spectra[np.arange(len(freqs)), freqs[:, 0], freqs[:, 1]] = 1.0
-    images = idctn(spectra, axes=(1, 2), norm="ortho").reshape(len(freqs), 1, height * width)
+    images = torch.from_numpy(idctn(spectra, axes=(1, 2), norm="ortho").reshape(len(freqs), height * width))
     # one row per (frequency, channel): the frequency's image in that channel, zeros in the others
-    full = np.zeros((len(freqs), channels, channels, height * width))
-    full[:, np.arange(channels), np.arange(channels), :] = images
-    return torch.from_numpy(full.reshape((len(freqs) * channels,) + shape)).to(dtype)
+    # (built in ``dtype``: at 224x224x3 a band of 144 frequencies is 432 rows of 150,528 values)
+    rows = torch.zeros((len(freqs), channels, channels, height * width), dtype=dtype)
+    for c in range(channels):
+        rows[:, c, c] = images.to(dtype)
+    return rows.reshape((len(freqs) * channels,) + shape)
 
 
 def dct_bands(shape: Sequence[int], width: int, *, kind: str = "block",
