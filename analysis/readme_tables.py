@@ -1308,9 +1308,9 @@ def geometry_margins(data: dict) -> str:
         f"Median margin ‖r‖₂ inside each subspace (quartiles in brackets; k its dimension) for {m['inputs']} "
         f"correctly classified held-out images of the {g['dataset'].upper() if g['dataset'] == 'mnist' else g['dataset']} "
         f"CNN (d = {g['d']}). The full-space DeepFool margin, unclipped like the subspace ones, has median "
-        f"{sig(m['full_space_median'])}. {'Every' if found == 1 else f'At least {pct(found, 0)} of the'} "
-        f"margins were found within max_iter = {m['max_iter']} steps; {duration(m['seconds'])} for both "
-        "families.")
+        f"{sig(m['full_space_median'])}. "
+        + ("Every margin was found" if found == 1 else f"At least {pct(found, 0)} of the margins were found")
+        + f" within max_iter = {m['max_iter']} steps; {duration(m['seconds'])} for both families.")
 
 
 @block("geometry-correlation", "geometry.json")
@@ -1367,8 +1367,8 @@ def geometry_curved(data: dict) -> str:
         f"to [0, 1]); for the {c['random']} random tangent directions per point, the share of directions. "
         f"The top-{c['k']} principal curvatures come from finite differences at h = 0.1·‖r‖; the most curved "
         f"direction has median |κ₁| = {sig(c['kappa_abs_median'][0])} (positive at "
-        f"{pct(c['kappa1_positive'], 0)} of the points), the least curved of the {c['k']} "
-        f"{sig(c['kappa_abs_median'][1])}; {duration(c['seconds'])}.")
+        f"{pct(c['kappa1_positive'], 0)} of the points) and the least curved of the {c['k']} has median "
+        f"|κ_k| = {sig(c['kappa_abs_median'][1])}; {duration(c['seconds'])}.")
 
 
 # registered last: its sources are every other block's
