@@ -286,7 +286,7 @@ def _folder(root: Path, args: argparse.Namespace, what: str) -> _Data:
 def _split(args: argparse.Namespace) -> _Data:
     """The data of the analysis, split into inputs for the normals and disjoint held-out ones."""
     from . import zoo
-    from .datasets import CIFAR10_CLASSES, load_dataset
+    from .io.datasets import CIFAR10_CLASSES, load_dataset
 
     digit_names = tuple(str(i) for i in range(10))
     image_options = [f"--{name}" for name in ("size", "crop", "grayscale") if getattr(args, name, None)]
@@ -391,15 +391,20 @@ def _prepare(args: argparse.Namespace, out: Path) -> _Setup:
 
 
 # ----------------------------------------------------------------------------- stages
-def stage_normals(setup: _Setup, out: Path, seed: int):
-    from .boundary import boundary_normals
+BOX_STEPS = {"off": False, "on": True, "after_first": "after_first"}  # --box-step → deepfool(box_step=)
+
+
+def stage_normals(setup: _Setup, out: Path, seed: int, box_step: str = "off"):
+    from .attacks.boundary import boundary_normals
 
     x, y = setup.data.x, setup.data.y
-    print(f"[normals] boundary normals of {len(x)} inputs (DeepFool, l2)")
+    how = "" if box_step == "off" else f", box-aware steps: {box_step}"
+    print(f"[normals] boundary normals of {len(x)} inputs (DeepFool, l2{how})")
     # a run of the same model, data and settings in out/normals (interrupted, or on another
     # rank count) is continued; anything else starts over
     pts = boundary_normals(setup.clf, (x, y), out=out / "normals", resume="auto", seed=seed,
-                           batch_size=setup.batches["grad"], keep_misclassified=not setup.labelled)
+                           batch_size=setup.batches["grad"], keep_misclassified=not setup.labelled,
+                           box_step=BOX_STEPS[box_step])
     ok = pts.converged
     if not ok.any():
         raise BoundgeoError(f"DeepFool reached the boundary for none of the {len(pts)} inputs; nothing to analyse")
@@ -410,8 +415,8 @@ def stage_normals(setup: _Setup, out: Path, seed: int):
 
 
 def stage_spectrum(out: Path, seed: int):
-    from .boundary import BoundaryPoints
-    from .spectrum import spectrum
+    from .attacks.boundary import BoundaryPoints
+    from .geometry.spectral import spectrum
 
     pts = BoundaryPoints.load(out / "normals")
     print("[spectrum] spectrum of r/‖r‖ against random unit vectors")
@@ -430,15 +435,15 @@ def stage_spectrum(out: Path, seed: int):
 
 
 def _median_margin(out: Path) -> float:
-    from .boundary import BoundaryPoints
+    from .attacks.boundary import BoundaryPoints
 
     pts = BoundaryPoints.load(out / "normals")
     return float(pts.margin[pts.converged].median())
 
 
 def stage_subspace(setup: _Setup, out: Path, seed: int):
-    from .spectrum import Spectrum
-    from .subspace import subspace_fooling
+    from .geometry.spectral import Spectrum
+    from .geometry.subspace import subspace_fooling
 
     x_eval = setup.data.x_eval
     spec = Spectrum.load(out / "spectrum")
@@ -463,9 +468,9 @@ def stage_curvature(setup: _Setup, out: Path, seed: int, n: int | None = None, k
     ``n=None`` takes 200 points, fewer for large inputs (``batch_sizes(...)["points"]``), so
     that their principal directions stay within 512 MB; the batch of points is lowered too."""
     from ._perturb import scale_to_norm
-    from .boundary import BoundaryPoints
-    from .curvature import boundary_curvature
-    from .spectrum import Spectrum
+    from .attacks.boundary import BoundaryPoints
+    from .geometry.curvature import boundary_curvature
+    from .geometry.spectral import Spectrum
 
     pts = BoundaryPoints.load(out / "normals")
     spec = Spectrum.load(out / "spectrum")
@@ -509,7 +514,7 @@ def dct_bands_for(shape) -> dict[str, torch.Tensor] | None:
     """Four diagonal DCT blocks from low to high frequency for image inputs (None otherwise): of
     width side/4, narrower where a band's dense rows would exceed BASIS_BYTES (at 224x224x3,
     12 frequencies: 432 rows of 150,528 values), so that the bands then sample the diagonal."""
-    from .margins import dct_basis
+    from .geometry.margins import dct_bands
 
     shape = tuple(int(s) for s in shape)
     if len(shape) < 2 or min(shape[-2:]) < 4:
@@ -519,8 +524,7 @@ def dct_bands_for(shape) -> dict[str, torch.Tensor] | None:
         channels *= s
     d = channels * shape[-1] * shape[-2]
     width = max(1, min(side // 4, int((BASIS_BYTES / (4 * d * channels)) ** 0.5)))
-    starts = [round(i * side / 4) for i in range(4)]
-    return {f"{lo}-{lo + width}": dct_basis(shape, (lo, lo + width)) for lo in starts}
+    return dct_bands(shape, width, count=4)
 
 
 def stage_geometry(setup: _Setup, out: Path, seed: int):
@@ -530,11 +534,11 @@ def stage_geometry(setup: _Setup, out: Path, seed: int):
     import dataclasses
     import shutil
 
-    from .boundary import BoundaryPoints, deepfool
-    from .curvature import Curvature, curvature_fooling
-    from .margins import subspace_margins
-    from .spectrum import spectrum
-    from .subspace import adversarial_dimension
+    from .attacks.boundary import BoundaryPoints, deepfool
+    from .geometry.curvature import Curvature, curvature_fooling
+    from .geometry.margins import subspace_margins
+    from .geometry.spectral import spectrum
+    from .geometry.subspace import adversarial_dimension
 
     x_eval = setup.data.x_eval
     median = _median_margin(out)
@@ -594,7 +598,7 @@ def stage_geometry(setup: _Setup, out: Path, seed: int):
 
 def stage_uap(setup: _Setup, out: Path, seed: int, xi: float | None = None, norm: str = "l2",
               method: str = "sgd"):
-    from .universal import perturbed_examples, universal_perturbation
+    from .attacks.universal import perturbed_examples, universal_perturbation
 
     clf, data = setup.clf, setup.data
     if xi is None:
@@ -617,7 +621,7 @@ def stage_uap(setup: _Setup, out: Path, seed: int, xi: float | None = None, norm
 def stage_profile(setup: _Setup, out: Path, seed: int, epsilons=None):
     import numpy as np
 
-    from .categories import robustness_profile
+    from .geometry.categories import robustness_profile
 
     x_eval = setup.data.x_eval
     if len(x_eval) < 4:
@@ -675,7 +679,7 @@ def _whole_analysis(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     skip = set(getattr(args, "skip", None) or ())
     setup = _prepare(args, out)
-    stage_normals(setup, out, args.seed)
+    stage_normals(setup, out, args.seed, getattr(args, "box_step", "off"))  # demo has no --box-step
     stage_spectrum(out, args.seed)
     stages = (("subspace", lambda: stage_subspace(setup, out, args.seed)),
               ("curvature", lambda: stage_curvature(setup, out, args.seed)),
@@ -719,7 +723,7 @@ def _stage_command(args: argparse.Namespace, run) -> int:
 
 
 def cmd_normals(args: argparse.Namespace) -> int:
-    return _stage_command(args, lambda setup, out: stage_normals(setup, out, args.seed))
+    return _stage_command(args, lambda setup, out: stage_normals(setup, out, args.seed, args.box_step))
 
 
 def cmd_spectrum(args: argparse.Namespace) -> int:
@@ -794,6 +798,12 @@ def _data_arguments(parser: argparse.ArgumentParser, *, model: bool) -> None:
                                  "error), logits, or probabilities (boundgeo works on their log)")
 
 
+def _box_step(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--box-step", choices=sorted(BOX_STEPS), default="off",
+                        help="DeepFool steps solved inside the bounds (deepfool(box_step=)): on, after_first "
+                             "(a plain first step, then box-aware ones), or off (clip after each step)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="boundgeo",
@@ -816,6 +826,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--skip", nargs="+", choices=sorted(_OUTPUTS), default=(), metavar="STAGE",
                          help="leave out stages (subspace, curvature, geometry, uap, profile): at 224x224 on a "
                               "CPU, curvature costs about 100 forward-backward passes per point")
+    _box_step(analyze)
     analyze.set_defaults(func=cmd_analyze)
 
     for name, func, helptext in (("normals", cmd_normals, "stage 1: boundary points and normals"),
@@ -829,6 +840,8 @@ def build_parser() -> argparse.ArgumentParser:
         stage = sub.add_parser(name, help=helptext)
         stage.add_argument("--out", required=True, help="results directory (read and written)")
         _data_arguments(stage, model=True)
+        if name == "normals":
+            _box_step(stage)
         if name == "uap":
             stage.add_argument("--xi", type=float, default=None, help="radius (default: 3 x median margin)")
             stage.add_argument("--norm", choices=["l2", "linf"], default="l2")

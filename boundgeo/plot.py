@@ -17,13 +17,12 @@ import seaborn as sns
 from matplotlib.font_manager import FontProperties
 from matplotlib.textpath import TextToPath
 
-from .boundary import BoundaryPoints
-from .categories import NAMES, RobustnessProfile, category_of
-from .curvature import Curvature
-from .spectrum import Spectrum
-from .margins import SubspaceMargins
-from .subspace import SubspaceFooling
-
+from .attacks.boundary import BoundaryPoints
+from .geometry.categories import NAMES, RobustnessProfile, category_of
+from .geometry.curvature import Curvature
+from .geometry.margins import SubspaceMargins
+from .geometry.spectral import Spectrum
+from .geometry.subspace import SubspaceFooling
 
 _KIND_LABEL = {"normal": "unit boundary normals", "perturbation": "unit directions r(x)/‖r(x)‖"}
 
@@ -592,7 +591,7 @@ def plot_perturbation(perturbation, *, ax=None, cmap: str = "RdBu_r", title: str
     Three channels are shown in colour as 0.5 + v / (2·max|v|) (grey is 0), and the title
     states max|v|; one channel on the diverging ``cmap`` with a colour bar.
     """
-    from .universal import UniversalPerturbation
+    from .attacks.universal import UniversalPerturbation
 
     ax = _axes(ax)
     v = perturbation.perturbation if isinstance(perturbation, UniversalPerturbation) else perturbation

@@ -33,13 +33,13 @@ def _run_info(out: Path) -> dict:
 
 
 def _load(out: Path):
-    from .boundary import BoundaryPoints
-    from .categories import RobustnessProfile
-    from .curvature import Curvature, CurvatureFooling
-    from .margins import SubspaceMargins
-    from .spectrum import Spectrum
-    from .subspace import AdversarialDimension, SubspaceFooling
-    from .universal import PerturbedExamples, UniversalPerturbation
+    from .attacks.boundary import BoundaryPoints
+    from .attacks.universal import PerturbedExamples, UniversalPerturbation
+    from .geometry.categories import RobustnessProfile
+    from .geometry.curvature import Curvature, CurvatureFooling
+    from .geometry.margins import SubspaceMargins
+    from .geometry.spectral import Spectrum
+    from .geometry.subspace import AdversarialDimension, SubspaceFooling
 
     found = {}
     for name, cls, path in (("spectrum", Spectrum, out / "spectrum"),

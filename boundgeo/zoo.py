@@ -14,8 +14,8 @@ import pickle
 import re
 import time
 import warnings
-from importlib import resources
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -426,7 +426,7 @@ def reference_split(
     folder, or the ``test_batch`` file); the first 800 images of each class in test order train,
     the other 200 of each class (2,000) test. Both parts keep the loader's order.
     """
-    from .datasets import load_dataset
+    from .io.datasets import load_dataset
 
     if dataset == "digits":
         x_tr, y_tr = load_dataset("digits", split="train")

@@ -15,7 +15,7 @@ import torch
 
 import boundgeo as bg
 
-spectrum_module = sys.modules["boundgeo.spectrum"]
+spectrum_module = sys.modules["boundgeo.geometry.spectral"]
 
 
 def model_and_data():
@@ -195,7 +195,7 @@ def compute_failures(folder: Path, rank: int) -> dict:
         for rows in (spectrum_module._Rows, spectrum_module._FileRows):
             rows.column_blocks = rows.row_blocks = unreadable
     attempt("spectrum", lambda: bg.spectrum(folder / "normals", route="stream", baseline_draws=0))
-    categories = sys.modules["boundgeo.categories"]
+    categories = sys.modules["boundgeo.geometry.categories"]
     real = categories.universal_perturbation
     if rank == 1:  # the universal witness of the second ε, which rank 1 fits, fails
         def witness(*args, xi, **kwargs):

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import boundgeo as bg
-import boundgeo.boundary as boundary
+import boundgeo.attacks.boundary as boundary
 
 
 def _affine_closed_form(model, x, q):

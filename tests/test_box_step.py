@@ -8,7 +8,7 @@ import torch
 from scipy.optimize import linprog, minimize
 
 import boundgeo as bg
-from boundgeo.boundary import _box_steps
+from boundgeo.attacks.boundary import _box_steps
 
 
 def _affine(w: np.ndarray, b: float) -> bg.Classifier:

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import boundgeo as bg
-from boundgeo.categories import category_of, transition
+from boundgeo.geometry.categories import category_of, transition
 
 
 @pytest.mark.parametrize(
@@ -34,8 +34,8 @@ def test_each_toy_lands_in_its_own_category(build, dim):
     toy = build(dim=dim)
     found = bg.categorize(toy.classifier, toy.x, eps=toy.eps)
     assert found.value == toy.category, str(found)
-    assert found.name == bg.categories.NAMES[toy.category]
-    assert found.formula.startswith(bg.categories.FORMULAS[toy.category])
+    assert found.name == bg.geometry.categories.NAMES[toy.category]
+    assert found.formula.startswith(bg.geometry.categories.FORMULAS[toy.category])
     assert "evidence" in found.note and "not a proof" in found.note
 
 
@@ -106,7 +106,7 @@ def test_bad_input_raises(small_net, kwargs, match):
 
 
 def test_pgd_refinement_only_adds_witnesses(small_net):
-    from boundgeo.categories import pgd_fooled
+    from boundgeo.geometry.categories import pgd_fooled
 
     model, x, _ = small_net
     clf = bg.Classifier(model)
@@ -147,7 +147,7 @@ def test_categorize_bad_settings_raise(kwargs, match):
      (dict(batch_size=0), "batch_size must be >= 1")],
 )
 def test_pgd_bad_settings_raise(kwargs, match):
-    from boundgeo.categories import pgd_fooled
+    from boundgeo.geometry.categories import pgd_fooled
 
     toy = bg.toys.wide_margins(dim=2)
     clf = toy.classifier

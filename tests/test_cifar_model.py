@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import boundgeo as bg
-from boundgeo import datasets, zoo
+from boundgeo import zoo
+from boundgeo.io import datasets
 
 
 def test_resnet_maps_images_of_any_size_to_logits():

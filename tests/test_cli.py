@@ -109,6 +109,27 @@ def user_model(tmp_path, monkeypatch):
     return "my_nets:make", str(tmp_path / "weights.pt")
 
 
+def test_normals_with_box_aware_steps(user_model, tmp_path, capsys):
+    import boundgeo as bg
+
+    factory, weights = user_model
+    common = ["--model", factory, "--weights", weights, "--dataset", "digits", "--n", "40"]
+    plain = tmp_path / "plain"
+    assert main(["normals", "--out", str(plain), *common]) == 0
+    for choice, setting in (("on", True), ("after_first", "after_first")):
+        out = tmp_path / choice
+        assert main(["normals", "--out", str(out), "--box-step", choice, *common]) == 0
+        assert f"box-aware steps: {choice}" in capsys.readouterr().out
+        pts = bg.BoundaryPoints.load(out / "normals")
+        assert pts.settings["box_step"] == setting
+        assert pts.converged.all()
+    # the same run as "off" reads back its own settings: --box-step changes what is computed
+    assert bg.BoundaryPoints.load(plain / "normals").settings["box_step"] is False
+    with pytest.raises(SystemExit) as info:
+        main(["normals", "--out", str(plain), "--box-step", "sideways", *common])
+    assert info.value.code == 2 and "invalid choice: 'sideways'" in capsys.readouterr().err
+
+
 def test_analyze_and_stage_commands_on_a_users_model(user_model, tmp_path, capsys):
     import boundgeo as bg
 

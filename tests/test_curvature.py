@@ -324,7 +324,7 @@ def test_the_largest_seed_works():
 
 def test_non_finite_curvatures_raise(monkeypatch):
     """A NaN curvature at a valid point is an error, not a measurement."""
-    import boundgeo.curvature as curvature
+    import boundgeo.geometry.curvature as curvature
 
     clf, x, _, _ = _quadric()
     real = curvature._apply_each
@@ -373,7 +373,7 @@ def test_tangent_steps_inside_a_ball_fool_exactly_beyond_the_chord():
     close = ((eps[None, :] - chord[:, None]).abs() < 1e-3)
     for g in range(3):
         torch.testing.assert_close(found.hits[:, g][~close], expected[~close])
-    assert found.groups == bg.curvature.FOOLING_GROUPS
+    assert found.groups == bg.geometry.curvature.FOOLING_GROUPS
     torch.testing.assert_close(found.curvature[:, :2], torch.full((6, 2), 1 / radius, dtype=torch.float64),
                                atol=1e-3, rtol=0)
     frame = found.to_frame()
@@ -406,3 +406,40 @@ def test_curvature_fooling_checks_its_arguments(affine_model):
         bg.curvature_fooling(clf, curv, x[:2], [1.0])
     with pytest.raises(bg.BoundgeoError, match="random"):
         bg.curvature_fooling(clf, curv, x, [1.0], random=0)
+
+
+def test_curvature_fooling_does_not_depend_on_batch_size_or_chunks(small_net, request, monkeypatch):
+    import dataclasses
+
+    import boundgeo.geometry.curvature as curvature
+
+    model, x, _ = small_net
+    clf = bg.Classifier(model.eval())
+    curv = bg.boundary_curvature(clf, x[:12], k=3)
+    valid = curv.valid.clone()
+    valid[[2, 7]] = False  # points without a boundary point stay NaN
+    curv = dataclasses.replace(curv, valid=valid)
+    settings = dict(epsilons=[0.5, 2.0, 6.0], random=5, seed=2)
+    whole = curvature.curvature_fooling(clf, curv, x[:12], batch_size=1000, **settings)
+    seen = request.getfixturevalue("forward_sizes")  # counted from here on
+    for batch_size in (1, 5, 1000):
+        seen.clear()
+        found = bg.curvature_fooling(clf, curv, x[:12], batch_size=batch_size, **settings)
+        assert max(seen) <= batch_size
+        for name in ("hits", "rate", "curvature", "valid"):
+            assert torch.equal(getattr(found, name).nan_to_num(-1), getattr(whole, name).nan_to_num(-1)), name
+    # one gradient forward, then the steps of all points together: not one forward per point
+    rows = int(valid.sum()) * 3 * 2 * (2 + 5)
+    assert seen == [int(valid.sum())] + [1000] * (rows // 1000) + [rows % 1000]
+    monkeypatch.setattr(curvature, "_STEP_BYTES", 1)  # one point per chunk
+    one = bg.curvature_fooling(clf, curv, x[:12], batch_size=64, **settings)
+    assert torch.equal(one.hits.nan_to_num(-1), whole.hits.nan_to_num(-1))
+    assert whole.hits[~valid].isnan().all() and not whole.hits[valid].isnan().any()
+    assert (whole.hits[valid] > 0).any()
+
+
+def test_curvature_fooling_takes_the_largest_seed(affine_model):
+    clf = bg.Classifier(affine_model.eval(), bounds=(-100, 100))
+    x = torch.randn(3, 16, generator=torch.Generator().manual_seed(0))
+    curv = bg.boundary_curvature(clf, x, k=2, clip=False)
+    assert bg.curvature_fooling(clf, curv, x, [1.0], random=2, seed=2**63 - 1).hits.shape == (3, 3, 1)

@@ -1,4 +1,4 @@
-"""The data forms behind every analysis (boundgeo._data): loaders, labels, ragged and complex items."""
+"""The data forms behind every analysis (boundgeo.io._sources): loaders, labels, ragged and complex items."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
 import boundgeo as bg
-from boundgeo._data import as_source, as_tensors
+from boundgeo.io._sources import as_source, as_tensors
 
 
 def _doubled(batch):

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import boundgeo as bg
-from boundgeo._data import as_source, as_tensors
-from boundgeo.datasets import IDX_TYPES
+from boundgeo.io._sources import as_source, as_tensors
+from boundgeo.io.datasets import IDX_TYPES
 
 from .conftest import MNIST_DIR, requires_mnist
 

@@ -28,7 +28,7 @@ from torch import nn
 
 import boundgeo as bg
 from boundgeo import zoo
-from boundgeo.boundary import iter_shards
+from boundgeo.attacks.boundary import iter_shards
 from boundgeo.cli import main
 
 
@@ -377,7 +377,7 @@ def test_mnist_refuses_bombs_devices_and_damage(tmp_path, monkeypatch):
             bg.load_dataset("mnist", root=tmp_path / "mnist")
     # a gzip bomb: its header is read, and the 64 MiB behind it are not decompressed (the limit
     # is lowered to 1 MiB here; at the real 1 GiB the old code needed 5 GiB for such a file)
-    monkeypatch.setattr(bg.datasets, "IDX_MAX_BYTES", 2**20)
+    monkeypatch.setattr(bg.io.datasets, "IDX_MAX_BYTES", 2**20)
     _gzip_bomb(images, 2**26 // 784)
     assert images.stat().st_size < 2**20
     with pytest.raises(bg.BoundgeoError, match=r"t10k-images-idx3-ubyte\.gz: header says .* more than the 1048576"):

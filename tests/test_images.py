@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 import boundgeo as bg
-from boundgeo._data import as_source
-from boundgeo.datasets import CIFAR10_CLASSES
+from boundgeo.io._sources import as_source
+from boundgeo.io.datasets import CIFAR10_CLASSES
 
 from .conftest import ROOT
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import boundgeo as bg
-from boundgeo.boundary import _STEP_SLACK
+from boundgeo.attacks.boundary import _STEP_SLACK
 from tests.conftest import Affine
 
 OVERSHOOT = 0.02
@@ -89,7 +89,7 @@ def test_frame_summary_and_save_load(tmp_path):
     assert (summary.q25 <= summary["median"]).all() and (summary["median"] <= summary.q75).all()
     assert summary["median"].tolist() == pytest.approx([found.median()["a"], found.median()["b"]])
     found.save(tmp_path / "m")
-    again = bg.margins.SubspaceMargins.load(tmp_path / "m")
+    again = bg.SubspaceMargins.load(tmp_path / "m")
     assert torch.equal(again.margin, found.margin) and again.subspaces == found.subspaces
 
 
@@ -120,6 +120,16 @@ def test_dct_block_bands_are_the_diagonal_blocks():
     assert list(bands) == ["0-4", "4-8", "8-12", "12-16", "16-20", "20-24", "24-28"]
     assert all(b.shape == (16, 1, 28, 28) for b in bands.values())
     assert bg.dct_basis((28, 28), (26, 40)).shape == (4, 28, 28)  # clipped to the spectrum
+
+
+def test_dct_bands_can_sample_the_spectrum():
+    # count bands start evenly, narrower than the gap between them (the CLI's dense-row cap)
+    bands = bg.dct_bands((3, 32, 32), 2, count=4)
+    assert list(bands) == ["0-2", "8-10", "16-18", "24-26"]
+    torch.testing.assert_close(bands["8-10"], bg.dct_basis((3, 32, 32), (8, 10)))
+    assert list(bg.dct_bands((1, 8, 8), 2, count=4)) == list(bg.dct_bands((1, 8, 8), 2))
+    with pytest.raises(bg.BoundgeoError, match="count must be"):
+        bg.dct_bands((1, 8, 8), 2, count=9)
 
 
 @pytest.mark.parametrize("band, message", [((3, 3), "0 <= lo < hi"), ((-1, 2), "0 <= lo < hi"),

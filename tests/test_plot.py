@@ -172,7 +172,7 @@ def test_curvature_plots_of_a_single_point_show_every_value(small_net):
 # ---------------------------------------------------------------- issue 18, item 6: figures
 def _profile(eps, per_image, universal, random, threshold=0.5):
     """A RobustnessProfile with chosen rates, its transitions and categories as the library computes them."""
-    from boundgeo.categories import category_of, transition
+    from boundgeo.geometry.categories import category_of, transition
 
     return bg.RobustnessProfile(
         epsilons=torch.tensor(eps, dtype=torch.float64), per_image_rate=torch.tensor(per_image, dtype=torch.float64),

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import boundgeo as bg
-from boundgeo.boundary import CONVERGED, ZERO_NORMAL
+from boundgeo.attacks.boundary import CONVERGED, ZERO_NORMAL
 
 D = 6  # features of the tiny models
 C = 4  # classes
@@ -562,7 +562,7 @@ def test_categorize(kind, n, eps, norm, threshold, seed, draws):
     if cat is None:
         return
     assert kind == "ok", f"{kind} inputs were accepted"
-    assert cat.value in (1, 2, 3, 4) and cat.name == bg.categories.NAMES[cat.value]
+    assert cat.value in (1, 2, 3, 4) and cat.name == bg.geometry.categories.NAMES[cat.value]
     assert cat.eps == float(eps) > 0 and cat.norm == norm and 0 < cat.threshold <= 1
     for rate in (cat.per_image_rate, cat.universal_rate, cat.random_rate):
         assert math.isfinite(rate) and 0.0 <= rate <= 1.0

@@ -64,11 +64,11 @@ def test_only_rejects_an_unknown_name_and_says_which_exist():
 
 def test_a_full_run_refuses_uncommitted_code(monkeypatch, capsys):
     reproduce = _load("reproduce")
-    monkeypatch.setattr(reproduce, "uncommitted_code", lambda: [" M boundgeo/boundary.py"])
+    monkeypatch.setattr(reproduce, "uncommitted_code", lambda: [" M boundgeo/attacks/boundary.py"])
     monkeypatch.setattr(reproduce, "run_step", lambda *a, **k: pytest.fail("no script may run"))
     assert reproduce.main(["--only", "curvature"]) == 2
     err = capsys.readouterr().err
-    assert "refusing a full run" in err and "boundgeo/boundary.py" in err and "--allow-dirty" in err
+    assert "refusing a full run" in err and "boundgeo/attacks/boundary.py" in err and "--allow-dirty" in err
 
 
 def test_a_failing_script_makes_the_run_fail_after_the_others_ran(monkeypatch, tmp_path):
@@ -117,7 +117,7 @@ def test_resume_skips_the_scripts_whose_results_carry_this_code_version(monkeypa
 
 def test_the_code_version_covers_the_code_and_not_the_readme_or_tests():
     env_module = _load("_environment")
-    assert env_module._is_code("boundgeo/spectrum.py") and env_module._is_code("analysis/benchmarks/bench_spectrum.py")
+    assert env_module._is_code("boundgeo/geometry/spectral.py") and env_module._is_code("analysis/benchmarks/bench_spectrum.py")
     assert env_module._is_code("pyproject.toml") and env_module._is_code("boundgeo/weights/digits_cnn.pt")
     for path in ("README.md", "tests/test_spectrum.py", "analysis/results/curvature.json", "analysis/README.md",
                  "analysis/reproduce.py", "analysis/readme_tables.py"):

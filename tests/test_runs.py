@@ -25,11 +25,11 @@ import torch
 from torch import nn
 
 import boundgeo as bg
-import boundgeo.boundary as boundary
+import boundgeo.attacks.boundary as boundary
 from boundgeo._results import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
-spectrum_module = importlib.import_module("boundgeo.spectrum")  # bg.spectrum is the function
+spectrum_module = importlib.import_module("boundgeo.geometry.spectral")  # bg.spectrum is the function
 ARRAYS = ("perturbation", "normal", "margin", "label", "target", "iterations", "converged", "status",
           "index")
 

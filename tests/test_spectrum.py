@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import boundgeo as bg
-from boundgeo.spectrum import marchenko_pastur, random_unit_spectrum
+from boundgeo.geometry.spectral import marchenko_pastur, random_unit_spectrum
 
-spectrum_module = importlib.import_module("boundgeo.spectrum")  # bg.spectrum is the function
+spectrum_module = importlib.import_module("boundgeo.geometry.spectral")  # bg.spectrum is the function
 
 
 @pytest.fixture(scope="module")

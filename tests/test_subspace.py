@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 import boundgeo as bg
-from boundgeo.subspace import halfspace_fooling_probability
+from boundgeo.geometry.subspace import halfspace_fooling_probability
 
 
 def _binary_affine(d, seed=0):
@@ -117,17 +117,17 @@ def test_closed_form_needs_two_dimensions():
 def test_gradient_aligned_directions_are_orthonormal_at_cosine_one_over_root_k():
     g = torch.randn(50, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     for k in (1, 3, 16, 50):
-        u = bg.subspace.gradient_aligned_directions(g, k, seed=2, index=5)
+        u = bg.geometry.subspace.gradient_aligned_directions(g, k, seed=2, index=5)
         assert u.shape == (k, 50)
         torch.testing.assert_close(u @ u.T, torch.eye(k, dtype=torch.float64), atol=1e-10, rtol=0)
         torch.testing.assert_close(u @ (g / g.norm()), torch.full((k,), k**-0.5, dtype=torch.float64),
                                    atol=1e-10, rtol=0)
     # nested: the completion of a larger k starts with the smaller one's columns
-    small = bg.subspace._completion(g / g.norm(), 4, 2, 5)
-    large = bg.subspace._completion(g / g.norm(), 9, 2, 5)
+    small = bg.geometry.subspace._completion(g / g.norm(), 4, 2, 5)
+    large = bg.geometry.subspace._completion(g / g.norm(), 9, 2, 5)
     torch.testing.assert_close(small, large[:, :4], atol=1e-12, rtol=0)
     with pytest.raises(bg.BoundgeoError, match="not zero"):
-        bg.subspace.gradient_aligned_directions(torch.zeros(5), 2)
+        bg.geometry.subspace.gradient_aligned_directions(torch.zeros(5), 2)
 
 
 @pytest.mark.parametrize("eps", [0.5, 1.3, 2.9, 6.0])
@@ -172,3 +172,57 @@ def test_adversarial_dimension_is_seeded_batch_independent_and_saved(small_net, 
         bg.adversarial_dimension(clf, x[:2], [1.0], max_k=65)
     with pytest.raises(bg.BoundgeoError, match="epsilons"):
         bg.adversarial_dimension(clf, x[:2], [-1.0])
+
+
+class _Gated(nn.Module):
+    """Linear in relu(x − ½): an input below ½ everywhere has a zero gradient."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(d, 3)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.randn(3, d, generator=torch.Generator().manual_seed(0)))
+            self.linear.bias.copy_(torch.tensor([0.0, 0.1, -0.1]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(torch.relu(x.flatten(1) - 0.5))
+
+
+@pytest.mark.parametrize("which", ["mlp", "gated"])
+def test_adversarial_dimension_does_not_depend_on_batch_size_or_chunks(which, small_net, request, monkeypatch):
+    import boundgeo.geometry.subspace as subspace
+
+    if which == "mlp":
+        model, x, _ = small_net
+        clf, x = bg.Classifier(model.eval()), x[:13]
+    else:
+        x = torch.rand(13, 64, generator=torch.Generator().manual_seed(1))
+        x[[1, 4, 9]] *= 0.4  # zero gradient: no direction to align with
+        clf = bg.Classifier(_Gated(64).eval(), bounds=(0, 1))
+    settings = dict(epsilons=[0.5, 2.0, 5.0], max_k=12, seed=3)  # ks 1, 2, 4, 8, 12: 27 directions
+    whole = bg.adversarial_dimension(clf, x, batch_size=1000, **settings)
+    seen = request.getfixturevalue("forward_sizes")  # counted from here on
+    again = bg.adversarial_dimension(clf, x, batch_size=1000, **settings)
+    # one gradient forward, then the steps of all inputs together: not one forward per input
+    rows = int((~whole.no_gradient).sum()) * 3 * 27
+    assert seen == [13] + [1000] * (rows // 1000) + [rows % 1000]
+    for batch_size in (1, 7):
+        seen.clear()
+        found = bg.adversarial_dimension(clf, x, batch_size=batch_size, **settings)
+        assert max(seen) <= batch_size
+        for name in ("counts", "dimension", "no_gradient", "label"):
+            assert torch.equal(getattr(found, name), getattr(whole, name)), (batch_size, name)
+    monkeypatch.setattr(subspace, "_STEP_BYTES", 1)  # one input per chunk
+    one = bg.adversarial_dimension(clf, x, batch_size=64, **settings)
+    assert torch.equal(one.counts, whole.counts) and torch.equal(again.counts, whole.counts)
+    if which == "gated":
+        assert whole.no_gradient.nonzero().squeeze(1).tolist() == [1, 4, 9]
+        assert (whole.counts[[1, 4, 9]] == 0).all() and (whole.dimension[~whole.no_gradient] > 0).any()
+    else:
+        assert not whole.no_gradient.any() and (whole.dimension > 0).any()
+
+
+def test_adversarial_dimension_takes_the_largest_seed():
+    clf, x, _, _ = _binary_affine(8)
+    found = bg.adversarial_dimension(clf, x[:3], [1.0], max_k=4, seed=2**63 - 1)
+    assert found.counts.shape == (3, 1, 3)

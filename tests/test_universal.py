@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 import boundgeo as bg
-from boundgeo.universal import project
+from boundgeo.attacks.universal import project
 
 
 @pytest.mark.parametrize("norm", ["l2", "linf"])
@@ -177,7 +177,7 @@ def test_fooling_rate_takes_one_perturbation_per_input(small_net):
 
 def test_a_perturbation_that_leaves_the_ball_raises(small_net, monkeypatch):
     """A broken projection (or a NaN step) is caught after the pass, not returned with a rate."""
-    import boundgeo.universal as universal
+    import boundgeo.attacks.universal as universal
 
     model, x, _ = small_net
     monkeypatch.setattr(universal, "project", lambda v, xi, norm: v)  # no projection at all
@@ -248,7 +248,7 @@ def test_history_counts_the_work_and_measures_v_in_its_norm(small_net, method, n
 
 def test_algorithm1_steps_only_unfooled_inputs_and_at_x_plus_v(small_net, monkeypatch):
     """Every DeepFool call of Algorithm 1 starts at clip(x + v) for an input that v does not fool."""
-    import boundgeo.universal as universal
+    import boundgeo.attacks.universal as universal
 
     model, x, _ = small_net
     clf = bg.Classifier(model)
@@ -295,7 +295,7 @@ def test_given_orders_replace_the_seeded_shuffles(small_net, method):
 
 
 def test_algorithm1_visits_the_inputs_in_the_given_order(small_net, monkeypatch):
-    import boundgeo.universal as universal
+    import boundgeo.attacks.universal as universal
 
     model, x, _ = small_net
     clf = bg.Classifier(model)

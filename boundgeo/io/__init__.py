@@ -1,8 +1,10 @@
-"""Reading what users bring: image folders (`ImageFolder`) and checkpoints (`load_weights`)."""
+"""Reading data and what users bring: the bundled and on-disk datasets (`load_dataset`),
+image folders (`ImageFolder`) and checkpoints (`load_weights`)."""
 
+from .datasets import load_dataset
 from .weights import load_weights
 
-__all__ = ["ImageFolder", "load_weights"]
+__all__ = ["ImageFolder", "load_dataset", "load_weights"]
 
 
 def __getattr__(name: str):

@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._checks import check_choice, check_count
-from ._errors import BoundgeoError
-from ._results import Result
-from .boundary import _check_subspace, deepfool
-from .classifier import Classifier, as_classifier
+from .._checks import check_choice, check_count
+from .._errors import BoundgeoError
+from .._results import Result
+from ..attacks.boundary import _check_subspace, deepfool
+from ..classifier import Classifier, as_classifier
 
 DCT_KINDS = ("block", "ring")
 
@@ -82,16 +82,23 @@ def dct_basis(shape: Sequence[int], band: tuple[int, int], *, kind: str = "block
     return rows.reshape((len(freqs) * channels,) + shape)
 
 
-def dct_bands(shape: Sequence[int], width: int, *, kind: str = "block",
+def dct_bands(shape: Sequence[int], width: int, *, count: int | None = None, kind: str = "block",
               dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-    """Consecutive DCT bands of ``width`` frequencies from low to high, ready for
-    :func:`subspace_margins`: name ``"lo-hi"`` → :func:`dct_basis` rows. With ``kind="ring"``
-    they partition the space; with ``"block"`` (the paper's) they are the diagonal blocks."""
+    """DCT bands of ``width`` frequencies from low to high, ready for :func:`subspace_margins`:
+    name ``"lo-hi"`` → :func:`dct_basis` rows. By default they are consecutive: with
+    ``kind="ring"`` they partition the space; with ``"block"`` (the paper's) they are the diagonal
+    blocks. With ``count``, that many bands start evenly across the spectrum (at i·side/count),
+    which samples it with narrower bands where full ones would not fit in memory."""
     shape = _as_shape(shape)
     width = check_count(width, "width")
     side = max(shape[-2:])
+    if count is None:
+        starts = range(0, side, width)
+    else:
+        count = check_count(count, "count", maximum=side)
+        starts = sorted({round(i * side / count) for i in range(count)})
     return {f"{lo}-{min(lo + width, side)}": dct_basis(shape, (lo, min(lo + width, side)), kind=kind, dtype=dtype)
-            for lo in range(0, side, width)}
+            for lo in starts}
 
 
 def _as_shape(shape) -> tuple[int, ...]:

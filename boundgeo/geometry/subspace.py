@@ -17,16 +17,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._checks import check_choice, check_count, check_seed
-from ._data import as_tensors
-from ._errors import BoundgeoError
-from ._perturb import check_norm, check_radii, fooled, scale_to_norm
-from ._results import Result
-from .classifier import Classifier, as_classifier
-from .distributed import map_rows
-from .distributed import world as get_world
+from .._checks import check_choice, check_count, check_seed
+from .._errors import BoundgeoError
+from .._perturb import check_norm, check_radii, fooled, scale_to_norm
+from .._results import Result
+from ..classifier import Classifier, as_classifier
+from ..distributed import map_rows
+from ..distributed import world as get_world
+from ..io._sources import as_tensors
 
 _ORTHONORMAL_TOL = 1e-4
+_STEP_BYTES = 256 * 2**20  # the most bytes of steps adversarial_dimension holds at once
 
 
 @dataclass(frozen=True, eq=False)
@@ -303,14 +304,25 @@ def _mixing(k: int) -> torch.Tensor:
 def _completion(unit: torch.Tensor, k: int, seed: int, index: int) -> torch.Tensor:
     """(d, k) orthonormal columns: ``unit`` first, then k − 1 random ones orthogonal to it, drawn
     from the generator of (seed, index); the first j columns of a larger k are the same."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
-    z = torch.empty(unit.numel(), k, dtype=torch.float64)
-    z[:, 0] = unit
-    for j in range(1, k):  # one draw per column, all of one size: the same columns whatever k is
-        z[:, j] = torch.randn(unit.numel(), generator=generator, dtype=torch.float64)
-    q = torch.linalg.qr(z)[0]
-    if float(q[:, 0] @ unit) < 0:  # QR returns ±ĝ first
-        q[:, 0] = -q[:, 0]
+    return _completions(unit[None], k, seed, [index])[0]
+
+
+def _completions(units: torch.Tensor, k: int, seed: int, indices) -> torch.Tensor:
+    """:func:`_completion` of each row of ``units`` (m, d) with its index: (m, d, k), one batched QR."""
+    m, d = units.shape
+    # stored as rows (m, k, d): each draw fills a contiguous row, and the transposed view is the
+    # column-major layout LAPACK takes, so the batched QR sees the same matrices as one at a time
+    z = torch.empty(m, k, d, dtype=torch.float64)
+    z[:, 0] = units
+    for i, index in enumerate(indices):
+        # modulo 2**64, the range manual_seed takes (the same seed wherever it fits, no overflow beyond)
+        generator = torch.Generator().manual_seed((seed * 1_000_003 + int(index)) % 2**64)
+        for j in range(1, k):  # one draw per column, all of one size: the same columns whatever k is
+            torch.randn(d, generator=generator, dtype=torch.float64, out=z[i, j])
+    q = torch.linalg.qr(z.transpose(1, 2))[0]
+    first = q[:, :, 0]
+    flip = (first * units).sum(1) < 0  # QR returns ±ĝ first
+    q[:, :, 0] = torch.where(flip[:, None], -first, first)
     return q
 
 
@@ -343,7 +355,8 @@ def adversarial_dimension(
         epsilons: step norms ε (ℓ2), one or several.
         max_k: the most orthogonal directions tried (at most d).
         seed: seeds the random completions, per input (a result does not depend on the batch).
-        batch_size: inputs per gradient batch, and rows per forward of the steps.
+        batch_size: inputs per gradient batch, and the most rows per forward of the steps (the
+            steps of several inputs share a forward).
         progress: a progress bar over batches.
 
     Returns:
@@ -364,12 +377,22 @@ def adversarial_dimension(
     d = int(np.prod(shape))
     max_k = check_count(max_k, "max_k", maximum=d)
     ks = sorted({2**i for i in range(int(np.log2(max_k)) + 1)} | {max_k})
-    mixing = {k: _mixing(k) for k in ks}
+    # every family's mixing matrix stacked, zero-padded to max_k columns: (Σk, max_k), so that
+    # one matmul against the completions gives all families' directions of all inputs
+    mixing = torch.zeros(sum(ks), max_k, dtype=torch.float64)
+    family = torch.repeat_interleave(torch.arange(len(ks)), torch.tensor(ks))  # (Σk,) family of each row
+    for k, block in zip(ks, mixing.split(ks)):
+        block[:, :k] = _mixing(k)
+    family = family.to(inputs.device)
     counts = torch.zeros(n, len(eps), len(ks), dtype=torch.long)
     no_gradient = torch.zeros(n, dtype=torch.bool)
     labels = torch.zeros(n, dtype=torch.long)
-    radii = eps.to(inputs.device, inputs.dtype).view((-1, 1) + (1,) * len(shape))  # (E, 1, *S)
-    rows = batch_size  # rows per forward too: 256 is the fastest per row on this CPU (64 to 4096 tried)
+    radii = eps.to(inputs.device, inputs.dtype).view((1, -1, 1) + (1,) * len(shape))  # (1, E, 1, *S)
+    # the steps of one input are E·Σk rows; a chunk of inputs shares forwards of at most batch_size
+    # rows (256 is the fastest per row on this CPU, 64 to 4096 tried), and holds at most
+    # _STEP_BYTES of steps, so that memory stays bounded whatever batch_size, E and max_k are
+    per_input = len(eps) * sum(ks) * d * inputs.element_size()
+    chunk = max(1, min(batch_size, _STEP_BYTES // per_input))
     starts = range(0, n, batch_size)
     if progress:
         from tqdm.auto import tqdm
@@ -384,20 +407,23 @@ def adversarial_dimension(
         grad = torch.autograd.grad(loss, xb)[0].reshape(len(batch), d).double().cpu()
         labels[start : start + len(batch)] = label.cpu()
         norms = grad.norm(dim=1)
-        for j in range(len(batch)):
-            i = start + j
-            if not norms[j] > 0:
-                no_gradient[i] = True
+        has = norms > 0  # False for NaN too
+        no_gradient[start : start + len(batch)] = ~has
+        kept = has.nonzero().squeeze(1)
+        for part in kept.split(chunk):
+            if not len(part):
                 continue
-            completion = _completion(grad[j] / norms[j], max_k, seed, i)
-            # every family's directions, then every ε and direction in forwards of at most `rows`
-            directions = torch.cat([mixing[k] @ completion[:, :k].T for k in ks]).to(inputs.device, inputs.dtype)
-            flat_steps = (batch[j] + radii * directions.reshape((1, -1) + shape)).reshape((-1,) + shape)
+            completion = _completions(grad[part] / norms[part, None], max_k, seed, (part + start).tolist())
+            directions = torch.matmul(mixing, completion.transpose(1, 2))  # (m, Σk, d)
+            directions = directions.to(inputs.device, inputs.dtype).reshape((len(part), 1, -1) + shape)
+            on = part.to(inputs.device)
+            steps = batch[on][:, None, None] + radii * directions  # (m, E, Σk, *S)
             with torch.no_grad():
-                pred = torch.cat([clf.forward(clf.clip(part)).argmax(1) for part in flat_steps.split(rows)])
-            fooled_rows = (pred != label[j]).view(len(eps), -1).cpu()
-            for c, part in enumerate(fooled_rows.split(ks, dim=1)):
-                counts[i, :, c] = part.sum(1)
+                pred = torch.cat([clf.forward(clf.clip(rows)).argmax(1)
+                                  for rows in steps.reshape((-1,) + shape).split(batch_size)])
+            fooled_rows = (pred.view(len(part), len(eps), -1) != label[on][:, None, None]).long()
+            found = torch.zeros(len(part), len(eps), len(ks), dtype=torch.long, device=inputs.device)
+            counts[part + start] = found.index_add_(2, family, fooled_rows).cpu()
     dimension = counts.max(dim=2).values
     return AdversarialDimension(epsilons=eps, ks=torch.tensor(ks), counts=counts, dimension=dimension,
                                 no_gradient=no_gradient, label=labels, d=d,

@@ -32,16 +32,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._checks import check_choice, check_count, check_real, check_seed
-from ._data import as_source
-from ._errors import BoundgeoError
-from ._results import Result
-from .boundary import BoundaryPoints, deepfool
-from .classifier import Classifier, as_classifier
+from .._checks import check_choice, check_count, check_real, check_seed
+from .._errors import BoundgeoError
+from .._results import Result
+from ..attacks.boundary import BoundaryPoints, deepfool
+from ..classifier import Classifier, as_classifier
+from ..io._sources import as_source
 
 METHODS = ("finite_difference", "autograd")
 _BISECTION_STEPS = 30
 _TINY = 1e-12
+_STEP_BYTES = 256 * 2**20  # the most bytes of steps curvature_fooling holds at once
 
 
 # ============================================================================== result
@@ -393,7 +394,7 @@ def boundary_curvature(
         if tuple(x.shape[1:]) != pts.input_shape:
             raise BoundgeoError(f"inputs of shape {tuple(x.shape)} do not match points of input shape {pts.input_shape}")
     else:
-        from ._data import as_tensors
+        from ..io._sources import as_tensors
 
         x, _ = as_tensors(points)
         x = clf.check_inputs(x)
@@ -612,7 +613,8 @@ def curvature_fooling(
         epsilons: step norms ε (ℓ2).
         random: random tangent directions per point.
         seed: seeds them (per point, from its index).
-        batch_size: points per batch.
+        batch_size: points per gradient batch, and the most rows per forward of the steps (the
+            steps of several points share a forward).
 
     Returns:
         :class:`CurvatureFooling`.
@@ -620,7 +622,7 @@ def curvature_fooling(
     Shape:
         → hits: (n, 3, E), rate: (3, E).
     """
-    from ._perturb import check_radii
+    from .._perturb import check_radii
 
     clf = as_classifier(clf)
     if not isinstance(curvature, Curvature):
@@ -644,7 +646,12 @@ def curvature_fooling(
     hits = torch.full((n, len(FOOLING_GROUPS), len(eps)), float("nan"), dtype=torch.float64)
     kappa = torch.full((n, len(FOOLING_GROUPS)), float("nan"), dtype=torch.float64)
     valid = curvature.valid.cpu().clone()
-    radii = eps.to(**real).view((-1, 1) + (1,) * len(shape))  # (E, 1, *S)
+    radii = eps.to(**real).view((1, -1, 1, 1) + (1,) * len(shape))  # (1, E, 1, 1, *S)
+    index = curvature.index.cpu()
+    # a point's steps are E·2·(2 + random) rows; the points of a chunk share forwards of at most
+    # batch_size rows, and a chunk holds at most _STEP_BYTES of steps, so memory stays bounded
+    per_point = len(eps) * 2 * (2 + random) * d * x_all.element_size()
+    chunk = max(1, min(batch_size, _STEP_BYTES // per_point))
     for rows in [r for r in valid.nonzero().squeeze(1).split(batch_size) if len(r)]:
         x = x_all[rows.to(x_all.device)]
         label = curvature.label[rows].to(x.device)
@@ -654,21 +661,28 @@ def curvature_fooling(
         flat = grad.detach().reshape(len(rows), d)
         normal = flat / flat.norm(dim=1, keepdim=True).clamp_min(_TINY)
         principal = curvature.direction[rows].to(**real).reshape(len(rows), curvature.k, d)
-        for j, i in enumerate(rows.tolist()):
-            generator = torch.Generator().manual_seed(seed * 1_000_003 + int(curvature.index[i]))
-            draws = torch.randn(random, d, generator=generator, dtype=torch.float64).to(**real)
-            tangent = _tangent(draws, normal[j])
-            tangent = tangent / tangent.norm(dim=1, keepdim=True).clamp_min(_TINY)
-            groups = [principal[j, :1], principal[j, -1:], tangent]
-            kappa[i, 0], kappa[i, 1] = float(curvature.curvature[i, 0]), float(curvature.curvature[i, -1])
-            directions = torch.cat(groups).reshape((-1,) + shape)  # (2 + random, *S)
+        kappa[rows, 0] = curvature.curvature[rows, 0].double().cpu()
+        kappa[rows, 1] = curvature.curvature[rows, -1].double().cpu()
+        for part in torch.arange(len(rows)).split(chunk):
+            # each point's own stream, from (seed, its index), one (random, d) draw as always: its
+            # result does not depend on the batch; modulo 2**64, the range manual_seed takes
+            draws = torch.empty(len(part), random, d, dtype=torch.float64)
+            for j, i in enumerate(index[rows[part]].tolist()):
+                generator = torch.Generator().manual_seed((seed * 1_000_003 + i) % 2**64)
+                torch.randn(random, d, generator=generator, dtype=torch.float64, out=draws[j])
+            on = part.to(x.device)
+            tangent = _tangent(draws.to(**real), normal[on, None])
+            tangent = tangent / tangent.norm(dim=2, keepdim=True).clamp_min(_TINY)
+            directions = torch.cat([principal[on, :1], principal[on, -1:], tangent], dim=1)  # (m, 2 + random, d)
+            directions = directions.reshape((len(part), 1, 1, -1) + shape)
             with torch.no_grad():
-                steps = torch.cat([x[j] + radii * directions, x[j] - radii * directions], dim=1)  # (E, 2m, *S)
-                pred = clf.forward(clf.clip(steps.reshape((-1,) + shape))).argmax(1).view(len(eps), 2, -1)
-            fooled = (pred != label[j]).any(dim=1).double().cpu()  # (E, m): either way
-            sizes = [len(g) for g in groups]
-            for g, part in enumerate(fooled.split(sizes, dim=1)):
-                hits[i, g] = part.mean(dim=1)
+                ahead = radii * directions
+                steps = torch.cat([x[on, None, None, None] + ahead, x[on, None, None, None] - ahead], dim=2)
+                pred = torch.cat([clf.forward(clf.clip(step)).argmax(1)
+                                  for step in steps.reshape((-1,) + shape).split(batch_size)])
+            # (m, E, 2 + random): either way fools
+            fooled = (pred.view(len(part), len(eps), 2, -1) != label[on, None, None, None]).any(dim=2).double()
+            hits[rows[part]] = torch.stack([fooled[:, :, 0], fooled[:, :, 1], fooled[:, :, 2:].mean(dim=2)], 1).cpu()
     rate = (hits[valid].mean(dim=0) if bool(valid.any())
             else torch.full((len(FOOLING_GROUPS), len(eps)), float("nan"), dtype=torch.float64))
     return CurvatureFooling(epsilons=eps, groups=FOOLING_GROUPS, hits=hits, rate=rate, curvature=kappa,

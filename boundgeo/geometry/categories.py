@@ -26,17 +26,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._checks import check_choice, check_count, check_real, check_seed
-from ._data import as_tensors
-from ._errors import BoundgeoError
-from ._perturb import check_norm, check_radii, fooled, project_rows, scale_to_norm
-from ._results import Result
-from .boundary import deepfool
-from .classifier import Classifier, as_classifier
-from .distributed import gather_pieces, map_rows, single_process
-from .distributed import world as get_world
-from .universal import METHODS as UNIVERSAL_METHODS
-from .universal import universal_perturbation
+from .._checks import check_choice, check_count, check_real, check_seed
+from .._errors import BoundgeoError
+from .._perturb import check_norm, check_radii, fooled, project_rows, scale_to_norm
+from .._results import Result
+from ..attacks.boundary import deepfool
+from ..attacks.universal import METHODS as UNIVERSAL_METHODS
+from ..attacks.universal import universal_perturbation
+from ..classifier import Classifier, as_classifier
+from ..distributed import gather_pieces, map_rows, single_process
+from ..distributed import world as get_world
+from ..io._sources import as_tensors
 
 NAMES = {
     1: "no small adversarial perturbations",

@@ -33,14 +33,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._checks import check_choice, check_count, check_real, check_seed
-from ._data import as_positions, as_source
-from ._errors import BoundgeoError
-from ._perturb import check_norm
-from ._results import Result, atomic_write_bytes, fsync_directory, read_json
-from .classifier import Classifier, as_classifier
-from .distributed import Failure, World
-from .distributed import world as get_world
+from .._checks import check_choice, check_count, check_real, check_seed
+from .._errors import BoundgeoError
+from .._perturb import check_norm
+from .._results import Result, atomic_write_bytes, fsync_directory, read_json
+from ..classifier import Classifier, as_classifier
+from ..distributed import Failure, World
+from ..distributed import world as get_world
+from ..io._sources import as_positions, as_source
 
 CONVERGED, NOT_CONVERGED, ZERO_GRADIENT, ZERO_NORMAL = 0, 1, 2, 3
 STATUS_NAMES = ("converged", "not_converged", "zero_gradient", "zero_normal")

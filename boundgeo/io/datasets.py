@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._checks import check_choice
-from ._errors import BoundgeoError
+from .._checks import check_choice
+from .._errors import BoundgeoError
 
 DIGITS_SEED = 0
 DIGITS_TEST_FRACTION = 0.3
@@ -98,7 +98,7 @@ def load_dataset(
                 f"split={split!r}: for 'folder', root is one split's class folders; "
                 f"point root at that split's folder instead"
             )
-        from .io.images import ImageFolder, stack_images
+        from .images import ImageFolder, stack_images
 
         folder = ImageFolder(root, **image_options)
         return stack_images([folder], max_bytes=max_bytes, num_workers=num_workers)
@@ -318,7 +318,7 @@ def _cifar10_folder(root: Path, split: str, **options) -> tuple[torch.Tensor, to
         )
     else:
         folders = [root]
-    from .io.images import ImageFolder, stack_images
+    from .images import ImageFolder, stack_images
 
     datasets = [ImageFolder(folder) for folder in folders]
     for folder, dataset in zip(folders, datasets):

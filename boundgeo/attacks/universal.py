@@ -27,15 +27,22 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_choice, check_count, check_real, check_seed
-from ._data import as_positions, as_tensors
-from ._errors import BoundgeoError
-from ._perturb import check_norm, fooled, project_rows, row_sizes, scale_to_norm
-from ._results import Result
+from .._checks import check_choice, check_count, check_real, check_seed
+from .._errors import BoundgeoError
+from .._perturb import check_norm, fooled, project_rows, row_sizes, scale_to_norm
+from .._results import Result
+from ..classifier import Classifier, as_classifier
+from ..distributed import (
+    World,
+    chunks,
+    gather_pieces,
+    map_rows,
+    sample_digest,
+    single_process,
+)
+from ..distributed import world as get_world
+from ..io._sources import as_positions, as_tensors
 from .boundary import BoundaryPoints, _model_fingerprint, deepfool
-from .classifier import Classifier, as_classifier
-from .distributed import World, chunks, gather_pieces, map_rows, sample_digest, single_process
-from .distributed import world as get_world
 
 METHODS = ("deepfool", "batched", "sgd")
 

@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._checks import check_choice, check_count, check_seed
-from ._errors import BoundgeoError
-from ._results import Result
-from .distributed import World, sample_digest
-from .distributed import world as get_world
+from .._checks import check_choice, check_count, check_seed
+from .._errors import BoundgeoError
+from .._results import Result
+from ..distributed import World, sample_digest
+from ..distributed import world as get_world
 
 ROUTES = ("exact", "gram", "randomized", "stream")
 KINDS = ("normal", "perturbation")
@@ -358,7 +358,7 @@ class _FileRows(_Rows):
 
 
 def _as_rows(normals, kind: str) -> _Rows:
-    from .boundary import BoundaryPoints
+    from ..attacks.boundary import BoundaryPoints
 
     if kind not in KINDS:
         raise BoundgeoError(f"kind must be 'normal' or 'perturbation', got {kind!r}")
@@ -387,7 +387,7 @@ def _points_rows(points, kind: str) -> _Rows:
     """The converged rows of ``points``; for normals, without the zero ones (a vanishing
     gradient gives no normal). A large collection on disk is read block by block from its
     file, choosing rows from the small per-row arrays only."""
-    from .boundary import ZERO_NORMAL, _stored
+    from ..attacks.boundary import ZERO_NORMAL, _stored
 
     keep = points.converged.cpu().bool()
     if kind == "normal":
@@ -562,7 +562,7 @@ def _route_stream(rows: _Rows, keep: int, world: World = World()):
 def _rows_digest(normals, rows: _Rows) -> str | None:
     """What must be equal across ranks for their shares to add up: the resolved directory, or a
     sha256 of the rows at up to 32 evenly spaced positions (None outside a process group)."""
-    from .boundary import _stored
+    from ..attacks.boundary import _stored
 
     if not get_world().active:
         return None
@@ -782,7 +782,7 @@ GROUPINGS = ("label", "target", "pair")
 
 def _by_group(normals, by: str, *, kind: str, k: int | None, **settings) -> dict[Any, Spectrum]:
     """One :func:`spectrum` per group of points: classes (``"label"``, ``"target"``) or pairs."""
-    from .boundary import ZERO_NORMAL, BoundaryPoints
+    from ..attacks.boundary import ZERO_NORMAL, BoundaryPoints
 
     by = check_choice(by, "by", GROUPINGS)
     if kind not in ("normal", "perturbation"):

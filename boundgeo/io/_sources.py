@@ -13,8 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 from torch.utils.data._utils.collate import default_collate, default_convert
 
-from ._errors import BoundgeoError
-
+from .._errors import BoundgeoError
 
 # datasets are read by index; materialising one whole (as_tensors) stops beyond this size,
 # so that e.g. 50,000 ImageNet images (30 GiB as float32) are refused rather than decoded
