@@ -26,7 +26,11 @@ The held-out images are split in two halves (seed 0): A (1,000) and B (1,000).
      chessboard (Co et al. 2021) of the same size;
   5. robustness profile (ℓ2, τ = 0.5) over 14 budgets on B (half fits the universal witnesses);
   6. curvature at 300 of A's boundary points (h = 0.1·‖r‖), along the top-10 principal
-     directions of the normals against 10 random directions.
+     directions of the normals against 10 random directions;
+  7. geometry beyond the paper (as analysis/geometry.py on MNIST): margins inside DCT bands of 4
+     frequencies (diagonal blocks of 48 dimensions, and rings) for 500 correctly classified images
+     of B, against the full-space margin; one spectrum per predicted class of A's normals, the top
+     direction of each, and the share of each class's normal energy in the global top-10 subspace.
 Writes analysis/results/cifar10.json and the figures analysis/results/cifar10_*.png.
 """
 
@@ -45,9 +49,10 @@ import torch
 
 import boundgeo as bg
 from _environment import environment, finish
+from geometry import TOP_K, class_figure, class_study, correlation_record, margin_figure, margin_study
 from boundgeo import plot, zoo
 from boundgeo._perturb import scale_to_norm
-from boundgeo.datasets import CIFAR10_CLASSES
+from boundgeo.io.datasets import CIFAR10_CLASSES
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "analysis" / "results"
@@ -60,6 +65,7 @@ PASSES = {"sgd": 5, "batched": 3, "deepfool": 3}  # DeepFool-based passes cost 5
 ALGORITHM1_SETTINGS = (("linf", 10 / 255), ("l2", 2.0))  # Algorithm 1 is the slowest: two settings
 UNIVERSAL_FIT = 500  # of A; the paper: 500 images already fool > 30% on ImageNet
 SEEDS = (0, 1, 2)
+MARGIN_BAND = 4  # DCT frequencies per band: 8 bands over 32; a diagonal block holds 4 x 4 x 3 = 48 dims
 PROFILE_EPSILONS = np.geomspace(0.02, 20.0, 14)
 CHESSBOARD_PERIODS = (1, 2, 4, 8, 16)
 PUBLISHED_RHO = {"NIN": 0.023, "LeNet": 0.030}  # DeepFool (CVPR 2016), Table 1, CIFAR-10
@@ -276,6 +282,25 @@ def curvature_part(clf, pts_a, x, spec_normal, n_points: int) -> tuple[dict, bg.
     return record, curv
 
 
+def geometry_part(clf, x_b, y_b, pts_a, spec_normal, inputs: int, out: Path) -> tuple[dict, list[str]]:
+    """Margins inside DCT bands for correctly classified images of B; per-class spectra of A's normals."""
+    right = (clf.predict(x_b) == y_b.to(x_b.device)).cpu()
+    xs = x_b[right][:inputs]
+    margins, families, full_median = margin_study(clf, xs, MARGIN_BAND)
+    what = f"CIFAR-10 ResNet-8, {len(xs)} held-out images"
+    margin_figure(families, full_median, what, out / "cifar10_margins.png", note=f"ResNet-8 {TRAINED_ON}")
+    rows, directions, titles = class_study(pts_a, spec_normal, tuple(x_b.shape[1:]), names=CIFAR10_CLASSES)
+    class_figure(directions, titles, "CIFAR-10 ResNet-8", out / "cifar10_classes.png", note=f"ResNet-8 {TRAINED_ON}")
+    for kind, result in families.items():
+        print(f"margins in DCT bands ({kind}): " + ", ".join(f"{k} {v:.3g}" for k, v in result.median().items())
+              + f"; full space {full_median:.3g}", flush=True)
+    print("share of each class's normal energy in the global top-10: "
+          + ", ".join(f"{CIFAR10_CLASSES[r['class']]} {r['in_global_top']:.0%}" for r in rows), flush=True)
+    record = {"dataset": "cifar10", "model": "ResNet-8", "d": spec_normal.d, "top_k": TOP_K, "margins": margins,
+              "classes": rows, "class_names": list(CIFAR10_CLASSES), "correlation": correlation_record(spec_normal)}
+    return record, ["cifar10_margins.png", "cifar10_classes.png"]
+
+
 def figures(out: Path, spec_normal, spec_pert, fooling, kept, x_b, clf, prof, curv) -> list[str]:
     written = []
 
@@ -365,13 +390,15 @@ def main() -> None:
                         help=f"passes of every universal perturbation (default {PASSES})")
     parser.add_argument("--fit", type=int, default=UNIVERSAL_FIT, help="images of A that fit them")
     parser.add_argument("--points", type=int, default=300, help="boundary points for the curvature")
+    parser.add_argument("--margin-inputs", type=int, default=500,
+                        help="correctly classified images of B whose margins in DCT bands are measured")
     parser.add_argument("--methods", nargs="+", default=list(UNIVERSAL_METHODS), choices=UNIVERSAL_METHODS)
     parser.add_argument("--limit", type=int, default=None,
                         help="a quick look: only this many held-out images (seeded choice)")
     parser.add_argument("--seeds", type=int, default=len(SEEDS), help="seeds of every universal perturbation")
     parser.add_argument("--budgets", type=int, default=len(PROFILE_EPSILONS), help="budgets of the profile")
     parser.add_argument("--quick", action="store_true",
-                        help="--limit 100, 2 draws, 20 points, SGD only, 1 pass, 50 fitting images, 1 seed, "
+                        help="--limit 100, 2 draws, 20 points, 30 margin inputs, SGD only, 1 pass, 50 fitting images, 1 seed, "
                              "6 budgets, into analysis/results/quick/ (unless --out)")
     parser.add_argument("--out", type=Path, default=None, help="where the JSON and figures go (default "
                         "analysis/results)")
@@ -380,7 +407,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     env = environment()
     if args.quick:
-        args.limit, args.draws, args.points = args.limit or 100, 2, 20
+        args.limit, args.draws, args.points, args.margin_inputs = args.limit or 100, 2, 20, 30
         args.methods, args.passes, args.fit, args.seeds, args.budgets = ["sgd"], 1, 50, 1, 6
     args.out = args.out or (RESULTS / "quick" if args.quick else RESULTS)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -398,7 +425,7 @@ def main() -> None:
         x, y = x[order[:args.limit]], y[order[:args.limit]]
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
     halves = {"A": order[: len(x) // 2].sort().values, "B": order[len(x) // 2:].sort().values}
-    x_a, x_b = x[halves["A"]], x[halves["B"]]
+    x_a, x_b, y_b = x[halves["A"]], x[halves["B"]], y[halves["B"]]
 
     margins, pts, pts_a = stages.run("normals", margins_part, clf, x, y, halves)
     spectra, spec_normal, spec_pert = stages.run("spectrum", spectrum_part, pts_a)
@@ -410,7 +437,10 @@ def main() -> None:
                                       args.methods, seeds)
     profile, prof = stages.run("profile", profile_part, clf, x_b, args.budgets)
     curvature, curv = stages.run("curvature", curvature_part, clf, pts_a, x, spec_normal, args.points)
+    geometry, geometry_figures = stages.run("geometry", geometry_part, clf, x_b, y_b, pts_a, spec_normal,
+                                            args.margin_inputs, args.out)
     written = stages.run("figures", figures, args.out, spec_normal, spec_pert, fooling, kept, x_b, clf, prof, curv)
+    written += geometry_figures
 
     record = {
         "what": "boundary geometry of a ResNet-8 on CIFAR-10 (analysis/cifar10.py)",
@@ -442,6 +472,7 @@ def main() -> None:
                       "table": summarise_universal(universal_rows), "runs": universal_rows},
         "profile": profile,
         "curvature": curvature,
+        "geometry": geometry,
         "figures": written,
         "seconds": {**stages.seconds, "total": round(time.perf_counter() - started, 1)},
         "torch_threads": torch.get_num_threads(),

@@ -39,6 +39,8 @@ import torch
 import boundgeo as bg
 from _environment import environment, finish
 from boundgeo import plot, zoo
+from boundgeo.attacks.boundary import ZERO_NORMAL
+from boundgeo.geometry.curvature import FOOLING_GROUPS
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "analysis" / "results"
@@ -60,6 +62,82 @@ def margins_record(result: bg.SubspaceMargins) -> list[dict]:
             for row in result.summary_frame().to_dict("records")]
 
 
+def margin_study(clf: bg.Classifier, xs: torch.Tensor, band_width: int,
+                 kinds: tuple[str, ...] = ("block", "ring")) -> tuple[dict, dict, float]:
+    """Margins of ``xs`` inside DCT bands of ``band_width`` frequencies (the paper's diagonal blocks
+    and the rings that partition the space) and in the full space, unclipped like them."""
+    shape = tuple(xs.shape[1:])
+    tick = time.perf_counter()
+    families = {kind: bg.subspace_margins(clf, xs, bg.dct_bands(shape, band_width, kind=kind)) for kind in kinds}
+    seconds = time.perf_counter() - tick
+    full = bg.deepfool(clf, xs, clip=False)
+    full_median = float(full.margin[full.converged].median())
+    record = {"inputs": len(xs), "band_width": band_width, "full_space_median": full_median,
+              "full_space_converged": float(full.converged.double().mean()),
+              "max_iter": families[kinds[0]].settings["max_iter"],
+              "families": {kind: margins_record(result) for kind, result in families.items()},
+              "seconds": seconds}
+    return record, families, full_median
+
+
+def margin_figure(families: dict, full_median: float, what: str, path: Path, note: str = "") -> None:
+    """The median margin per band with quartiles, one panel per family; ``note`` goes on top."""
+    fig, axes = plt.subplots(1, len(families), figsize=(5.5 * len(families), 4), squeeze=False)
+    for ax, (kind, result) in zip(axes[0], families.items()):
+        plot.plot_subspace_margins(result, ax=ax, reference=full_median)
+        title = ("diagonal blocks of the DCT spectrum (Hold me tight!)" if kind == "block"
+                 else "rings lo ≤ max(u, v) < hi (they partition the space)")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("DCT frequencies lo-hi (dimension of the subspace)")
+    fig.suptitle(f"{what}: margins inside subspaces" + (f"\n{note}" if note else ""), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def correlation_record(spec: bg.Spectrum) -> dict:
+    summary = spec.summary()
+    return {key: summary[key] for key in ("n", "mean_squared_cosine", "random_mean_squared_cosine",
+                                          "abs_cosine_above_half", "random_abs_cosine_above_half", "dim_90",
+                                          "random_dim_90")} | {"pair_rows": spec.pair_rows}
+
+
+def class_study(pts: bg.BoundaryPoints, spec: bg.Spectrum, shape: tuple[int, ...], top_k: int = TOP_K,
+                names=None) -> tuple[list[dict], torch.Tensor, list[str]]:
+    """One spectrum per predicted class: a table row each, and its top principal direction (signed
+    the way the class's normals point) with a title, for the figure."""
+    classes = bg.spectrum(pts, kind="normal", seed=0, by="label")
+    directions, titles, rows = [], [], []
+    usable = pts.converged & (pts.status != ZERO_NORMAL)
+    for c, class_spec in classes.items():
+        normals = pts.select((pts.label == c) & usable).directions()
+        top = class_spec.components[0]
+        sign = 1.0 if float((normals @ top).sum()) >= 0 else -1.0  # the way the class's normals point
+        directions.append(sign * top.reshape(shape))
+        titles.append(f"{names[c] if names else f'class {c}'} (n = {class_spec.n})")
+        summary = class_spec.summary()
+        rows.append({"class": int(c), "n": class_spec.n, "dim_90": summary["dim_90"],
+                     "random_dim_90": summary["random_dim_90"], "energy_top1": class_spec.energy(1),
+                     "random_energy_top1": class_spec.energy(1, baseline=True),
+                     "mean_squared_cosine": class_spec.mean_squared_cosine,
+                     "abs_cosine_above_half": class_spec.abs_cosine_above_half,
+                     "in_global_top": bg.alignment(normals, spec, top_k),
+                     "top_direction_alignment_with_global": bg.alignment(top, spec, top_k)})
+    return rows, torch.stack(directions), titles
+
+
+def class_figure(directions: torch.Tensor, titles: list[str], what: str, path: Path, note: str = "") -> None:
+    columns = (len(directions) + 1) // 2
+    fig, axes = plt.subplots(2, columns, figsize=(1.7 * columns, 4.2), squeeze=False)
+    plot.plot_directions(directions, titles=titles, axes=axes)
+    shown = ("blue < 0 < red" if directions.shape[1] != 3 else "each channel in colour, grey = 0")
+    fig.suptitle(f"{what}: the top principal direction of each predicted class's unit normals "
+                 f"(pointing the way its normals do; {shown})" + (f"\n{note}" if note else ""), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
 def analyse(dataset: str, root, count: int, band_width: int, out: Path, dimension_inputs: int, max_k: int,
             curved_points: int) -> dict:
     start = time.perf_counter()
@@ -75,22 +153,8 @@ def analyse(dataset: str, root, count: int, band_width: int, out: Path, dimensio
     # 1. margins in DCT subspaces, on the correctly classified inputs
     right = clf.predict(x) == y
     xs = x[right]
-    tick = time.perf_counter()
-    families = {kind: bg.subspace_margins(clf, xs, bg.dct_bands(shape, band_width, kind=kind))
-                for kind in ("block", "ring")}
-    margin_seconds = time.perf_counter() - tick
-    full = bg.deepfool(clf, xs, clip=False)
-    full_median = float(full.margin[full.converged].median())
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, (kind, result) in zip(axes, families.items()):
-        plot.plot_subspace_margins(result, ax=ax, reference=full_median)
-        title = ("diagonal blocks of the DCT spectrum (Hold me tight!)" if kind == "block"
-                 else "rings lo ≤ max(u, v) < hi (they partition the space)")
-        ax.set_title(f"{dataset} CNN, {len(xs)} inputs: {title}", fontsize=9)
-        ax.set_xlabel("DCT frequencies lo-hi (dimension of the subspace)")
-    fig.tight_layout()
-    fig.savefig(out / f"geometry_margins_{dataset}.png", dpi=130)
-    plt.close(fig)
+    margins, families, full_median = margin_study(clf, xs, band_width)
+    margin_figure(families, full_median, f"{dataset} CNN, {len(xs)} inputs", out / f"geometry_margins_{dataset}.png")
     for kind, result in families.items():
         medians = result.median()
         print(f"  {dataset} margins ({kind}): " + ", ".join(f"{k} {v:.3g}" for k, v in medians.items())
@@ -99,32 +163,9 @@ def analyse(dataset: str, root, count: int, band_width: int, out: Path, dimensio
     # 2. and 3. the normals: correlation numbers of all of them, spectra per predicted class
     pts = bg.boundary_normals(clf, (x, y), progress=False)
     spec = bg.spectrum(pts, kind="normal", seed=0)
-    classes = bg.spectrum(pts, kind="normal", seed=0, by="label")
-    directions, titles, rows = [], [], []
-    usable = pts.converged & (pts.status != bg.boundary.ZERO_NORMAL)
-    for c, class_spec in classes.items():
-        members = pts.select((pts.label == c) & usable)
-        normals = members.directions()
-        top = class_spec.components[0]
-        sign = 1.0 if float((normals @ top).sum()) >= 0 else -1.0  # the way the class's normals point
-        directions.append(sign * top.reshape(shape))
-        titles.append(f"class {c} (n = {class_spec.n})")
-        summary = class_spec.summary()
-        rows.append({"class": int(c), "n": class_spec.n, "dim_90": summary["dim_90"],
-                     "random_dim_90": summary["random_dim_90"], "energy_top1": class_spec.energy(1),
-                     "random_energy_top1": class_spec.energy(1, baseline=True),
-                     "mean_squared_cosine": class_spec.mean_squared_cosine,
-                     "abs_cosine_above_half": class_spec.abs_cosine_above_half,
-                     "in_global_top": bg.alignment(normals, spec, TOP_K),
-                     "top_direction_alignment_with_global": bg.alignment(top, spec, TOP_K)})
-    fig, axes = plt.subplots(2, (len(directions) + 1) // 2, figsize=(1.7 * ((len(directions) + 1) // 2), 4.2),
-                             squeeze=False)
-    plot.plot_directions(torch.stack(directions), titles=titles, axes=axes)
-    fig.suptitle(f"{dataset} CNN: the top principal direction of each predicted class's unit normals "
-                 "(pointing the way its normals do; blue < 0 < red)", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / f"geometry_classes_{dataset}.png", dpi=130)
-    plt.close(fig)
+    rows, directions, titles = class_study(pts, spec, shape)
+    class_figure(directions, titles, f"{dataset} CNN", out / f"geometry_classes_{dataset}.png")
+
     # 4. the dimension of the adversarial subspace, on correctly classified inputs
     tick = time.perf_counter()
     eps = list(DIMENSION_EPS) if dataset == "mnist" else [0.25, 0.5, 1.0, 2.0]
@@ -159,8 +200,8 @@ def analyse(dataset: str, root, count: int, band_width: int, out: Path, dimensio
     curved_eps = list(CURVED_EPS) if dataset == "mnist" else [0.25, 0.5, 1.0, 2.0]
     fooling = bg.curvature_fooling(clf, curv, x, curved_eps, random=10, seed=0)
     curved_seconds = time.perf_counter() - tick
-    colors = {bg.curvature.FOOLING_GROUPS[0]: plot.COLORS["principal"], bg.curvature.FOOLING_GROUPS[1]: "#c39bd3",
-              bg.curvature.FOOLING_GROUPS[2]: plot.COLORS["random"]}
+    colors = {FOOLING_GROUPS[0]: plot.COLORS["principal"], FOOLING_GROUPS[1]: "#c39bd3",
+              FOOLING_GROUPS[2]: plot.COLORS["random"]}
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for g, name in enumerate(fooling.groups):
         ax.plot(curved_eps, fooling.rate[g].numpy(), "o-", color=colors[name], label=name)
@@ -178,17 +219,10 @@ def analyse(dataset: str, root, count: int, band_width: int, out: Path, dimensio
         + f" at ε = {curved_eps} ({curved_seconds:.0f} s)", flush=True)
     kappa = fooling.curvature[fooling.valid]
 
-    summary = spec.summary()
     record = {
         "dataset": dataset, "model_accuracy": trained.accuracy, "d": spec.d, "inputs": len(x),
-        "margins": {"inputs": len(xs), "band_width": band_width, "full_space_median": full_median,
-                    "full_space_converged": float(full.converged.double().mean()),
-                    "max_iter": families["block"].settings["max_iter"],
-                    "families": {kind: margins_record(result) for kind, result in families.items()},
-                    "seconds": margin_seconds},
-        "correlation": {key: summary[key] for key in
-                        ("n", "mean_squared_cosine", "random_mean_squared_cosine", "abs_cosine_above_half",
-                         "random_abs_cosine_above_half", "dim_90", "random_dim_90")} | {"pair_rows": spec.pair_rows},
+        "margins": margins,
+        "correlation": correlation_record(spec),
         "top_k": TOP_K,
         "classes": rows,
         "dimension": {"inputs": len(dim.dimension), "max_k": max_k, "ks": dim.ks.tolist(), "epsilons": eps,

@@ -1295,9 +1295,7 @@ def _quartiles(row: dict) -> str:
     return f"{one(row['median'])} ({one(row['q25'])}–{one(row['q75'])})"
 
 
-@block("geometry-margins", "geometry.json")
-def geometry_margins(data: dict) -> str:
-    g = _geometry(data)
+def _margins_table(g: dict, model: str) -> str:
     m = g["margins"]
     blocks, rings = m["families"]["block"], m["families"]["ring"]
     rows = [[f"{b['subspace']}", f"{_quartiles(b)} (k = {b['dim']})", f"{_quartiles(r)} (k = {r['dim']})"]
@@ -1306,11 +1304,21 @@ def geometry_margins(data: dict) -> str:
     table = markdown(["DCT frequencies lo-hi", "diagonal block lo ≤ u, v < hi", "ring lo ≤ max(u, v) < hi"], rows)
     return table + "\n\n" + wrap(
         f"Median margin ‖r‖₂ inside each subspace (quartiles in brackets; k its dimension) for {m['inputs']} "
-        f"correctly classified held-out images of the {g['dataset'].upper() if g['dataset'] == 'mnist' else g['dataset']} "
-        f"CNN (d = {g['d']}). The full-space DeepFool margin, unclipped like the subspace ones, has median "
-        f"{sig(m['full_space_median'])}. "
+        f"correctly classified held-out images of the {model} (d = {g['d']}). The full-space DeepFool margin, "
+        f"unclipped like the subspace ones, has median {sig(m['full_space_median'])}. "
         + ("Every margin was found" if found == 1 else f"At least {pct(found, 0)} of the margins were found")
         + f" within max_iter = {m['max_iter']} steps; {duration(m['seconds'])} for both families.")
+
+
+@block("geometry-margins", "geometry.json")
+def geometry_margins(data: dict) -> str:
+    g = _geometry(data)
+    return _margins_table(g, f"{g['dataset'].upper() if g['dataset'] == 'mnist' else g['dataset']} CNN")
+
+
+@block("cifar10-margins", "cifar10.json")
+def cifar10_margins(data: dict) -> str:
+    return _margins_table(data["geometry"], "CIFAR-10 ResNet-8")
 
 
 @block("geometry-correlation", "geometry.json")
@@ -1320,17 +1328,15 @@ def geometry_correlation(data: dict) -> str:
     exact = c["pair_rows"] == c["n"]
     return markdown(["", f"{c['n']} unit normals", f"{c['n']} random unit vectors in R^{g['d']}"], [
         ["mean cos² over pairs", sig(c["mean_squared_cosine"]), f"{sig(c['random_mean_squared_cosine'])} (1/d)"],
-        ["pairs with \|cos\| > 0.5" + ("" if exact else f" ({c['pair_rows']} seeded rows)"),
+        [r"pairs with \|cos\| > 0.5" + ("" if exact else f" ({c['pair_rows']} seeded rows)"),
          pct(c["abs_cosine_above_half"]), sci(c["random_abs_cosine_above_half"]) + " (closed form)"],
         ["dimensions holding 90% of Σσ²", str(c["dim_90"]), str(c["random_dim_90"])],
     ])
 
 
-@block("geometry-classes", "geometry.json")
-def geometry_classes(data: dict) -> str:
-    g = _geometry(data)
+def _classes_table(g: dict, names=None) -> str:
     k, d = g["top_k"], g["d"]
-    rows = [[str(r["class"]), str(r["n"]), f"{r['dim_90']} ({r['random_dim_90']})",
+    rows = [[names[r["class"]] if names else str(r["class"]), str(r["n"]), f"{r['dim_90']} ({r['random_dim_90']})",
              f"{pct(r['energy_top1'], 0)} ({pct(r['random_energy_top1'], 0)})", sig(r["mean_squared_cosine"]),
              pct(r["in_global_top"], 0)] for r in g["classes"]]
     table = markdown(["predicted class", "normals", "dims for 90% (random)", "top direction's share (random)",
@@ -1341,6 +1347,16 @@ def geometry_classes(data: dict) -> str:
         f"share of the class's normal energy inside the top-{k} principal subspace of all the normals "
         f"(`bg.alignment`): {pct_range(min(shares), max(shares), 0)} across classes, against {pct(k / d, 1)} "
         f"(k/d) for random directions.")
+
+
+@block("geometry-classes", "geometry.json")
+def geometry_classes(data: dict) -> str:
+    return _classes_table(_geometry(data))
+
+
+@block("cifar10-classes", "cifar10.json")
+def cifar10_classes(data: dict) -> str:
+    return _classes_table(data["geometry"], data["geometry"]["class_names"])
 
 
 @block("geometry-dimension", "geometry.json")

@@ -29,7 +29,7 @@ import torch
 import boundgeo as bg
 from _environment import environment, finish
 from boundgeo import plot, zoo
-from boundgeo.universal import METHODS
+from boundgeo.attacks.universal import METHODS
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "analysis" / "results"

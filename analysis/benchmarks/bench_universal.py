@@ -46,7 +46,7 @@ from torch import nn
 
 import boundgeo as bg
 from boundgeo import zoo
-from boundgeo.universal import METHODS
+from boundgeo.attacks.universal import METHODS
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "analysis"))
