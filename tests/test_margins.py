@@ -122,6 +122,20 @@ def test_dct_block_bands_are_the_diagonal_blocks():
     assert bg.dct_basis((28, 28), (26, 40)).shape == (4, 28, 28)  # clipped to the spectrum
 
 
+def test_dct_bands_of_a_wide_spectrum():
+    # 3 x 8 x 12: diagonal blocks end with the shorter side, rings with the longer, and the
+    # rings still partition the space
+    blocks = bg.dct_bands((3, 8, 12), 4)
+    assert list(blocks) == ["0-4", "4-8"]
+    rings = bg.dct_bands((3, 8, 12), 4, kind="ring", dtype=torch.float64)
+    assert list(rings) == ["0-4", "4-8", "8-12"]
+    stacked = torch.cat([b.reshape(len(b), -1) for b in rings.values()])
+    torch.testing.assert_close(stacked @ stacked.T, torch.eye(3 * 8 * 12, dtype=torch.float64), atol=1e-10, rtol=0)
+    assert list(bg.dct_bands((3, 8, 12), 2, count=4)) == ["0-2", "2-4", "4-6", "6-8"]
+    with pytest.raises(bg.BoundgeoError, match="kind must be"):
+        bg.dct_bands((8, 8), 2, kind="disc")
+
+
 def test_dct_bands_can_sample_the_spectrum():
     # count bands start evenly, narrower than the gap between them (the CLI's dense-row cap)
     bands = bg.dct_bands((3, 32, 32), 2, count=4)

@@ -91,7 +91,10 @@ def dct_bands(shape: Sequence[int], width: int, *, count: int | None = None, kin
     which samples it with narrower bands where full ones would not fit in memory."""
     shape = _as_shape(shape)
     width = check_count(width, "width")
-    side = max(shape[-2:])
+    kind = check_choice(kind, "kind", ("block", "ring"))
+    # a diagonal block needs both frequencies: on an H x W spectrum blocks end at min(H, W),
+    # rings (max(u, v)) at max(H, W)
+    side = min(shape[-2:]) if kind == "block" else max(shape[-2:])
     if count is None:
         starts = range(0, side, width)
     else:
