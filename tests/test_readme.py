@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -197,7 +198,12 @@ def test_every_block_source_comes_from_one_code_version_or_is_named_as_not_yet_r
     versions: dict[str, set[str]] = {}
     newest: dict[str, str] = {}
     lacking = set()
-    for source in _sources():
+    sources = _sources()
+    if os.environ.get("BOUNDGEO_TIMING_README_COMMANDS") == "1":
+        # .ci/time_readme_commands.py is timing this very suite, to rewrite readme_commands.json:
+        # until it does, that file holds the previous run, of the previous code version
+        sources = [source for source in sources if source != "readme_commands.json"]
+    for source in sources:
         data = json.loads((RESULTS / source).read_text())
         env = data.get("environment") if isinstance(data, dict) else None
         if not (isinstance(env, dict) and env.get("code_version") and env.get("code_clean") is True):
@@ -206,7 +212,7 @@ def test_every_block_source_comes_from_one_code_version_or_is_named_as_not_yet_r
             versions.setdefault(env["code_version"], set()).add(source)
             newest[env["code_version"]] = max(newest.get(env["code_version"], ""), env.get("date_utc", ""))
     assert not lacking, f"without the environment of a clean, committed run: {sorted(lacking)}"
-    behind = NOT_YET_REGENERATED & set(_sources())
+    behind = NOT_YET_REGENERATED & set(sources)
     if len(versions) == 1:
         assert not behind, (f"every result now comes from one code version: empty NOT_YET_REGENERATED "
                             f"(it names {sorted(behind)})")
