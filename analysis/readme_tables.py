@@ -430,6 +430,24 @@ def headline_subspace(data) -> str:
     return f"{pct(c['subspace_rate'], 0)} against {pct(c['full_rate'], 0)}"
 
 
+@block("headline-geometry", "geometry.json")
+def headline_geometry(data: dict) -> str:
+    g = _geometry(data)
+    blocks = g["margins"]["families"]["block"]
+    c, k, dim, curved = g["correlation"], g["top_k"], g["dimension"], g["curved"]
+    shares = [r["in_global_top"] for r in g["classes"]]
+    at = len(curved["epsilons"]) - 1
+    return (f"on the MNIST CNN the margin inside the lowest {blocks[0]['dim']}-dimensional DCT block is "
+            f"{sig(blocks[0]['median'])} and inside the highest {sig(blocks[-1]['median'])} (the full space: "
+            f"{sig(g['margins']['full_space_median'])}); the mean cos² between normals is "
+            f"{sig(c['mean_squared_cosine'])} against {sig(c['random_mean_squared_cosine'])} at random; "
+            f"{pct_range(min(shares), max(shares), 0)} of each class's normal energy lies in the global top-{k} "
+            f"subspace; a median of {dim['median'][-1]:.0f} orthogonal directions fool at ε = "
+            f"{dim['epsilons'][-1]:g} (the dimension of the adversarial subspace); and steps of ε = "
+            f"{curved['epsilons'][at]:g} along the most curved direction fool {pct(curved['rate'][0][at], 0)} of "
+            f"the inputs, along random tangent directions {pct(curved['rate'][2][at], 0)}")
+
+
 @block("section4-findings", "section4.json")
 def section4_findings(data) -> str:
     r = _s4(section4_rows(data), "mnist", "cnn")
