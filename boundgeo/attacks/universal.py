@@ -19,11 +19,13 @@ added and the result clipped to the bounds, not an error rate against labels.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -43,8 +45,9 @@ from ..distributed import (
 from ..distributed import world as get_world
 from ..io._sources import as_positions, as_tensors
 from .boundary import BoundaryPoints, _model_fingerprint, deepfool
+from .singular import PowerIteration, layer_function, signed_in_ball
 
-METHODS = ("deepfool", "batched", "sgd")
+METHODS = ("deepfool", "batched", "sgd", "singular", "spectral")
 
 
 # ============================================================================== basics
@@ -108,15 +111,22 @@ def _fooled_mask(clf: Classifier, x: torch.Tensor, clean: torch.Tensor, v: torch
 
 
 def _fooled_count(clf: Classifier, x: torch.Tensor, clean: torch.Tensor, v: torch.Tensor, batch_size: int,
-                  world: World, *, also: int = 0) -> tuple[int, int]:
-    """How many inputs ``v`` fools, each rank counting its chunks, and the sum of ``also`` over the
+                  world: World, *, also: int = 0, target: int | None = None) -> tuple[int, int]:
+    """How many inputs ``v`` fools (with ``target``: how many it sends to that class, of those not
+    predicted as it without v), each rank counting its chunks, and the sum of ``also`` over the
     ranks (a count kept per rank): exact integer sums, in one collective."""
     per_input = v.dim() == x.dim()
 
     def mine() -> torch.Tensor:
         counts = torch.tensor([0, also], dtype=torch.long, device=x.device)
         for a, b in chunks(x.shape[0], batch_size, world):
-            counts[0] += fooled(clf, x[a:b], clean[a:b], v[a:b] if per_input else v, batch_size=batch_size).sum()
+            shift = v[a:b] if per_input else v
+            if target is None:
+                counts[0] += fooled(clf, x[a:b], clean[a:b], shift, batch_size=batch_size).sum()
+            else:
+                with torch.no_grad():
+                    pred = clf.forward(clf.clip(x[a:b] + shift)).argmax(1)
+                counts[0] += ((pred == target) & (clean[a:b] != target)).sum()
         return counts
 
     fooled_n, total = world.sum_of(mine, shape=(2,), dtype=torch.long, device=x.device).tolist()
@@ -160,6 +170,10 @@ class UniversalPerturbation(Result):
             (rows of vector-Jacobian products), updates.
         seconds: wall time of the fit. passes: passes made. reached: whether 1 − δ was reached.
         settings: the arguments.
+        target: the class a targeted perturbation sends inputs to (None: untargeted). Then
+            target_rate and eval_target_rate are the shares of the fit and ``eval_data`` inputs
+            not predicted as ``target`` without v that v sends to it; fooling_rate and
+            eval_fooling_rate still count every changed prediction.
     """
 
     perturbation: torch.Tensor
@@ -173,6 +187,9 @@ class UniversalPerturbation(Result):
     passes: int
     reached: bool
     settings: dict[str, Any] = field(default_factory=dict)
+    target: int | None = None
+    target_rate: float | None = None
+    eval_target_rate: float | None = None
 
     def to_frame(self):
         """The history: one row per pass."""
@@ -202,6 +219,19 @@ def _check(settings: dict[str, Any]) -> dict[str, Any]:
     if settings["candidates"] is not None:
         out["candidates"] = check_count(settings["candidates"], "candidates", minimum=2)
     out["seed"] = check_seed(settings["seed"])
+    if settings.get("p") is not None:  # p in (1, ∞]: ψ_p' needs the dual exponent p/(p − 1)
+        infinite = isinstance(settings["p"], (float, np.floating)) and settings["p"] == math.inf
+        out["p"] = math.inf if infinite else check_real(settings["p"], "p", low=1, low_open=True)
+    if settings.get("q") is not None:
+        out["q"] = check_real(settings["q"], "q", low=1)
+    out["components"] = check_count(settings.get("components", 10), "components")
+    if settings.get("target") is not None:
+        out["target"] = check_count(settings["target"], "target", minimum=0)
+        if out["method"] != "sgd":
+            raise BoundgeoError(f"target= is implemented for method='sgd', not {out['method']!r}")
+    layer = settings.get("layer")
+    if layer is not None and not isinstance(layer, str):
+        raise BoundgeoError(f"layer must be a module name (str) or None, got {type(layer).__name__}")
     for name in ("progress", "keep_best"):
         check_choice(settings[name], name, (True, False))
     return out
@@ -330,8 +360,12 @@ def _pass_batched(clf, x, clean, v, order, xi, norm, df_kwargs, counter, batch, 
 
 
 def _pass_sgd(clf, x, clean, v, order, xi, norm, counter, batch, step_size, loss_clip, world=World(),
-              piece=None) -> torch.Tensor:
+              piece=None, target: int | None = None) -> torch.Tensor:
     """Shafahi et al. 2020: ascent on min(CE(f(x + v), k̂(x)), β) over mini-batches.
+
+    With ``target`` = c: descent on CE(f(x + v), c) over the inputs of the mini-batch that v
+    does not send to c yet (read from the same forward pass); those already there stop pulling,
+    as the clip β stops the untargeted loss from pushing inputs already far across.
 
     The gradient of a mini-batch's mean loss is summed over pieces of at most ``piece``
     (``max_batch``) inputs, so the memory of one backward pass is bounded by ``piece`` whatever
@@ -347,7 +381,12 @@ def _pass_sgd(clf, x, clean, v, order, xi, norm, counter, batch, step_size, loss
         def gradient(i: int) -> torch.Tensor:
             part = pieces[i]
             logits = clf.forward(clf.clip(x[part] + v))
-            loss = F.cross_entropy(logits, clean[part], reduction="none").clamp(max=loss_clip).sum() / len(idx)
+            if target is None:
+                loss = F.cross_entropy(logits, clean[part], reduction="none").clamp(max=loss_clip).sum() / len(idx)
+            else:
+                pulling = (logits.detach().argmax(1) != target).to(logits.dtype)
+                goal = torch.full_like(clean[part], target)
+                loss = -(F.cross_entropy(logits, goal, reduction="none") * pulling).sum() / len(idx)
             counter.gradients += len(part)
             return torch.autograd.grad(loss, v)[0][None]
 
@@ -360,6 +399,26 @@ def _pass_sgd(clf, x, clean, v, order, xi, norm, counter, batch, step_size, loss
             v = project(v + step_size * direction, xi, norm)
         counter.updates += 1
     return v.detach()
+
+
+def _spectral(clf, x, clean, xi, norm, components, df_kwargs, counter, forward_batch) -> torch.Tensor:
+    """The best of the top ``components`` principal directions of the fit inputs' unit DeepFool
+    normals, either sign, taken to the surface of the ball (:func:`signed_in_ball`)."""
+    pts = _deepfool_step(clf, x, df_kwargs, counter)
+    normals = pts.directions("normal")
+    if len(normals) == 0:
+        raise BoundgeoError("method='spectral': DeepFool converged for none of the fit inputs, so there are no "
+                            "normals to take principal directions of; raise max_iter or check the model")
+    # uncentred, as the paper's spectrum: the principal directions are the right singular vectors
+    top = torch.linalg.svd(normals.to(x.device, torch.float64), full_matrices=False)[2][:components]
+    best, best_count = None, -1
+    for direction in top:
+        v, count = signed_in_ball(clf, x, clean, direction.to(x.dtype).reshape(x.shape[1:]), xi, norm,
+                                  forward_batch)
+        if count > best_count:  # on a tie the earlier, larger principal direction
+            best, best_count = v, count
+    counter.updates += 1
+    return best
 
 
 def universal_perturbation(
@@ -383,6 +442,11 @@ def universal_perturbation(
     keep_best: bool = True,
     orders: Sequence[Sequence[int]] | None = None,
     max_batch: int | None = None,
+    layer: str | None = None,
+    p: float | None = None,
+    q: float | None = None,
+    components: int = 10,
+    target: int | None = None,
 ) -> UniversalPerturbation:
     """Find a universal perturbation v with ‖v‖_p ≤ ξ that fools at least 1 − δ of ``data``.
 
@@ -394,7 +458,12 @@ def universal_perturbation(
         delta: δ; stop once the fooling rate on ``data`` reaches 1 − δ.
         max_passes: the most passes over the data (the algorithm always stops).
         method: ``"deepfool"`` (Algorithm 1, one input at a time), ``"batched"`` (DeepFool for
-            ``batch_size`` unfooled inputs at a time) or ``"sgd"`` (Shafahi et al. 2020).
+            ``batch_size`` unfooled inputs at a time), ``"sgd"`` (Shafahi et al. 2020),
+            ``"singular"`` (the (p, q)-singular vector of the stacked Jacobians of ``layer`` at
+            the fit inputs, by the generalised power method: Khrulkov & Oseledets 2018; one pass
+            is one iteration) or ``"spectral"`` (the best of the top ``components`` principal
+            directions of the fit inputs' DeepFool normals, either sign: the paper's
+            explanation of universal perturbations as an attack; one pass).
         overshoot: DeepFool's η for the per-input steps.
         eval_data: held-out inputs for ``eval_fooling_rate``.
         seed: seeds the order of the inputs in every pass.
@@ -416,6 +485,14 @@ def universal_perturbation(
             is then summed over pieces, DeepFool and the fooling checks run in pieces. It
             changes how the work is split, not the algorithm: v is the same up to float
             rounding. None: mini-batches in one pass, fooling checks 512 inputs at a time.
+        layer: ``"singular"``: the module (a name from ``model.named_modules()``) whose output's
+            Jacobian is used; None for the logits.
+        p, q: ``"singular"``: maximise ‖A v‖_q over ‖v‖_p = 1, A the stacked Jacobians. Default
+            p = ∞, q = 10 for ℓ∞ attacks and p = q = 2 for ℓ2 (the paper's choices); p > 1.
+        components: ``"spectral"``: how many principal directions are tried.
+        target: a class c: a targeted perturbation that sends inputs to c (``"sgd"`` only).
+            ``delta`` and ``keep_best`` then use the share of the fit inputs not predicted as c
+            without v that v sends to c; the result's ``target_rate`` and ``eval_target_rate``.
 
     Returns:
         :class:`UniversalPerturbation` with the perturbation on the classifier's device.
@@ -427,7 +504,8 @@ def universal_perturbation(
     checked = _check(dict(xi=xi, delta=delta, method=method, norm=norm, max_passes=max_passes,
                           overshoot=overshoot, seed=seed, progress=progress, batch_size=batch_size,
                           max_iter=max_iter, candidates=candidates, step_size=step_size,
-                          loss_clip=loss_clip, keep_best=keep_best, max_batch=max_batch))
+                          loss_clip=loss_clip, keep_best=keep_best, max_batch=max_batch, layer=layer, p=p,
+                          q=q, components=components, target=target))
     world = get_world()
     x, _ = as_tensors(data)
     x = clf.check_inputs(x)  # on the model's device; never written to, so the caller's data stays as it is
@@ -438,11 +516,12 @@ def universal_perturbation(
         **{key: value for key, value in checked.items() if key != "progress"}, "n": x.shape[0],
         "orders": None if given is None else [order.tolist() for order in given],
         "model": _model_fingerprint(clf), "data": sample_digest(x), "eval_data": eval_data is not None})
-    if checked["method"] != "deepfool":
+    if checked["method"] in ("batched", "sgd"):
         return _fit(clf, x, checked, given, eval_data, world)
 
-    # Algorithm 1 is sequential (every step starts from the v the previous one left), so it runs
-    # whole on rank 0 and the others receive its result
+    # Algorithm 1 is sequential (every step starts from the v the previous one left), and the
+    # singular and spectral methods are one computation over the fit set, so they run whole on
+    # rank 0 and the others receive the result
     def alone() -> UniversalPerturbation:
         with single_process():
             found = _fit(clf, x, checked, given, eval_data, World())
@@ -464,6 +543,15 @@ def _fit(clf: Classifier, x: torch.Tensor, checked: dict[str, Any], given: list[
     n = x.shape[0]
     forward_batch = chunk if chunk is not None else 512
     clean = _predict(clf, x, forward_batch, world)
+    target = checked.get("target")
+    counted = n if target is None else int((clean != target).sum())
+    if target is not None:
+        classes = clf.num_classes
+        if not target < classes:
+            raise BoundgeoError(f"target must be a class of the model, 0 to {classes - 1}, got {target}")
+        if counted == 0:
+            raise BoundgeoError(f"target={target}: the model predicts class {target} for every fit input "
+                                "without any perturbation; there is nothing to send there")
     generator = torch.Generator().manual_seed(seed)
     df_kwargs = dict(overshoot=overshoot, max_iter=max_iter, candidates=candidates)
     if chunk is not None:
@@ -480,6 +568,13 @@ def _fit(clf: Classifier, x: torch.Tensor, checked: dict[str, Any], given: list[
         bar = tqdm(total=max_passes, desc=f"universal ({method})", unit="pass")
     rate, reached = 0.0, False
     best_v, best_rate = v.clone(), 0.0
+    power, exponents = None, {}
+    if method == "singular":
+        exponents = {"p": checked.get("p") or (math.inf if norm == "linf" else 2.0),
+                     "q": checked.get("q") or (10.0 if norm == "linf" else 2.0)}
+        clf.forward(x[:1])  # the classifier's first-call checks outside the torch.func transform
+        power = PowerIteration(layer_function(clf, checked.get("layer")), x, **exponents, seed=seed,
+                               batch_size=chunk if chunk is not None else batch_size)
     for p in range(1, max_passes + 1):
         tick = time.perf_counter()
         gradients_before, updates_before = counter.gradients, counter.updates
@@ -489,13 +584,22 @@ def _fit(clf: Classifier, x: torch.Tensor, checked: dict[str, Any], given: list[
         elif method == "batched":
             v = _pass_batched(clf, x, clean, v, order, xi, norm, df_kwargs, counter, batch_size, forward_batch,
                               world, chunk)
-        else:
+        elif method == "sgd":
             v = _pass_sgd(clf, x, clean, v, order, xi, norm, counter, batch_size, step,
-                          loss_clip, world, chunk)
+                          loss_clip, world, chunk, target)
+        elif method == "singular":
+            rows_before = power.rows
+            moved = power.step()
+            counter.gradients += power.rows - rows_before
+            v, _ = signed_in_ball(clf, x, clean, power.v, xi, norm, forward_batch)
+            counter.updates += 1
+        else:
+            v = _spectral(clf, x, clean, xi, norm, checked["components"], df_kwargs, counter, forward_batch)
         size = _check_ball(v, xi, norm, method, f"after pass {p}")
         hits, gradients = _fooled_count(clf, x, clean, v, forward_batch, world,
-                                        also=counter.gradients - gradients_before)  # rows of every rank
-        rate = hits / n
+                                        also=counter.gradients - gradients_before,  # rows of every rank
+                                        target=target)
+        rate = hits / counted  # targeted: the share sent to the target
         history.append({
             "pass": p,
             "fooling_rate": rate,
@@ -509,15 +613,31 @@ def _fit(clf: Classifier, x: torch.Tensor, checked: dict[str, Any], given: list[
         if bar is not None:
             bar.update(1)
             bar.set_postfix(fooling=f"{rate:.3f}")
+        if method == "singular":
+            history[-1]["moved"] = moved  # ‖v_new − v‖_p of the power method's iterate
         if rate >= 1 - delta:
             reached = True
             break
+        if method == "spectral" or (method == "singular" and moved == 0):
+            break  # one computation / a fixed point: further passes would repeat it
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - start
     if keep_best and not reached:
         v, rate = best_v, best_rate
     eval_rate = fooling_rate(clf, eval_data, v, batch_size=forward_batch) if eval_data is not None else None
+    targeted = {}
+    if target is not None:
+        eval_target = None
+        if eval_data is not None:
+            held, _ = as_tensors(eval_data)
+            held = clf.check_inputs(held)
+            held_clean = clf.predict(held, batch_size=forward_batch)
+            others = int((held_clean != target).sum())
+            sent, _ = _fooled_count(clf, held, held_clean, v, forward_batch, World(), target=target)
+            eval_target = sent / others if others else float("nan")
+        targeted = {"target": target, "target_rate": rate, "eval_target_rate": eval_target}
+        rate = _fooled_count(clf, x, clean, v, forward_batch, world)[0] / n  # every changed prediction
     return UniversalPerturbation(
         perturbation=v.detach(),
         xi=float(xi),
@@ -533,7 +653,11 @@ def _fit(clf: Classifier, x: torch.Tensor, checked: dict[str, Any], given: list[
                   "batch_size": batch_size, "max_iter": max_iter, "candidates": candidates,
                   "step_size": step, "loss_clip": loss_clip, "keep_best": keep_best, "n": n,
                   "orders": "given" if given is not None else "seeded", "max_batch": chunk,
-                  "processes": world.size},
+                  "processes": world.size,
+                  **({"layer": checked.get("layer"), **exponents, "jacobian_products": power.route}
+                     if method == "singular" else {}),
+                  **({"components": checked["components"]} if method == "spectral" else {})},
+        **targeted,
     )
 
 

@@ -1,0 +1,152 @@
+"""Universal perturbations from the geometry alone: (p, q)-singular vectors of the stacked
+Jacobians of a layer (Khrulkov & Oseledets, CVPR 2018, "Art of singular vectors and universal
+adversarial perturbations") and the principal directions of the boundary normals (the
+explanation of Moosavi-Dezfooli et al. 2017, turned into an attack).
+
+Both are one-shot: no per-input attack runs inside the loop. :func:`universal_perturbation`
+calls them for ``method="singular"`` and ``method="spectral"``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from .._errors import BoundgeoError
+from .._perturb import fooled, scale_to_norm
+from ..classifier import Classifier
+
+
+# ============================================================================== the layer
+def layer_function(clf: Classifier, layer: str | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """x (n, *S) in input space → the output of ``layer`` (a module name of ``clf.model``, as
+    ``named_modules()`` lists them) flattened to (n, m); the logits when ``layer`` is None. The
+    classifier's normalisation comes first, so the Jacobian is with respect to the pixels."""
+    if layer is None:
+        return clf.forward
+    modules = dict(clf.model.named_modules())
+    if not isinstance(layer, str) or layer not in modules or layer == "":
+        names = [name for name in modules if name]
+        shown = ", ".join(names[:12]) + (", …" if len(names) > 12 else "")
+        raise BoundgeoError(f"layer must name a module of the model (None for the logits), got {layer!r}; "
+                            f"its modules: {shown}")
+    module = modules[layer]
+
+    def through(x: torch.Tensor) -> torch.Tensor:
+        seen: list[torch.Tensor] = []
+
+        def keep(_module, _inputs, output):
+            seen.append(output)
+
+        handle = module.register_forward_hook(keep)
+        try:
+            clf.forward(x)
+        finally:
+            handle.remove()
+        if not seen or not isinstance(seen[-1], torch.Tensor):
+            raise BoundgeoError(f"layer {layer!r} did not return a tensor during the forward pass")
+        return seen[-1].reshape(x.shape[0], -1)
+
+    return through
+
+
+# ============================================================================== (p, q)-singular vectors
+def _psi(z: torch.Tensor, r: float) -> torch.Tensor:
+    """ψ_r(z) = sign(z)·|z|^(r−1): the gradient of ‖z‖_r^r / r. Callers scale z to max |z| = 1
+    first (only the direction matters, and |z|^9 of raw activations overflows float32)."""
+    if r == 1:
+        return z.sign()
+    if r == 2:
+        return z
+    return z.sign() * z.abs().pow(r - 1)
+
+
+def _dual(p: float) -> float:
+    return 1.0 if math.isinf(p) else p / (p - 1)
+
+
+def _unit(v: torch.Tensor, p: float) -> torch.Tensor:
+    flat = v.reshape(-1)
+    size = flat.abs().amax() if math.isinf(p) else torch.linalg.vector_norm(flat, ord=p)
+    return v / size.clamp_min(torch.finfo(v.dtype).tiny)
+
+
+class PowerIteration:
+    """The generalised power method of Boyd (1974), as Khrulkov & Oseledets use it: for the
+    stacked Jacobian A = [J_1; …; J_n] of ``f`` at the inputs, x ← ψ_{p'}(Aᵀ ψ_q(A x)) / ‖·‖_p
+    converges to a local maximiser of ‖A x‖_q / ‖x‖_p. A x comes from Jacobian-vector products
+    (``torch.func.jvp``) and Aᵀ y from one backward pass, in chunks of ``batch_size`` inputs; no
+    Jacobian is formed. A model that ``torch.func`` cannot transform falls back to autograd's
+    double-backward trick for A x (``route`` says which was used).
+    """
+
+    def __init__(self, f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, p: float, q: float,
+                 seed: int, batch_size: int) -> None:
+        self.f, self.x, self.p, self.q, self.batch_size = f, x, p, q, batch_size
+        generator = torch.Generator().manual_seed(seed)
+        start = torch.randn(x.shape[1:], generator=generator, dtype=torch.float64).to(x.device, x.dtype)
+        self.v = _unit(start, p)
+        self.route = "torch.func"
+        self.rows = 0  # rows of Jacobian products, forward and backward
+
+    def _forward(self, part: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """A v over the inputs ``part``: (len(part), m)."""
+        tangent = v.expand_as(part)
+        if self.route == "torch.func":
+            try:
+                return torch.func.jvp(self.f, (part,), (tangent,))[1].detach()
+            except (RuntimeError, NotImplementedError):
+                self.route = "autograd"  # and stay there
+        point = part.detach().requires_grad_(True)
+        out = self.f(point)
+        dummy = torch.zeros_like(out, requires_grad=True)
+        (pulled,) = torch.autograd.grad(out, point, dummy, create_graph=True)
+        return torch.autograd.grad(pulled, dummy, tangent)[0].detach()  # d/d(dummy) <Jᵀ dummy, v> = J v
+
+    def _backward(self, part: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Aᵀ y over the inputs ``part``, summed: (*S)."""
+        point = part.detach().requires_grad_(True)
+        return torch.autograd.grad(self.f(point), point, y)[0].sum(0)
+
+    def step(self) -> float:
+        """One iteration; returns how far v moved up to sign, min ‖v_new ∓ v‖_p (0 at a fixed point)."""
+        parts = self.x.split(self.batch_size)
+        # ψ_q is homogeneous: A v is scaled by its largest entry over all inputs before ψ_q, so
+        # that the chunks keep their relative weights
+        av = [self._forward(part, self.v) for part in parts]
+        scale = max(float(a.abs().amax()) for a in av)
+        if not math.isfinite(scale) or scale == 0:
+            raise BoundgeoError("the power method's A v is zero or not finite: the layer's Jacobian at the fit "
+                                "inputs is zero (a dead layer?) or overflows; try another layer")
+        total = torch.zeros_like(self.v)
+        for part, a in zip(parts, av):
+            total += self._backward(part, _psi(a / scale, self.q)).detach()
+        self.rows += 2 * self.x.shape[0]
+        if not bool(torch.isfinite(total).all()) or not bool(total.abs().amax() > 0):
+            raise BoundgeoError("the power method's Aᵀψ(A v) is zero or not finite at the fit inputs; try "
+                                "another layer")
+        new = _unit(_psi(_unit(total, math.inf), _dual(self.p)), self.p)
+        # up to sign: the iterate may flip between ±v, and either sign is the same singular vector
+        moved = min(self._size(new - self.v), self._size(new + self.v))
+        self.v = new
+        return moved
+
+    def _size(self, v: torch.Tensor) -> float:
+        flat = v.reshape(-1)
+        return float(flat.abs().amax() if math.isinf(self.p) else torch.linalg.vector_norm(flat, ord=self.p))
+
+
+def signed_in_ball(clf: Classifier, x: torch.Tensor, clean: torch.Tensor, direction: torch.Tensor, xi: float,
+                   norm: str, batch_size: int) -> tuple[torch.Tensor, int]:
+    """The better of ±``direction`` taken to the surface of the ball (ℓ2: ξ·u/‖u‖; ℓ∞: the
+    corner ξ·sign(u), the point of the ball farthest along u), by the number of ``x`` it fools;
+    on a tie the + sign. Returns it and that number."""
+    if norm == "linf":
+        v = xi * direction.sign()
+    else:
+        v = xi * scale_to_norm(direction[None], "l2")[0]
+    plus = int(fooled(clf, x, clean, v, batch_size=batch_size).sum())
+    minus = int(fooled(clf, x, clean, -v, batch_size=batch_size).sum())
+    return (v, plus) if plus >= minus else (-v, minus)

@@ -1,0 +1,158 @@
+"""The geometry-only universal perturbations: method="singular" (Khrulkov & Oseledets 2018) and
+method="spectral" (the top principal directions of the normals)."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import boundgeo as bg
+from boundgeo.attacks.singular import PowerIteration, layer_function
+
+
+def _affine(classes: int, seed: int = 0) -> tuple[bg.Classifier, torch.Tensor, nn.Linear]:
+    torch.manual_seed(seed)
+    linear = nn.Linear(16, classes)
+    model = nn.Sequential(nn.Flatten(), linear).eval()
+    x = torch.rand(60, 1, 4, 4)
+    return bg.Classifier(model), x, linear
+
+
+def test_singular_vector_of_an_affine_model_is_its_top_right_singular_vector():
+    clf, x, linear = _affine(5)
+    top = torch.linalg.svd(linear.weight.detach().double())[2][0]  # A = [W; …; W]: same right vectors
+    found = bg.universal_perturbation(clf, x, xi=1.0, norm="l2", method="singular", max_passes=300,
+                                      delta=1e-9, keep_best=False, progress=False)
+    assert found.settings["p"] == 2 and found.settings["q"] == 2
+    v = found.perturbation.reshape(-1).double()
+    assert math.isclose(float(v.norm()), 1.0, rel_tol=1e-5)
+    assert abs(float(v @ top)) > 1 - 1e-6
+    assert found.history[-1]["moved"] < 1e-6
+
+
+def test_power_iteration_climbs_to_a_fixed_point_on_the_cube():
+    # p = ∞, q = 10: ‖A v‖_q^q is convex, and each iterate maximises its linearisation over the
+    # cube, so the values never fall; at the end v = sign(Aᵀ ψ_q(A v)), a corner of the cube
+    torch.manual_seed(3)
+    linear = nn.Linear(6, 4)
+    clf = bg.Classifier(nn.Sequential(nn.Flatten(), linear).eval())
+    x = torch.rand(5, 1, 2, 3)
+    power = PowerIteration(layer_function(clf, None), x, p=math.inf, q=10.0, seed=0, batch_size=2)
+    w = linear.weight.detach().double()
+
+    def value(v):
+        return float(torch.linalg.vector_norm((w @ v.reshape(-1).double()).repeat(5), ord=10))
+
+    values = [value(power.v)]
+    for _ in range(50):
+        moved = power.step()
+        values.append(value(power.v))
+        if moved == 0:
+            break
+    assert moved == 0
+    assert all(b >= a * (1 - 1e-9) for a, b in zip(values, values[1:])), values
+    v = power.v.reshape(-1).double()
+    assert set(v.abs().tolist()) == {1.0}
+    assert torch.equal(v, (w.T @ (w @ v).pow(9)).sign())  # the fixed point: q − 1 = 9, odd
+
+
+def test_spectral_on_two_classes_is_the_normal_of_the_boundary():
+    clf, x, linear = _affine(2)
+    normal = (linear.weight[1] - linear.weight[0]).detach().double()
+    found = bg.universal_perturbation(clf, x, xi=0.5, norm="l2", method="spectral", progress=False)
+    v = found.perturbation.reshape(-1).double()
+    assert found.passes == 1 and found.settings["components"] == 10
+    assert abs(float(v @ normal) / float(v.norm() * normal.norm())) > 1 - 1e-6
+    # ℓ∞: the corner of the cube farthest along the normal, either sign
+    corner = bg.universal_perturbation(clf, x, xi=0.1, norm="linf", method="spectral", progress=False)
+    assert torch.equal(corner.perturbation.reshape(-1).abs(), torch.full((16,), 0.1))
+    assert abs(float(corner.perturbation.reshape(-1).sign().double() @ normal.sign())) == 16
+
+
+@pytest.mark.parametrize("method", ["singular", "spectral"])
+def test_geometry_methods_are_seeded_and_reproducible(method):
+    x, _ = bg.load_dataset("digits")
+    clf = bg.Classifier(bg.zoo.pretrained_digits_cnn().model)
+    kwargs = dict(xi=0.15, norm="linf", method=method, max_passes=4, progress=False)
+    first = bg.universal_perturbation(clf, x[:40], seed=1, **kwargs)
+    again = bg.universal_perturbation(clf, x[:40], seed=1, **kwargs)
+    assert torch.equal(first.perturbation, again.perturbation)
+    assert first.fooling_rate == again.fooling_rate and 0 <= first.fooling_rate <= 1
+    assert torch.isfinite(first.perturbation).all() and float(first.perturbation.abs().max()) <= 0.15 + 1e-7
+
+
+def test_singular_at_a_hidden_layer_and_both_product_routes_agree(monkeypatch):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 12), nn.Tanh(), nn.Linear(12, 3)).eval()
+    clf = bg.Classifier(model)
+    x = torch.rand(30, 1, 4, 4)
+    kwargs = dict(xi=1.0, norm="l2", method="singular", max_passes=5, delta=1e-9, progress=False, seed=2)
+    hidden = bg.universal_perturbation(clf, x, layer="2", **kwargs)
+    logits = bg.universal_perturbation(clf, x, **kwargs)
+    assert hidden.settings["layer"] == "2" and hidden.settings["jacobian_products"] == "torch.func"
+    assert not torch.allclose(hidden.perturbation.abs(), logits.perturbation.abs())
+
+    def refuse(*args, **kwargs):
+        raise NotImplementedError("no forward-mode AD for this model")
+
+    monkeypatch.setattr(torch.func, "jvp", refuse)
+    fallback = bg.universal_perturbation(clf, x, layer="2", **kwargs)
+    assert fallback.settings["jacobian_products"] == "autograd"
+    torch.testing.assert_close(fallback.perturbation, hidden.perturbation, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(layer="no.such.layer"), r"layer must name a module of the model.*its modules: 0, 1"),
+    (dict(layer=3), "layer must be a module name"),
+    (dict(p=1.0), r"p must be in \(1"),
+    (dict(p=float("nan")), "p must be a finite real"),
+    (dict(q=0.5), r"q must be in \[1"),
+    (dict(components=0), "components must be"),
+])
+def test_bad_geometry_settings_are_refused(change, message):
+    clf, x, _ = _affine(3)
+    method = "spectral" if "components" in change else "singular"
+    with pytest.raises(bg.BoundgeoError, match=message):
+        bg.universal_perturbation(clf, x, xi=1.0, norm="l2", method=method, progress=False, **change)
+
+
+def test_targeted_sgd_sends_most_inputs_to_the_target(tmp_path):
+    torch.manual_seed(1)
+    linear = nn.Linear(16, 5)
+    clf = bg.Classifier(nn.Sequential(nn.Flatten(), linear).eval())
+    x, held = torch.rand(200, 1, 4, 4), torch.rand(200, 1, 4, 4)
+    clean = clf.predict(x)
+    kwargs = dict(xi=2.0, norm="l2", method="sgd", max_passes=10, eval_data=held, progress=False, seed=0)
+    plain = bg.universal_perturbation(clf, x, **kwargs)
+    assert plain.target is None and plain.target_rate is None
+    # the class the untargeted perturbation sends fewest inputs to
+    reached = torch.bincount(clf.predict(clf.clip(x + plain.perturbation)), minlength=5)
+    target = int(reached.argmin())
+    others = clean != target
+    sent = bg.universal_perturbation(clf, x, target=target, **kwargs)
+    assert sent.target == target and sent.target_rate >= 0.9 and sent.eval_target_rate >= 0.9
+    after = clf.predict(clf.clip(x + sent.perturbation))
+    assert math.isclose(sent.target_rate, float((after[others] == target).double().mean()), rel_tol=1e-12)
+    assert math.isclose(sent.fooling_rate, float((after != clean).double().mean()), rel_tol=1e-12)
+    assert float(sent.perturbation.norm()) <= 2.0 * (1 + 1e-6)
+    assert int(reached[target]) < 0.1 * len(x)
+    # saved and read back with its target fields
+    again = bg.UniversalPerturbation.load(sent.save(tmp_path / "targeted"))
+    assert (again.target, again.target_rate, again.eval_target_rate) == (target, sent.target_rate,
+                                                                          sent.eval_target_rate)
+
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(target=5), r"target must be a class of the model, 0 to 4, got 5"),
+    (dict(target=-1), "target must be"),
+    (dict(target=1.5), "target must be a whole number"),
+    (dict(target=1, method="batched"), r"target= is implemented for method='sgd', not 'batched'"),
+])
+def test_bad_targets_are_refused(change, message):
+    torch.manual_seed(1)
+    clf = bg.Classifier(nn.Sequential(nn.Flatten(), nn.Linear(16, 5)).eval())
+    kwargs = dict(xi=1.0, norm="l2", method="sgd", max_passes=1, progress=False) | change
+    with pytest.raises(bg.BoundgeoError, match=message):
+        bg.universal_perturbation(clf, torch.rand(10, 1, 4, 4), **kwargs)
