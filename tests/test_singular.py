@@ -156,3 +156,23 @@ def test_bad_targets_are_refused(change, message):
     kwargs = dict(xi=1.0, norm="l2", method="sgd", max_passes=1, progress=False) | change
     with pytest.raises(bg.BoundgeoError, match=message):
         bg.universal_perturbation(clf, torch.rand(10, 1, 4, 4), **kwargs)
+
+
+def test_running_scores_cost_no_forward_pass_over_the_fit_set(request):
+    torch.manual_seed(2)
+    clf = bg.Classifier(nn.Sequential(nn.Flatten(), nn.Linear(16, 5)).eval())
+    x = torch.rand(96, 1, 4, 4)
+    kwargs = dict(xi=0.5, norm="l2", method="sgd", max_passes=3, batch_size=32, delta=1e-9, progress=False)
+    seen = request.getfixturevalue("forward_sizes")
+    running = bg.universal_perturbation(clf, x, **kwargs)
+    rows = sum(seen)
+    seen.clear()
+    exact = bg.universal_perturbation(clf, x, score="exact", **kwargs)
+    # the same steps (the score only decides which v is kept and when to stop)
+    assert [h["updates"] for h in running.history] == [h["updates"] for h in exact.history]
+    # running: the clean predictions, 3 passes of gradient forwards and the returned v's check;
+    # exact: one more forward over the fit set after every pass
+    assert rows == 96 + 3 * 96 + 96
+    assert sum(seen) == rows + 3 * 96 - 96
+    last = clf.predict(clf.clip(x + running.perturbation))
+    assert math.isclose(running.fooling_rate, float((last != clf.predict(x)).double().mean()), rel_tol=1e-12)

@@ -77,8 +77,13 @@ def test_stopping_rule_is_honoured(small_net):
     model, x, _ = small_net
     clf = bg.Classifier(model)
     easy = bg.universal_perturbation(clf, x[:80], xi=20.0, norm="l2", delta=0.9, max_passes=5,
-                                     method="sgd", progress=False)
+                                     method="sgd", progress=False, score="exact")
     assert easy.reached and easy.passes == 1 and easy.fooling_rate >= 0.1
+    # the running score sees each input at the v before its own step: it lags by up to a pass
+    running = bg.universal_perturbation(clf, x[:80], xi=20.0, norm="l2", delta=0.9, max_passes=5,
+                                        method="sgd", progress=False)
+    assert running.reached and running.passes <= 2 and running.fooling_rate >= 0.1
+    assert running.history[-1]["score"] == "running" and running.settings["score"] == "running"
     hard = bg.universal_perturbation(clf, x[:80], xi=0.05, norm="l2", delta=0.01, max_passes=3,
                                      progress=False)
     assert not hard.reached and hard.passes == 3 and len(hard.to_frame()) == 3
