@@ -12,76 +12,26 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import distributed, toys, zoo
+from . import attacks, distributed, geometry, io, toys, zoo
 from ._errors import BoundgeoError
-from .attacks.boundary import BoundaryPoints, boundary_normals, deepfool
-from .attacks.universal import (
-    PerturbedExamples,
-    UniversalPerturbation,
-    fooling_rate,
-    perturbed_examples,
-    transfer_matrix,
-    universal_perturbation,
-)
+from .attacks import *  # noqa: F403  (each subpackage's __all__ lists what it exports)
 from .classifier import Classifier, as_classifier
-from .geometry.categories import (
-    Category,
-    RobustnessProfile,
-    categorize,
-    robustness_profile,
-)
-from .geometry.curvature import (
-    Curvature,
-    CurvatureFooling,
-    boundary_curvature,
-    curvature_fooling,
-)
-from .geometry.margins import SubspaceMargins, dct_bands, dct_basis, subspace_margins
-from .geometry.spectral import Spectrum, alignment, spectrum
-from .geometry.subspace import (
-    AdversarialDimension,
-    SubspaceFooling,
-    adversarial_dimension,
-    subspace_fooling,
-)
-from .io import load_dataset, load_weights
+from .geometry import *  # noqa: F403
+from .io import load_dataset, load_weights  # ImageFolder: lazily, below
 
 __all__ = [
     "__version__",
     "BoundgeoError",
-    "Category",
-    "RobustnessProfile",
-    "categorize",
-    "robustness_profile",
-    "BoundaryPoints",
-    "boundary_normals",
-    "deepfool",
     "Classifier",
     "as_classifier",
-    "Curvature",
-    "boundary_curvature",
-    "CurvatureFooling",
-    "curvature_fooling",
+    *attacks.__all__,
+    *geometry.__all__,
     "load_dataset",
     "ImageFolder",
     "load_weights",
-    "SubspaceMargins",
-    "dct_basis",
-    "dct_bands",
-    "subspace_margins",
-    "Spectrum",
-    "spectrum",
-    "alignment",
-    "SubspaceFooling",
-    "subspace_fooling",
-    "AdversarialDimension",
-    "adversarial_dimension",
-    "PerturbedExamples",
-    "UniversalPerturbation",
-    "perturbed_examples",
-    "fooling_rate",
-    "transfer_matrix",
-    "universal_perturbation",
+    "attacks",
+    "geometry",
+    "io",
     "distributed",
     "toys",
     "zoo",

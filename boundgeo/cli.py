@@ -679,7 +679,7 @@ def _whole_analysis(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     skip = set(getattr(args, "skip", None) or ())
     setup = _prepare(args, out)
-    stage_normals(setup, out, args.seed, getattr(args, "box_step", "off"))  # demo has no --box-step
+    stage_normals(setup, out, args.seed, args.box_step)
     stage_spectrum(out, args.seed)
     stages = (("subspace", lambda: stage_subspace(setup, out, args.seed)),
               ("curvature", lambda: stage_curvature(setup, out, args.seed)),
@@ -818,7 +818,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data-dir", default=None, help="directory of the MNIST files")
     demo.add_argument("--seed", type=int, default=0)
     _num_inputs(demo)
-    demo.set_defaults(func=cmd_demo)
+    demo.set_defaults(func=cmd_demo, box_step="off")
 
     analyze = sub.add_parser("analyze", help="the whole analysis on your own model")
     analyze.add_argument("--out", default="boundgeo-analysis", help="output directory")
