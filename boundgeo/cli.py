@@ -30,6 +30,7 @@ from . import __version__
 from ._checks import check_count
 from ._errors import BoundgeoError
 from ._results import read_json
+from .attacks.universal import METHODS as UNIVERSAL_METHODS
 from .distributed import launched_by_torchrun, single_process, world
 
 # Normalisation presets (mean, std per channel) for inputs in [0, 1].
@@ -845,7 +846,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "uap":
             stage.add_argument("--xi", type=float, default=None, help="radius (default: 3 x median margin)")
             stage.add_argument("--norm", choices=["l2", "linf"], default="l2")
-            stage.add_argument("--method", choices=["deepfool", "batched", "sgd"], default="sgd")
+            stage.add_argument("--method", choices=list(UNIVERSAL_METHODS), default="sgd")
         if name == "profile":
             stage.add_argument("--epsilons", type=float, nargs="+", default=None)
         if name == "curvature":

@@ -129,6 +129,11 @@ def test_eval_data_save_load_and_transfer(small_net, tmp_path):
         (dict(xi=1.0, method="sgd", step_size=-0.1), r"step_size must be in \(0, inf"),
         (dict(xi=1.0, method="sgd", loss_clip=0.0), r"loss_clip must be in \(0, inf"),
         (dict(xi=1.0, method="sgd", loss_clip=float("nan")), "loss_clip must be a finite"),
+        (dict(xi=1.0, method="sgd", step_decay=0.0), r"step_decay must be in \(0, 1\]"),
+        (dict(xi=1.0, method="sgd", step_decay=1.5), r"step_decay must be in \(0, 1\]"),
+        (dict(xi=1.0, method="sgd", step_decay=float("nan")), "step_decay must be a finite"),
+        (dict(xi=1.0, method="sgd", momentum=1.0), r"momentum must be in \[0, 1\)"),
+        (dict(xi=1.0, method="sgd", momentum=-0.1), r"momentum must be in \[0, 1\)"),
         (dict(xi=1.0, overshoot=float("inf")), "overshoot must be a finite"),
         (dict(xi=1.0, overshoot=-0.1), r"overshoot must be in \[0, inf"),
         (dict(xi=1.0, method="batched", batch_size=0), "batch_size must be >= 1, got 0"),
@@ -348,3 +353,53 @@ def test_max_batch_splits_the_work_not_the_algorithm(small_net, method, request)
     assert split.settings["max_batch"] == 7 and plain.settings["max_batch"] is None
     with pytest.raises(bg.BoundgeoError, match="max_batch"):
         bg.universal_perturbation(clf, x[:20], max_batch=0, **kwargs)
+
+
+def test_sgd_step_decays_per_pass_and_momentum_is_a_running_sum(small_net, monkeypatch):
+    """Pass p steps by step_size · step_decay^(p−1); with momentum the step follows μ g + ∇/mean|∇|,
+    carried from pass to pass."""
+    import boundgeo.attacks.universal as uni
+
+    seen = []
+    real = uni._pass_sgd
+
+    def spy(*args, **kwargs):
+        seen.append((args[9], args[14] if len(args) > 14 else kwargs.get("momentum"),
+                     None if (len(args) <= 15 or args[15] is None) else args[15].clone()))
+        out = real(*args, **kwargs)
+        seen[-1] += (out[1].clone(),)
+        return out
+
+    monkeypatch.setattr(uni, "_pass_sgd", spy)
+    model, x, _ = small_net
+    uap = bg.universal_perturbation(bg.Classifier(model), x[:40], xi=0.3, method="sgd", max_passes=3, delta=1e-6,
+                                    progress=False, step_size=0.2, step_decay=0.5, momentum=0.5, batch_size=40)
+    assert [s[0] for s in seen] == pytest.approx([0.2, 0.1, 0.05])
+    assert all(s[1] == 0.5 for s in seen)
+    assert seen[0][2] is None and torch.equal(seen[1][2], seen[0][3]) and torch.equal(seen[2][2], seen[1][3])
+    assert uap.settings["step_decay"] == 0.5 and uap.settings["momentum"] == 0.5
+    # one mini-batch per pass: the velocity after pass p is μ · (velocity before) + scaled gradient
+    assert not torch.equal(seen[1][3], 0.5 * seen[0][3])
+
+
+def test_sgd_momentum_zero_is_the_plain_minibatch_step(small_net):
+    """momentum=0 gives the same v as the update without any velocity (the published one)."""
+    model, x, _ = small_net
+    x = x[:64]
+    clf = bg.Classifier(model)
+    kw = dict(xi=0.3, method="sgd", max_passes=2, delta=1e-6, progress=False, batch_size=16, seed=3, keep_best=False)
+    a = bg.universal_perturbation(clf, x, momentum=0.0, **kw).perturbation
+    clean = clf.predict(x)
+    v = torch.zeros(x.shape[1:])
+    gen = torch.Generator().manual_seed(3)
+    for p in range(2):
+        order = torch.randperm(64, generator=gen)
+        for s in range(0, 64, 16):
+            i = order[s:s + 16]
+            v = v.detach().requires_grad_(True)
+            logits = clf.forward(clf.clip(x[i] + v))
+            loss = torch.nn.functional.cross_entropy(logits, clean[i], reduction="none").clamp(max=8.0).sum() / 16
+            g, = torch.autograd.grad(loss, v)
+            with torch.no_grad():
+                v = (v + 0.8 * 0.3 * 0.8 ** p * g.sign()).clamp(-0.3, 0.3)  # the default schedule
+    assert torch.allclose(a, v, atol=1e-6)

@@ -212,8 +212,12 @@ def _check(settings: dict[str, Any]) -> dict[str, Any]:
     out["loss_clip"] = check_real(settings["loss_clip"], "loss_clip", low=0, low_open=True)
     if settings["step_size"] is not None:
         out["step_size"] = check_real(settings["step_size"], "step_size", low=0, low_open=True)
+    out["momentum"] = check_real(settings.get("momentum", 0.0), "momentum", low=0, high=1, high_open=True)
+    out["step_decay"] = check_real(settings.get("step_decay", 0.8), "step_decay", low=0, high=1, low_open=True)
+    if settings["batch_size"] is None:  # the published SGD-UAP's mini-batch for "sgd"
+        out["batch_size"] = 32 if out["method"] == "sgd" else 64
     for name in ("max_passes", "batch_size", "max_iter"):
-        out[name] = check_count(settings[name], name)
+        out[name] = check_count(out[name], name)
     if settings["max_batch"] is not None:
         out["max_batch"] = check_count(settings["max_batch"], "max_batch")
     if settings["candidates"] is not None:
@@ -362,7 +366,8 @@ def _pass_batched(clf, x, clean, v, order, xi, norm, df_kwargs, counter, batch, 
 
 
 def _pass_sgd(clf, x, clean, v, order, xi, norm, counter, batch, step_size, loss_clip, world=World(),
-              piece=None, target: int | None = None) -> torch.Tensor:
+              piece=None, target: int | None = None, momentum: float = 0.0,
+              velocity: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Shafahi et al. 2020: ascent on min(CE(f(x + v), k̂(x)), β) over mini-batches.
 
     With ``target`` = c: descent on CE(f(x + v), c) over the inputs of the mini-batch that v
@@ -374,7 +379,13 @@ def _pass_sgd(clf, x, clean, v, order, xi, norm, counter, batch, step_size, loss
     ``batch`` is; with ``piece`` None it is one backward pass. Under a process group piece i is
     computed on rank i mod N and the pieces' gradients are gathered and summed in order on
     every rank: the same sum as one process's with the same pieces.
+
+    With ``momentum`` μ > 0 the step follows g ← μ g + ∇/mean|∇| (the gradient scaled to unit mean
+    absolute entry, as MI-FGSM does, so that mini-batches of any loss scale count alike) instead
+    of the mini-batch gradient alone; ``velocity`` carries g from pass to pass. Returns v and g.
     """
+    if velocity is None:
+        velocity = torch.zeros_like(v)
     for start in range(0, len(order), batch):
         idx = order[start : start + batch]
         v = v.detach().requires_grad_(True)
@@ -384,8 +395,9 @@ def _pass_sgd(clf, x, clean, v, order, xi, norm, counter, batch, step_size, loss
             part = pieces[i]
             logits = clf.forward(clf.clip(x[part] + v))
             pred = logits.detach().argmax(1)  # the running score: at the v before this step
-            counter.hits += int(((pred == target) & (clean[part] != target)).sum() if target is not None
-                                else (pred != clean[part]).sum())
+            # a tensor on the model's device: read once per pass, no host sync per mini-batch
+            counter.hits = counter.hits + (((pred == target) & (clean[part] != target)).sum() if target is not None
+                                           else (pred != clean[part]).sum())
             if target is None:
                 loss = F.cross_entropy(logits, clean[part], reduction="none").clamp(max=loss_clip).sum() / len(idx)
             else:
@@ -400,10 +412,13 @@ def _pass_sgd(clf, x, clean, v, order, xi, norm, counter, batch, step_size, loss
                                device=v.device):
             grad += g[0]  # in piece order on every rank: one process's sum
         with torch.no_grad():
+            if momentum > 0:
+                velocity = momentum * velocity + grad / grad.abs().mean().clamp_min(torch.finfo(grad.dtype).tiny)
+                grad = velocity
             direction = grad.sign() if norm == "linf" else scale_to_norm(grad[None], "l2")[0]
             v = project(v + step_size * direction, xi, norm)
         counter.updates += 1
-    return v.detach()
+    return v.detach(), velocity
 
 
 def _spectral(clf, x, clean, xi, norm, components, df_kwargs, counter, forward_batch) -> torch.Tensor:
@@ -439,10 +454,12 @@ def universal_perturbation(
     eval_data=None,
     seed: int = 0,
     progress: bool = True,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     max_iter: int = 50,
     candidates: int | None = 10,
     step_size: float | None = None,
+    step_decay: float = 0.8,
+    momentum: float = 0.0,
     loss_clip: float = 8.0,
     keep_best: bool = True,
     orders: Sequence[Sequence[int]] | None = None,
@@ -474,9 +491,16 @@ def universal_perturbation(
         eval_data: held-out inputs for ``eval_fooling_rate``.
         seed: seeds the order of the inputs in every pass.
         progress: a progress bar over passes.
-        batch_size: mini-batch of the ``"batched"`` and ``"sgd"`` methods.
+        batch_size: mini-batch of the ``"batched"`` and ``"sgd"`` methods (and the inputs per
+            Jacobian product of ``"singular"``); default 32 for ``"sgd"``, 64 otherwise.
         max_iter, candidates: DeepFool settings of the per-input steps.
-        step_size: ``"sgd"`` step (sign step for ℓ∞, normalised gradient step for ℓ2); default ξ/10.
+        step_size: ``"sgd"`` step of the first pass (sign step for ℓ∞, normalised gradient step
+            for ℓ2); default 0.8 ξ.
+        step_decay: ``"sgd"``: the step of pass p is ``step_size * step_decay ** (p - 1)``, large
+            steps first to reach the surface of the ball, small ones later to settle on it; 1
+            keeps it constant. In (0, 1].
+        momentum: ``"sgd"``: μ in [0, 1) of a momentum on the scaled mini-batch gradients (0: the
+            mini-batch gradient alone, as Shafahi et al.).
         loss_clip: β, the cross-entropy clip of ``"sgd"``.
         keep_best: return the v with the highest fooling rate on ``data`` among the ends of
             passes rather than the last one. When ξ is not much larger than the per-input
@@ -515,6 +539,7 @@ def universal_perturbation(
     checked = _check(dict(xi=xi, delta=delta, method=method, norm=norm, max_passes=max_passes,
                           overshoot=overshoot, seed=seed, progress=progress, batch_size=batch_size,
                           max_iter=max_iter, candidates=candidates, step_size=step_size,
+                          step_decay=step_decay, momentum=momentum,
                           loss_clip=loss_clip, keep_best=keep_best, max_batch=max_batch, layer=layer, p=p,
                           q=q, components=components, target=target, score=score))
     world = get_world()
@@ -567,7 +592,8 @@ def _fit(clf: Classifier, x: torch.Tensor, checked: dict[str, Any], given: list[
     df_kwargs = dict(overshoot=overshoot, max_iter=max_iter, candidates=candidates)
     if chunk is not None:
         df_kwargs["batch_size"] = chunk
-    step = checked["step_size"] if checked["step_size"] is not None else xi / 10
+    step = checked["step_size"] if checked["step_size"] is not None else 0.8 * xi
+    step_decay = checked["step_decay"]
     v = torch.zeros(x.shape[1:], dtype=x.dtype, device=x.device)
     counter = _Counter()
     history: list[dict[str, Any]] = []
@@ -579,7 +605,7 @@ def _fit(clf: Classifier, x: torch.Tensor, checked: dict[str, Any], given: list[
         bar = tqdm(total=max_passes, desc=f"universal ({method})", unit="pass")
     rate, reached = 0.0, False
     best_v, best_rate = v.clone(), 0.0
-    power, exponents = None, {}
+    power, exponents, velocity = None, {}, None
     if method == "singular":
         exponents = {"p": checked.get("p") or (math.inf if norm == "linf" else 2.0),
                      "q": checked.get("q") or (10.0 if norm == "linf" else 2.0)}
@@ -596,8 +622,9 @@ def _fit(clf: Classifier, x: torch.Tensor, checked: dict[str, Any], given: list[
             v = _pass_batched(clf, x, clean, v, order, xi, norm, df_kwargs, counter, batch_size, forward_batch,
                               world, chunk)
         elif method == "sgd":
-            v = _pass_sgd(clf, x, clean, v, order, xi, norm, counter, batch_size, step,
-                          loss_clip, world, chunk, target)
+            v, velocity = _pass_sgd(clf, x, clean, v, order, xi, norm, counter, batch_size,
+                                    step * step_decay ** (p - 1), loss_clip, world, chunk, target,
+                                    checked["momentum"], velocity)
         elif method == "singular":
             rows_before = power.rows
             moved = power.step()
@@ -610,8 +637,9 @@ def _fit(clf: Classifier, x: torch.Tensor, checked: dict[str, Any], given: list[
         if method == "sgd" and checked["score"] == "running":
             # the fooled inputs its own forward passes saw, each at the v before its step: no
             # forward pass over the fit set after the pass (a third more work per pass)
+            seen = int(counter.hits - hits_before)
             hits, gradients = world.sum_of(
-                lambda: torch.tensor([counter.hits - hits_before, counter.gradients - gradients_before]),
+                lambda: torch.tensor([seen, counter.gradients - gradients_before]),
                 shape=(2,), dtype=torch.long, device="cpu").tolist()
         else:
             hits, gradients = _fooled_count(clf, x, clean, v, forward_batch, world,
@@ -672,7 +700,7 @@ def _fit(clf: Classifier, x: torch.Tensor, checked: dict[str, Any], given: list[
         reached=reached,
         settings={"delta": delta, "max_passes": max_passes, "overshoot": overshoot, "seed": seed,
                   "batch_size": batch_size, "max_iter": max_iter, "candidates": candidates,
-                  "step_size": step, "loss_clip": loss_clip, "keep_best": keep_best, "n": n,
+                  "step_size": step, "step_decay": step_decay, "momentum": checked["momentum"], "loss_clip": loss_clip, "keep_best": keep_best, "n": n,
                   "score": checked["score"] if method == "sgd" else "exact",
                   "orders": "given" if given is not None else "seeded", "max_batch": chunk,
                   "processes": world.size,
