@@ -242,7 +242,7 @@ def time_cifar10(data: dict) -> str:
 
 # scripts whose older JSON saved no total: only environment.wall_seconds gives their run time
 for _script in ("bench_deepfool", "bench_spectrum", "bench_universal", "bench_imagenet_scale", "bench_distributed",
-                "transfer"):
+                "transfer", "bench_uap_methods"):
     block(f"time-{_script}", f"{_script}.json")(_run_time)
 
 
@@ -1213,6 +1213,125 @@ def readme_commands(data: dict) -> str:
             f"for the demo ({duration(steps['demo_warm']['seconds'])} when run again). The second, the test suite "
             f"that CI runs, took {duration(steps['tests']['seconds'])} "
             f"({', '.join(p for p in data['pytest_summary'].split(' in ')[0].split(', ') if 'warning' not in p)}).")
+
+
+# ---------------------------------------------------------------- universal methods (issue 15)
+
+UAP_PUBLISHED = ("published SGD-UAP (decaying step)", "published SGD-UAP (constant step)")
+
+
+def _uap_setting(norm: str, xi: float, cifar: bool = False) -> str:
+    return f"{NORM[norm]} {_xi(norm, xi) if cifar else f'{xi:g}'}"
+
+
+def _uap_summary(part: dict) -> dict[tuple[str, float, str], dict]:
+    return {(r["norm"], r["xi"], r["method"]): r for r in part["summary"]}
+
+
+def _uap_settings(part: dict) -> list[tuple[str, float]]:
+    seen: list[tuple[str, float]] = []
+    for r in part["summary"]:
+        if (r["norm"], r["xi"]) not in seen:
+            seen.append((r["norm"], r["xi"]))
+    return seen
+
+
+@block("uap-sgd-published", "bench_uap_methods.json")
+def uap_sgd_published(data: dict) -> str:
+    rows = []
+    for part, model, cifar in ((data["sgd_vs_published"], "MNIST CNN", False), (data["cifar"], "CIFAR-10 ResNet", True)):
+        summary = _uap_summary(part)
+        for norm, xi in _uap_settings(part):
+            here = {m: summary[(norm, xi, m)] for m in (*UAP_PUBLISHED, "boundgeo sgd")}
+            ours = here["boundgeo sgd"]
+            best = max(here[m]["mean"] for m in UAP_PUBLISHED)
+            per_set = {r["fit_set"]: r["eval_fooling"] for r in part["rows"]
+                       if (r["norm"], r["xi"], r["method"]) == (norm, xi, "boundgeo sgd")}
+            published_sets = {}
+            for r in part["rows"]:
+                if (r["norm"], r["xi"]) == (norm, xi) and r["method"] in UAP_PUBLISHED:
+                    published_sets[r["fit_set"]] = max(published_sets.get(r["fit_set"], 0.0), r["eval_fooling"])
+            ahead = sum(per_set[s] >= published_sets[s] for s in per_set)
+            rows.append([model, _uap_setting(norm, xi, cifar),
+                         *[f"{pct(here[m]['mean'])} ({pct_range(here[m]['min'], here[m]['max'])})"
+                           for m in (*UAP_PUBLISHED, "boundgeo sgd")],
+                         f"{(ours['mean'] - best) * 100:+.1f}", f"{ahead} of {len(per_set)}"])
+    return markdown(["model", "setting", "published, decaying step", "published, constant step", "boundgeo sgd",
+                     "sgd − better published (points)", "fit sets where sgd ≥ both"], rows)
+
+
+@block("uap-sgd-ablation", "bench_uap_methods.json")
+def uap_sgd_ablation(data: dict) -> str:
+    part = data["sgd_vs_published"]
+    summary = _uap_summary(part)
+    settings = _uap_settings(part)
+    methods = ["boundgeo sgd", *sorted({r["method"] for r in part["summary"] if r["method"].startswith("sgd, ")},
+                                       key=lambda m: [r["method"] for r in part["summary"]].index(m)),
+               UAP_PUBLISHED[0]]
+    rows = []
+    for method in methods:
+        values = [summary[(n, x, method)]["mean"] for n, x in settings]
+        base = [summary[(n, x, "boundgeo sgd")]["mean"] for n, x in settings]
+        delta = sum(v - b for v, b in zip(values, base, strict=True)) / len(values)
+        name = "boundgeo sgd (defaults)" if method == "boundgeo sgd" else method.removeprefix("sgd, ")
+        rows.append([name, *[pct(v) for v in values], "—" if method == "boundgeo sgd" else f"{delta * 100:+.1f}"])
+    return markdown(["variant", *[_uap_setting(n, x) for n, x in settings], "mean change (points)"], rows)
+
+
+METHOD_NAMES = {"batched": "batched", "sgd": "sgd", "singular": "singular", "spectral": "spectral",
+                "random": "random direction"}
+
+
+@block("uap-methods", "bench_uap_methods.json")
+def uap_methods(data: dict) -> str:
+    part = data["methods"]
+    summary = _uap_summary(part)
+    settings = _uap_settings(part)
+    rows = []
+    for method, name in METHOD_NAMES.items():
+        here = [summary[(n, x, method)] for n, x in settings]
+        rows.append([name, f"{here[0]['images']:.0f}", span([h["seconds_mean"] for h in here], lambda v: f"{v:.1f}"),
+                     *[f"{pct(h['mean'])} ({pct_range(h['min'], h['max'])})" for h in here],
+                     span([h["alignment"] for h in here], lambda v: pct(v, 0))])
+    ref = part["alignment_reference"]
+    return markdown(["method", "fit images", "seconds", *[_uap_setting(n, x) for n, x in settings],
+                     f"alignment (top-{ref['k']}; random {pct(ref['random_share'])})"], rows)
+
+
+@block("uap-fit-size", "bench_uap_methods.json")
+def uap_fit_size(data: dict) -> str:
+    part = data["curve"]
+    sizes = sorted({r["images"] for r in part["summary"]})
+    names = {"deepfool": "Algorithm 1 (5 passes)", "sgd": "sgd (10 passes)", "singular": "singular (10 iterations)"}
+    rows = []
+    for method, name in names.items():
+        cells = []
+        for n in sizes:
+            values = [r["eval_fooling"] for r in part["rows"] if r["method"] == method and r["images"] == n]
+            cells.append(f"{pct(sum(values) / len(values))} ({pct_range(min(values), max(values))})")
+        rows.append([name, *cells])
+    return markdown(["method", *[f"{n:,} images" for n in sizes]], rows)
+
+
+def _curve_mean(data: dict, method: str, images: int) -> float:
+    values = [r["eval_fooling"] for r in data["curve"]["rows"] if r["method"] == method and r["images"] == images]
+    return sum(values) / len(values)
+
+
+@block("uap-singular-share", "bench_uap_methods.json")
+def uap_singular_share(data: dict) -> str:
+    sizes = sorted({r["images"] for r in data["curve"]["rows"]})
+    singular, sgd = _curve_mean(data, "singular", 64), _curve_mean(data, "sgd", sizes[-1])
+    return (f"{pct(singular)} from 64 images, {pct(singular / sgd, 0)} of the {pct(sgd)} that sgd reaches "
+            f"from {sizes[-1]:,}")
+
+
+@block("uap-cost", "bench_uap_methods.json")
+def uap_cost(data: dict) -> str:
+    c = data["cost"]
+    return (f"{c['sgd_seconds']:.2f} s for {c['passes']} passes over {c['images']:,} images against "
+            f"{c['floor_seconds']:.2f} s for the same forward and backward passes as plain calls at mini-batch "
+            f"{c['batch']}: {c['ratio']:.2f}×")
 
 
 # ---------------------------------------------------------------- rendering and checking
