@@ -77,12 +77,18 @@ def fooled(
         x: validated inputs (n, *S) on the classifier's device; clean: their predictions (n,).
         v: one perturbation (*S) shared by all inputs, or one per input (n, *S).
     """
+    return perturbed_predictions(clf, x, v, batch_size=batch_size) != clean
+
+
+@torch.no_grad()
+def perturbed_predictions(clf: Classifier, x: torch.Tensor, v: torch.Tensor, *, batch_size: int = 512) -> torch.Tensor:
+    """The predicted classes (n,) of ``x`` once ``v`` is added and the result clipped to the
+    bounds; ``v`` is one perturbation (*S) or one per input (n, *S)."""
     per_input = v.dim() == x.dim()
     v = v.to(x.device, x.dtype)
-    out = torch.empty(x.shape[0], dtype=torch.bool, device=x.device)
+    out = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
     for start in range(0, x.shape[0], batch_size):
         stop = start + batch_size
         shift = v[start:stop] if per_input else v
-        pred = clf.forward(clf.clip(x[start:stop] + shift)).argmax(1)
-        out[start:stop] = pred != clean[start:stop]
+        out[start:stop] = clf.forward(clf.clip(x[start:stop] + shift)).argmax(1)
     return out

@@ -137,6 +137,12 @@ def test_targeted_sgd_sends_most_inputs_to_the_target(tmp_path):
     assert math.isclose(sent.fooling_rate, float((after != clean).double().mean()), rel_tol=1e-12)
     assert float(sent.perturbation.norm()) <= 2.0 * (1 + 1e-6)
     assert int(reached[target]) < 0.1 * len(x)
+    # the held-out rates, both from one forward pass, are those of the returned v
+    held_clean = clf.predict(held)
+    held_after = clf.predict(clf.clip(held + sent.perturbation))
+    assert sent.eval_fooling_rate == bg.fooling_rate(clf, held, sent.perturbation)
+    assert math.isclose(sent.eval_target_rate, float((held_after[held_clean != target] == target).double().mean()),
+                        rel_tol=1e-12)
     # saved and read back with its target fields
     again = bg.UniversalPerturbation.load(sent.save(tmp_path / "targeted"))
     assert (again.target, again.target_rate, again.eval_target_rate) == (target, sent.target_rate,
@@ -176,3 +182,20 @@ def test_running_scores_cost_no_forward_pass_over_the_fit_set(request):
     assert sum(seen) == rows + 3 * 96 - 96
     last = clf.predict(clf.clip(x + running.perturbation))
     assert math.isclose(running.fooling_rate, float((last != clf.predict(x)).double().mean()), rel_tol=1e-12)
+
+
+def test_a_hidden_layer_ends_the_forward_pass_there():
+    """The layers after the chosen one never run inside the power method's products."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.Tanh(), nn.Linear(8, 3)).eval()
+    clf = bg.Classifier(model)
+    x = torch.rand(5, 1, 4, 4)
+    clf.forward(x)
+    calls = []
+    model[3].register_forward_hook(lambda *_: calls.append(1))
+    f = layer_function(clf, "2")
+    assert torch.equal(f(x), model[2](model[1](model[0](x))))
+    PowerIteration(f, x, p=2.0, q=2.0, seed=0, batch_size=5).step()
+    assert calls == []
+    clf.forward(x)  # the hook is gone and the model runs whole again
+    assert calls == [1]

@@ -20,6 +20,11 @@ from ..classifier import Classifier
 
 
 # ============================================================================== the layer
+class _Reached(BaseException):
+    """Raised by the hook on the chosen layer to end the forward pass there. A BaseException, so
+    that ``Classifier.forward``'s report of models that reject their inputs lets it through."""
+
+
 def layer_function(clf: Classifier, layer: str | None) -> Callable[[torch.Tensor], torch.Tensor]:
     """x (n, *S) in input space → the output of ``layer`` (a module name of ``clf.model``, as
     ``named_modules()`` lists them) flattened to (n, m); the logits when ``layer`` is None. The
@@ -35,14 +40,17 @@ def layer_function(clf: Classifier, layer: str | None) -> Callable[[torch.Tensor
     module = modules[layer]
 
     def through(x: torch.Tensor) -> torch.Tensor:
-        seen: list[torch.Tensor] = []
+        seen: list = []
 
         def keep(_module, _inputs, output):
             seen.append(output)
+            raise _Reached  # the layers after it would only add work to every product
 
         handle = module.register_forward_hook(keep)
         try:
             clf.forward(x)
+        except _Reached:
+            pass
         finally:
             handle.remove()
         if not seen or not isinstance(seen[-1], torch.Tensor):
@@ -67,10 +75,13 @@ def _dual(p: float) -> float:
     return 1.0 if math.isinf(p) else p / (p - 1)
 
 
-def _unit(v: torch.Tensor, p: float) -> torch.Tensor:
+def _pnorm(v: torch.Tensor, p: float) -> torch.Tensor:
     flat = v.reshape(-1)
-    size = flat.abs().amax() if math.isinf(p) else torch.linalg.vector_norm(flat, ord=p)
-    return v / size.clamp_min(torch.finfo(v.dtype).tiny)
+    return flat.abs().amax() if math.isinf(p) else torch.linalg.vector_norm(flat, ord=p)
+
+
+def _unit(v: torch.Tensor, p: float) -> torch.Tensor:
+    return v / _pnorm(v, p).clamp_min(torch.finfo(v.dtype).tiny)
 
 
 class PowerIteration:
@@ -129,13 +140,9 @@ class PowerIteration:
                                 "another layer")
         new = _unit(_psi(_unit(total, math.inf), _dual(self.p)), self.p)
         # up to sign: the iterate may flip between ±v, and either sign is the same singular vector
-        moved = min(self._size(new - self.v), self._size(new + self.v))
+        moved = float(torch.minimum(_pnorm(new - self.v, self.p), _pnorm(new + self.v, self.p)))
         self.v = new
         return moved
-
-    def _size(self, v: torch.Tensor) -> float:
-        flat = v.reshape(-1)
-        return float(flat.abs().amax() if math.isinf(self.p) else torch.linalg.vector_norm(flat, ord=self.p))
 
 
 def signed_in_ball(clf: Classifier, x: torch.Tensor, clean: torch.Tensor, direction: torch.Tensor, xi: float,

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from .._checks import check_choice, check_count, check_real, check_seed
 from .._errors import BoundgeoError
-from .._perturb import check_norm, fooled, project_rows, row_sizes, scale_to_norm
+from .._perturb import check_norm, fooled, perturbed_predictions, project_rows, row_sizes, scale_to_norm
 from .._results import Result
 from ..classifier import Classifier, as_classifier
 from ..distributed import (
@@ -111,26 +111,24 @@ def _fooled_mask(clf: Classifier, x: torch.Tensor, clean: torch.Tensor, v: torch
 
 
 def _fooled_count(clf: Classifier, x: torch.Tensor, clean: torch.Tensor, v: torch.Tensor, batch_size: int,
-                  world: World, *, also: int = 0, target: int | None = None) -> tuple[int, int]:
-    """How many inputs ``v`` fools (with ``target``: how many it sends to that class, of those not
-    predicted as it without v), each rank counting its chunks, and the sum of ``also`` over the
-    ranks (a count kept per rank): exact integer sums, in one collective."""
+                  world: World, *, also: int = 0, target: int | None = None) -> tuple[int, int, int]:
+    """From one forward pass per input, each rank counting its chunks: how many inputs ``v``
+    fools, how many it sends to ``target`` of those not predicted as it without v (0 without a
+    target), and the sum of ``also`` over the ranks (a count kept per rank). Exact integer sums,
+    in one collective."""
     per_input = v.dim() == x.dim()
 
     def mine() -> torch.Tensor:
-        counts = torch.tensor([0, also], dtype=torch.long, device=x.device)
+        counts = torch.tensor([0, 0, also], dtype=torch.long, device=x.device)
         for a, b in chunks(x.shape[0], batch_size, world):
-            shift = v[a:b] if per_input else v
-            if target is None:
-                counts[0] += fooled(clf, x[a:b], clean[a:b], shift, batch_size=batch_size).sum()
-            else:
-                with torch.no_grad():
-                    pred = clf.forward(clf.clip(x[a:b] + shift)).argmax(1)
-                counts[0] += ((pred == target) & (clean[a:b] != target)).sum()
+            pred = perturbed_predictions(clf, x[a:b], v[a:b] if per_input else v, batch_size=batch_size)
+            counts[0] += (pred != clean[a:b]).sum()
+            if target is not None:
+                counts[1] += ((pred == target) & (clean[a:b] != target)).sum()
         return counts
 
-    fooled_n, total = world.sum_of(mine, shape=(2,), dtype=torch.long, device=x.device).tolist()
-    return fooled_n, total
+    changed, sent, total = world.sum_of(mine, shape=(3,), dtype=torch.long, device=x.device).tolist()
+    return changed, sent, total
 
 
 def _as_perturbation(v, inputs: torch.Tensor, name: str = "perturbation") -> torch.Tensor:
@@ -424,15 +422,18 @@ def _pass_sgd(clf, x, clean, v, order, xi, norm, counter, batch, step_size, loss
 def _spectral(clf, x, clean, xi, norm, components, df_kwargs, counter, forward_batch) -> torch.Tensor:
     """The best of the top ``components`` principal directions of the fit inputs' unit DeepFool
     normals, either sign, taken to the surface of the ball (:func:`signed_in_ball`)."""
+    from ..geometry.spectral import spectrum  # here: the geometry package imports the attacks one
+
     pts = _deepfool_step(clf, x, df_kwargs, counter)
-    normals = pts.directions("normal")
-    if len(normals) == 0:
+    # the rows spectrum() takes: converged points with a nonzero normal
+    rows = int((pts.converged.cpu() & (pts.normal.reshape(len(pts), -1).abs().amax(1).cpu() > 0)).sum())
+    if rows == 0:
         raise BoundgeoError("method='spectral': DeepFool converged for none of the fit inputs, so there are no "
                             "normals to take principal directions of; raise max_iter or check the model")
-    # uncentred, as the paper's spectrum: the principal directions are the right singular vectors
-    top = torch.linalg.svd(normals.to(x.device, torch.float64), full_matrices=False)[2][:components]
+    # the paper's (uncentred) spectrum, by whichever route bounds the memory of these normals
+    spec = spectrum(pts, kind="normal", k=min(components, rows, x[0].numel()), baseline_draws=0)
     best, best_count = None, -1
-    for direction in top:
+    for direction in spec.basis(min(components, len(spec.components))).to(x.device):
         v, count = signed_in_ball(clf, x, clean, direction.to(x.dtype).reshape(x.shape[1:]), xi, norm,
                                   forward_batch)
         if count > best_count:  # on a tie the earlier, larger principal direction
@@ -642,9 +643,10 @@ def _fit(clf: Classifier, x: torch.Tensor, checked: dict[str, Any], given: list[
                 lambda: torch.tensor([seen, counter.gradients - gradients_before]),
                 shape=(2,), dtype=torch.long, device="cpu").tolist()
         else:
-            hits, gradients = _fooled_count(clf, x, clean, v, forward_batch, world,
-                                            also=counter.gradients - gradients_before,  # rows of every rank
-                                            target=target)
+            changed, sent, gradients = _fooled_count(clf, x, clean, v, forward_batch, world,
+                                                     also=counter.gradients - gradients_before,  # every rank's rows
+                                                     target=target)
+            hits = changed if target is None else sent
         rate = hits / counted  # targeted: the share sent to the target
         history.append({
             "pass": p,
@@ -672,21 +674,25 @@ def _fit(clf: Classifier, x: torch.Tensor, checked: dict[str, Any], given: list[
     seconds = time.perf_counter() - start
     if keep_best and not reached:
         v, rate = best_v, best_rate
-    if method == "sgd" and checked["score"] == "running":  # the returned v's own rate, exactly
-        rate = _fooled_count(clf, x, clean, v, forward_batch, world, target=target)[0] / counted
-    eval_rate = fooling_rate(clf, eval_data, v, batch_size=forward_batch) if eval_data is not None else None
-    targeted = {}
-    if target is not None:
-        eval_target = None
+    targeted, eval_rate = {}, None
+    if target is None:
+        if method == "sgd" and checked["score"] == "running":  # the returned v's own rate, exactly
+            rate = _fooled_count(clf, x, clean, v, forward_batch, world)[0] / n
+        if eval_data is not None:
+            eval_rate = fooling_rate(clf, eval_data, v, batch_size=forward_batch)
+    else:  # both rates of v from one forward pass over the fit inputs, and one over the held-out ones
+        changed, sent, _ = _fooled_count(clf, x, clean, v, forward_batch, world, target=target)
+        targeted = {"target": target, "target_rate": sent / counted, "eval_target_rate": None}
+        rate = changed / n  # every changed prediction
         if eval_data is not None:
             held, _ = as_tensors(eval_data)
             held = clf.check_inputs(held)
-            held_clean = clf.predict(held, batch_size=forward_batch)
+            world.agree("universal_perturbation eval_data", {"n": held.shape[0]})
+            held_clean = _predict(clf, held, forward_batch, world)
+            changed, sent, _ = _fooled_count(clf, held, held_clean, v, forward_batch, world, target=target)
             others = int((held_clean != target).sum())
-            sent, _ = _fooled_count(clf, held, held_clean, v, forward_batch, World(), target=target)
-            eval_target = sent / others if others else float("nan")
-        targeted = {"target": target, "target_rate": rate, "eval_target_rate": eval_target}
-        rate = _fooled_count(clf, x, clean, v, forward_batch, world)[0] / n  # every changed prediction
+            eval_rate = changed / held.shape[0]
+            targeted["eval_target_rate"] = sent / others if others else float("nan")
     return UniversalPerturbation(
         perturbation=v.detach(),
         xi=float(xi),
