@@ -20,7 +20,11 @@ Per library it reports the success rate, the median and mean ‖r‖, the paired
 (counted with module hooks, in a second, untimed run so the hooks cost the timings nothing),
 plus where boundgeo's time goes (forward, backward, the rest). Results go to
 analysis/results/bench_deepfool.json, with the top-level "environment" (analysis/_environment.py).
-``--quick``: 50 images, a sweep on 20, into analysis/results/quick/.
+``other_models`` then puts boundgeo's ratio to the floor, and its time against foolbox's, on two
+larger networks: the CIFAR-10 ResNet of analysis/cifar10.py (200 held-out images, ℓ2 and ℓ∞) and
+torchvision's ResNet-50 with RANDOM weights at 224x224 (4 images, ℓ2; timing only). ``--skip-models``
+leaves it out.
+``--quick``: 50 images, a sweep on 20, 20 and 2 images for the other models, into analysis/results/quick/.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from boundgeo import zoo
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "analysis"))
+sys.path.insert(0, str(ROOT / "analysis" / "benchmarks"))
 from _environment import environment, finish  # noqa: E402
 
 SWEEP = ((1, 32), (1, 128), (1, 500), (2, 32), (2, 128), (2, 500))  # (torch threads, batch size)
@@ -172,6 +177,94 @@ def autograd_floor(model, x, pts, batch: int, threads: int, repeats: int = 3) ->
     return total / len(x)
 
 
+def other_models(args) -> list[dict]:
+    """boundgeo's DeepFool against its autograd floor (and foolbox's time) beyond the MNIST CNN.
+
+    - the CIFAR-10 ResNet of analysis/cifar10.py (trained on part of the CIFAR-10 test split):
+      ``--models-n`` correctly classified images of its held-out split, ℓ2 and ℓ∞;
+    - torchvision's ResNet-50 with RANDOM weights (batch norm calibrated on 8 other images, as in
+      bench_imagenet_scale.py) at 3x224x224 on CIFAR-10 JPEGs upscaled by ``bg.ImageFolder(size=224)``,
+      ImageNet mean and std folded into the model: ``--resnet50-n`` images, ℓ2, labels its own
+      predictions. It times the machinery only; it says nothing about a trained ResNet-50.
+
+    Each runs at 2 torch threads (the faster setting for every library on the MNIST sweep) with
+    the whole set as one batch, best of ``--repeats``; foolbox runs on the same images and settings.
+    """
+    from bench_imagenet_scale import IMAGENET_MEAN, IMAGENET_STD, SIZE, calibrate_batchnorm
+    from cifar10 import CHECKPOINT
+
+    rows: list[dict] = []
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cases = []
+        if not CHECKPOINT.exists():
+            raise SystemExit(f"{CHECKPOINT} is missing: run analysis/cifar10.py first (it trains the ResNet)")
+        resnet = zoo.load_checkpoint(CHECKPOINT).model.eval()
+        _, _, xc, yc = zoo.reference_split("cifar10", root=args.cifar_dir)
+        with torch.no_grad():
+            right = torch.cat([resnet(b).argmax(1) for b in xc.split(500)]) == yc
+        cases += [("CIFAR-10 ResNet (trained on part of the CIFAR-10 test split)", resnet,
+                   xc[right][: args.models_n].contiguous(), yc[right][: args.models_n], norm)
+                  for norm in ("l2", "linf")]
+        data = bg.ImageFolder(args.cifar_dir, size=SIZE)
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
+        images = torch.stack([data[int(i)][0] for i in order[: 8 + args.resnet50_n]])
+        import torchvision.models
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            r50 = torchvision.models.resnet50(weights=None).eval()
+        calibrate_batchnorm(r50, images[:8])
+        r50 = nn.Sequential(_Normalise(IMAGENET_MEAN, IMAGENET_STD), r50).eval()
+        x50 = images[8:].contiguous()
+        with torch.no_grad():
+            y50 = r50(x50).argmax(1)
+        cases.append(("ResNet-50 (RANDOM weights, 224x224)", r50, x50, y50, "l2"))
+        for name, model, x, y, norm in cases:
+            for p in model.parameters():
+                p.requires_grad_(False)
+            batch = len(x)
+            run_boundgeo(model, x[:2], y[:2], norm, 2)  # warm-up
+            ours = float("inf")
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                adv, success, pts = run_boundgeo(model, x, y, norm, batch)
+                ours = min(ours, time.perf_counter() - start)
+            floor = autograd_floor(model, x, pts, batch, 2, repeats=2)
+            theirs = float("inf")
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                fadv, fsuccess, _ = run_foolbox(model, x, y, norm, batch)
+                theirs = min(theirs, time.perf_counter() - start)
+            norms, fnorms = _norms(adv - x, norm), _norms(fadv - x, norm)
+            row = {"model": name, "norm": norm, "images": len(x), "batch_size": batch, "torch_threads": 2,
+                   "input_shape": list(x.shape[1:]), "mean_iterations": float(pts.iterations.float().mean()),
+                   "box_step": pts.settings.get("box_step"), "success_rate": float(success.float().mean()),
+                   "foolbox_success_rate": float(fsuccess.float().mean()),
+                   "median_norm": float(norms[success].median()), "foolbox_median_norm": float(fnorms[fsuccess].median()),
+                   "seconds_per_image": ours / len(x), "floor_seconds_per_image": floor,
+                   "ratio_to_floor": ours / len(x) / floor, "foolbox_seconds_per_image": theirs / len(x),
+                   "time_ratio_to_foolbox": ours / theirs, "timing": f"best of {args.repeats}; floor best of 2"}
+            rows.append(row)
+            print(f"{name} {norm}: {row['mean_iterations']:.2f} iterations, {row['seconds_per_image'] * 1e3:.1f} ms/img, "
+                  f"{row['ratio_to_floor']:.2f}x the floor, {row['time_ratio_to_foolbox']:.3f}x foolbox's time, "
+                  f"median ‖r‖ {row['median_norm']:.4f} (foolbox {row['foolbox_median_norm']:.4f})", flush=True)
+    finally:
+        torch.set_num_threads(before)
+    return rows
+
+
+class _Normalise(nn.Module):
+    def __init__(self, mean, std) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
 def best_setting(name, runner, model, x, y, norm, **extra) -> tuple[dict, list[dict]]:
     """Each (threads, batch) of SWEEP timed once on ``x``; the fastest, and all of them."""
     before = torch.get_num_threads()
@@ -281,6 +374,10 @@ def main() -> None:
     parser.add_argument("--data-dir", default=str(ROOT / "data" / "mnist"))
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--skip-art", action="store_true")
+    parser.add_argument("--cifar-dir", default=str(ROOT / "data" / "cifar10"))
+    parser.add_argument("--models-n", type=int, default=200, help="CIFAR-10 ResNet images of the other-models part")
+    parser.add_argument("--resnet50-n", type=int, default=4, help="224x224 images of the other-models part")
+    parser.add_argument("--skip-models", action="store_true", help="skip the CIFAR-10 ResNet and ResNet-50 part")
     parser.add_argument("--repeats", type=int, default=2, help="every library is timed best of this many runs")
     parser.add_argument("--sweep-n", type=int, default=100, help="images timed for each setting of SWEEP")
     parser.add_argument("--quick", action="store_true",
@@ -290,6 +387,7 @@ def main() -> None:
     env = environment()
     if args.quick:
         args.n, args.sweep_n = min(args.n, 50), min(args.sweep_n, 20)
+        args.models_n, args.resnet50_n = min(args.models_n, 20), min(args.resnet50_n, 2)
     results = ROOT / "analysis" / "results" / ("quick" if args.quick else "")
     args.out = args.out or str(results / "bench_deepfool.json")
 
@@ -323,6 +421,8 @@ def main() -> None:
         if norm == "l2" and not args.skip_art:
             rows.append(run("art", run_art, norm, reference=ref)[0])
 
+    models = [] if args.skip_models else other_models(args)
+
     import foolbox
     import art
 
@@ -342,6 +442,7 @@ def main() -> None:
         },
         "rows": rows,
         "sweeps": sweeps,
+        "other_models": models,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
