@@ -399,6 +399,36 @@ def deepfool_box(data: dict) -> str:
     return "\n".join(lines) + "\n\n" + table
 
 
+@block("deepfool-other-models", "bench_deepfool.json")
+def deepfool_other_models(data: dict) -> str:
+    """boundgeo's DeepFool on the CIFAR-10 ResNet and on ResNet-50 at 224x224: the floor and foolbox."""
+    rows = data.get("other_models")
+    if not rows:
+        return ("The saved benchmark has no other-models rows: rerun `analysis/benchmarks/bench_deepfool.py` "
+                "without `--skip-models`.")
+    table = markdown(
+        ["model", "norm", "images", "iterations", "floor ms / image", "boundgeo ms / image", "time / floor",
+         "foolbox ms / image", "time vs foolbox", "success (foolbox)", "median ‖r‖ (foolbox)"],
+        [[r["model"], NORM[r["norm"]], str(r["images"]), f"{r['mean_iterations']:.2f}",
+          f"{r['floor_seconds_per_image'] * 1e3:.1f}", f"{r['seconds_per_image'] * 1e3:.1f}",
+          f"{r['ratio_to_floor']:.2f}x", f"{r['foolbox_seconds_per_image'] * 1e3:.1f}",
+          f"{r['time_ratio_to_foolbox']:.2f}x", f"{pct(r['success_rate'], 0)} ({pct(r['foolbox_success_rate'], 0)})",
+          f"{r['median_norm']:.4f} ({r['foolbox_median_norm']:.4f})"] for r in rows])
+    setting = rows[0]
+    worst = max(rows, key=lambda r: r["ratio_to_floor"])
+    below = [r for r in rows if r["ratio_to_floor"] < 1]
+    return (f"{setting['torch_threads']} torch threads, every model's images as one batch, "
+            f"{setting['timing']}:\n\n" + table + "\n\n"
+            f"boundgeo is at {', '.join(format(r['ratio_to_floor'], '.2f') + 'x' for r in rows)} its floor and "
+            f"{', '.join(format(r['time_ratio_to_foolbox'], '.2f') + 'x' for r in rows)} foolbox's time (rows in "
+            "order), "
+            f"with the same success and median ‖r‖ as foolbox. The largest ratio is "
+            f"{worst['model'].split(' (')[0]} {NORM[worst['norm']]} ({worst['ratio_to_floor']:.2f}x)"
+            + (f"; a ratio below 1 ({', '.join(r['model'].split(' (')[0] + ' ' + NORM[r['norm']] for r in below)}) "
+               "is the floor's own timing noise, not a run faster than the calls it makes" if below else "")
+            + ".")
+
+
 # ---------------------------------------------------------------- Section 4
 
 def _s4(rows: list[dict], dataset: str, model: str) -> dict:
