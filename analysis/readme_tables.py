@@ -1355,7 +1355,10 @@ def uap_findings(data: dict) -> str:
                  f"{named['no decay (step 0.8 ξ)'] * 100:+.1f}. The mini-batch: 16 gives "
                  f"{named['mini-batch 16'] * 100:+.1f} points and 64 {named['mini-batch 64'] * 100:+.1f}. "
                  f"β = 12 instead of 8 gives {named['β = 12'] * 100:+.1f}, and momentum 0.9 "
-                 f"{named['momentum 0.9'] * 100:+.1f}.")
+                 f"{named['momentum 0.9'] * 100:+.1f}. The logit-margin loss "
+                 '(`loss="margin"`) gives '
+                 f"{named['margin loss'] * 100:+.1f} points, and with mini-batch 16 "
+                 f"{named['margin loss, mini-batch 16'] * 100:+.1f}.")
     methods = _methods_summary(data["methods"])
     settings = _methods_settings(data["methods"])
 
@@ -1420,6 +1423,20 @@ def uap_singular_share(data: dict) -> str:
     singular, sgd = _curve_mean(data, "singular", 64), _curve_mean(data, "sgd", sizes[-1])
     return (f"{pct(singular)} from 64 images, {pct(singular / sgd, 0)} of the {pct(sgd)} that sgd reaches "
             f"from {sizes[-1]:,}")
+
+
+@block("uap-targeted", "bench_uap_methods.json")
+def uap_targeted(data: dict) -> str:
+    part = data["targeted"]
+    summary = _methods_summary(part)
+    settings = _methods_settings(part)
+    methods = list(dict.fromkeys(r["method"] for r in part["rows"]))
+    rows = []
+    for method in methods:
+        here = [summary[(n, x, method)] for n, x in settings]
+        rows.append([method, f"{here[0]['images']:.0f}", span([h["seconds_mean"] for h in here], lambda v: f"{v:.1f}"),
+                     *[f"{pct(h['mean'])} ({pct_range(h['min'], h['max'])})" for h in here]])
+    return markdown(["method", "fit images", "seconds", *[_methods_setting(n, x) for n, x in settings]], rows)
 
 
 @block("uap-cost", "bench_uap_methods.json")

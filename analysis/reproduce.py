@@ -101,10 +101,10 @@ STEPS = (
          "version 4b24a80bd7ae78ab ran the seeds by hand beside the main run's ART settings, each process "
          "on a core of its own, which saves the 49 min"),
     Step("bench_uap_methods", (("analysis/benchmarks/bench_uap_methods.py",),),
-         (("analysis/benchmarks/bench_uap_methods.py", "--quick"),), ("bench_uap_methods.json",), 1200, 90,
+         (("analysis/benchmarks/bench_uap_methods.py", "--quick"),), ("bench_uap_methods.json",), 1750, 100,
          "boundgeo's sgd against the published SGD-UAP update (MNIST CNN, 6 settings x 3 fit sets, with the "
          "ablation; CIFAR-10 ResNet at l-inf 8/255 and 10/255), every method with alignment, the fit-size "
-         "curve and sgd's cost against its forward and backward passes"),
+         "curve, sgd's cost against its forward and backward passes, and targeted perturbations to each class"),
     Step("bench_imagenet_scale", (("analysis/benchmarks/bench_imagenet_scale.py",),),
          (("analysis/benchmarks/bench_imagenet_scale.py", "--quick"),), ("bench_imagenet_scale.json",), 910, 40),
     Step("bench_distributed", (("analysis/benchmarks/bench_distributed.py",),),

@@ -80,6 +80,16 @@ def fooled(
     return perturbed_predictions(clf, x, v, batch_size=batch_size) != clean
 
 
+def sent_to(pred: torch.Tensor, clean: torch.Tensor, target: int | None) -> torch.Tensor:
+    """Which inputs a perturbation succeeds on, from their predictions with it (``pred``) and
+    without it (``clean``): untargeted (``target`` None) those whose class changed; targeted those
+    now predicted as ``target`` that were not before (an input already in ``target`` cannot be
+    sent there, and counts for neither side of a targeted rate)."""
+    if target is None:
+        return pred != clean
+    return (pred == target) & (clean != target)
+
+
 @torch.no_grad()
 def perturbed_predictions(clf: Classifier, x: torch.Tensor, v: torch.Tensor, *, batch_size: int = 512) -> torch.Tensor:
     """The predicted classes (n,) of ``x`` once ``v`` is added and the result clipped to the

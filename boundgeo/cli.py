@@ -598,15 +598,17 @@ def stage_geometry(setup: _Setup, out: Path, seed: int):
 
 
 def stage_uap(setup: _Setup, out: Path, seed: int, xi: float | None = None, norm: str = "l2",
-              method: str = "sgd"):
+              method: str = "sgd", target: int | None = None, loss: str = "ce"):
     from .attacks.universal import perturbed_examples, universal_perturbation
 
     clf, data = setup.clf, setup.data
     if xi is None:
         xi = 3 * _median_margin(out)
-    print(f"[uap] universal perturbation ({method}), {norm} ξ = {xi:.3g}")
+    aim = "" if target is None else f", to class {target}"
+    print(f"[uap] universal perturbation ({method}{aim}), {norm} ξ = {xi:.3g}")
     uap = universal_perturbation(clf, data.x, xi=xi, norm=norm, method=method, eval_data=data.x_eval,
-                                 seed=seed, progress=True, max_batch=setup.batches["grad"])
+                                 seed=seed, progress=True, max_batch=setup.batches["grad"], target=target,
+                                 loss=loss)
     _save(uap, out / "universal")
     # a seeded choice of held-out inputs, whose true classes go into setup.json for the figure
     pick = torch.randperm(len(data.x_eval), generator=torch.Generator().manual_seed(seed))[:EXAMPLES]
@@ -616,6 +618,9 @@ def stage_uap(setup: _Setup, out: Path, seed: int, xi: float | None = None, norm
     _record(out, examples_true_label=data.y_eval[pick][same.float().argmax(1)].tolist())
     print(f"      fools {uap.fooling_rate:.1%} of the fit inputs and {uap.eval_fooling_rate:.1%} of the "
           f"held-out ones ({uap.seconds:.1f} s)")
+    if target is not None:
+        print(f"      sends {uap.target_rate:.1%} of the fit inputs and {uap.eval_target_rate:.1%} of the held-out "
+              f"ones not already in class {target} to it")
     return uap
 
 
@@ -742,7 +747,8 @@ def cmd_geometry(args: argparse.Namespace) -> int:
 
 def cmd_uap(args: argparse.Namespace) -> int:
     return _stage_command(args, lambda setup, out: stage_uap(setup, out, args.seed, xi=args.xi, norm=args.norm,
-                                                             method=args.method))
+                                                             method=args.method, target=args.target,
+                                                             loss=args.loss))
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -847,6 +853,10 @@ def build_parser() -> argparse.ArgumentParser:
             stage.add_argument("--xi", type=float, default=None, help="radius (default: 3 x median margin)")
             stage.add_argument("--norm", choices=["l2", "linf"], default="l2")
             stage.add_argument("--method", choices=list(UNIVERSAL_METHODS), default="sgd")
+            stage.add_argument("--target", type=int, default=None,
+                               help="a class: a targeted perturbation that sends inputs there (sgd, singular)")
+            stage.add_argument("--loss", choices=["ce", "margin"], default="ce",
+                               help="sgd's loss: clipped cross-entropy or the logit margin")
         if name == "profile":
             stage.add_argument("--epsilons", type=float, nargs="+", default=None)
         if name == "curvature":

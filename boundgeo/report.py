@@ -216,6 +216,11 @@ def _findings(res: dict, info: dict | None = None) -> list[tuple[str, list[str],
             f"One perturbation with ‖v‖_{'2' if uap.norm == 'l2' else '∞'} ≤ {uap.xi:.4g} "
             f"(method {uap.method}) changes the prediction of {uap.fooling_rate:.1%} of the inputs it was "
             f"fitted on{held}, after {uap.passes} passes ({uap.seconds:.1f} s).{shown}",
+            *([f"It is targeted at class {uap.target}: it sends {uap.target_rate:.1%} of the fitted inputs not "
+               f"already predicted as {uap.target} there"
+               + (f", and {uap.eval_target_rate:.1%} of such held-out inputs." if uap.eval_target_rate is not None
+                  else ".")]
+              if getattr(uap, "target", None) is not None else []),
         ], "universal"))
         if examples is not None:
             largest = float(uap.perturbation.abs().max())

@@ -155,6 +155,16 @@ def test_analyze_and_stage_commands_on_a_users_model(user_model, tmp_path, capsy
     assert bg.RobustnessProfile.load(stages / "profile").epsilons.tolist() == [0.5, 1.0, 2.0]
     text = (stages / "report.md").read_text()
     assert "Universal perturbation" in text and "Robustness categories" in text
+    # a targeted perturbation by the margin loss, reported with its share sent to the class
+    assert main(["uap", "--out", str(stages), "--xi", "0.5", "--norm", "linf", "--target", "3", "--loss", "margin",
+                 *common]) == 0
+    assert "to class 3" in capsys.readouterr().out
+    targeted = bg.UniversalPerturbation.load(stages / "universal")
+    assert targeted.target == 3 and targeted.settings["loss"] == "margin" and 0 <= targeted.eval_target_rate <= 1
+    assert main(["report", str(stages)]) == 0
+    assert f"It is targeted at class 3: it sends {targeted.target_rate:.1%}" in (stages / "report.md").read_text()
+    assert main(["uap", "--out", str(stages), "--xi", "0.5", "--target", "3", "--method", "batched", *common]) == 2
+    assert "target= is implemented for method='sgd' and 'singular'" in capsys.readouterr().err
 
 
 def test_bad_model_arguments_are_reported(tmp_path, capsys, user_model):

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import boundgeo as bg
+from boundgeo._perturb import sent_to
 from boundgeo.attacks.singular import PowerIteration, layer_function
 
 
@@ -154,7 +155,11 @@ def test_targeted_sgd_sends_most_inputs_to_the_target(tmp_path):
     (dict(target=5), r"target must be a class of the model, 0 to 4, got 5"),
     (dict(target=-1), "target must be"),
     (dict(target=1.5), "target must be a whole number"),
-    (dict(target=1, method="batched"), r"target= is implemented for method='sgd', not 'batched'"),
+    (dict(target=1, method="batched"), r"target= is implemented for method='sgd' and 'singular', not 'batched'"),
+    (dict(target=1, method="spectral"), r"target= is implemented for method='sgd' and 'singular', not 'spectral'"),
+    (dict(target=1, method="singular", layer="1"), r"target= with method='singular' .* layer must be None"),
+    (dict(loss="hinge"), r"loss must be one of"),
+    (dict(loss="margin", method="singular"), r"loss='margin' is a setting of method='sgd', not of 'singular'"),
 ])
 def test_bad_targets_are_refused(change, message):
     torch.manual_seed(1)
@@ -199,3 +204,89 @@ def test_a_hidden_layer_ends_the_forward_pass_there():
     assert calls == []
     clf.forward(x)  # the hook is gone and the model runs whole again
     assert calls == [1]
+
+
+def test_sent_to_counts_changed_classes_or_arrivals_in_the_target():
+    pred, clean = torch.tensor([0, 1, 2, 2, 1]), torch.tensor([0, 2, 2, 1, 1])
+    assert sent_to(pred, clean, None).tolist() == [False, True, False, True, False]
+    # an input already in the target is never counted as sent there
+    assert sent_to(pred, clean, 2).tolist() == [False, False, False, True, False]
+
+
+def test_targeted_singular_on_two_affine_classes_is_the_difference_of_their_weights():
+    # every row of the targeted Jacobian is ∇(f_1 − f_0) = w_1 − w_0, so the singular vector is
+    # its direction, and the sign that sends inputs to class 1 is +
+    torch.manual_seed(4)
+    linear = nn.Linear(16, 2)
+    clf = bg.Classifier(nn.Sequential(nn.Flatten(), linear).eval())
+    x = torch.rand(80, 1, 4, 4)
+    with torch.no_grad():  # the boundary through the median input: half the inputs on each side
+        linear.bias[1] -= (clf.model(x)[:, 1] - clf.model(x)[:, 0]).median()
+    clean = clf.predict(x)
+    assert 0 < int((clean == 1).sum()) < len(x)
+    toward = (linear.weight[1] - linear.weight[0]).detach().double()
+    for norm, xi in (("l2", 3.0), ("linf", 0.5)):
+        found = bg.universal_perturbation(clf, x, xi=xi, norm=norm, method="singular", target=1, max_passes=50,
+                                          delta=1e-9, keep_best=False, progress=False)
+        v = found.perturbation.reshape(-1).double()
+        expected = toward / toward.norm() * xi if norm == "l2" else xi * toward.sign()
+        torch.testing.assert_close(v, expected, atol=1e-5, rtol=0)
+        after = clf.predict(clf.clip(x + found.perturbation))
+        assert math.isclose(found.target_rate, float((after[clean != 1] == 1).double().mean()), rel_tol=1e-12)
+        assert found.target_rate > 0.5
+
+
+def _tanh_mlp(seed: int = 0) -> tuple[bg.Classifier, torch.Tensor, torch.Tensor]:
+    """A tanh MLP on [0, 1]^16 whose five classes each hold 14-27% of the inputs."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 5)).eval()
+    with torch.no_grad():  # centred on the middle of the box, and steep enough to be nonlinear there
+        model[1].weight.mul_(3)
+        model[1].bias.copy_(-0.5 * model[1].weight.sum(1))
+        model[3].weight.mul_(3)
+    return bg.Classifier(model), torch.rand(300, 1, 4, 4), torch.rand(300, 1, 4, 4)
+
+
+TOY = dict(xi=2.0, norm="l2", max_passes=10, progress=False, seed=0)
+
+
+@pytest.mark.parametrize("method, changes", [("singular", {}), ("sgd", dict(loss="margin")), ("sgd", {})])
+def test_targeted_perturbations_reach_every_class_of_a_nonlinear_toy(method, changes):
+    clf, x, held = _tanh_mlp()
+    assert torch.bincount(clf.predict(x), minlength=5).min() >= 30
+    rates = []
+    for target in range(5):
+        found = bg.universal_perturbation(clf, x, method=method, target=target, eval_data=held, **TOY, **changes)
+        assert found.target == target and 0 <= found.eval_target_rate <= 1
+        assert float(found.perturbation.norm()) <= TOY["xi"] * (1 + 1e-6)
+        rates.append(found.eval_target_rate)
+    assert min(rates) >= 0.7 and sum(rates) / len(rates) >= 0.9, rates
+
+
+@pytest.mark.parametrize("target", [None, 1])
+def test_one_margin_step_on_two_affine_classes_follows_the_difference_of_their_weights(target):
+    # the margin's gradient is w_k − w_y at every input, whatever its logits (the cross-entropy's
+    # is weighted by the probabilities): one full-batch ℓ2 step of size ξ from v = 0 is
+    # ξ (w_1 − w_0)/‖w_1 − w_0‖, signed by which class the inputs pushed out of hold more
+    torch.manual_seed(5)
+    linear = nn.Linear(16, 2)
+    clf = bg.Classifier(nn.Sequential(nn.Flatten(), linear).eval())
+    x = 0.25 + 0.5 * torch.rand(64, 1, 4, 4)
+    clean = clf.predict(x)
+    toward = (linear.weight[1] - linear.weight[0]).detach()
+    pushed = int((clean == 0).sum()) - int((clean == 1).sum()) if target is None else 1
+    assert pushed != 0
+    found = bg.universal_perturbation(clf, x, xi=0.1, norm="l2", method="sgd", loss="margin", target=target,
+                                      max_passes=1, batch_size=64, step_size=0.1, loss_clip=1e6,
+                                      keep_best=False, delta=1e-9, progress=False)
+    expected = 0.1 * toward / toward.norm() * (1 if pushed > 0 else -1)
+    torch.testing.assert_close(found.perturbation.reshape(-1), expected, atol=1e-6, rtol=0)
+
+
+def test_the_untargeted_margin_loss_is_a_working_attack_and_is_recorded():
+    clf, x, held = _tanh_mlp()
+    found = bg.universal_perturbation(clf, x, method="sgd", loss="margin", eval_data=held, **TOY)
+    assert found.settings["loss"] == "margin"
+    assert found.eval_fooling_rate == bg.fooling_rate(clf, held, found.perturbation)
+    random = torch.randn(x.shape[1:])
+    assert found.eval_fooling_rate > bg.fooling_rate(clf, held, random / random.norm() * TOY["xi"]) + 0.2

@@ -1,8 +1,8 @@
 """Universal perturbations, every method side by side, against the published SGD-UAP update.
 
-    python analysis/benchmarks/bench_uap_methods.py [--only sgd,cifar,methods,curve,cost] [--quick]
+    python analysis/benchmarks/bench_uap_methods.py [--only sgd,cifar,methods,curve,cost,targeted] [--quick]
 
-Four parts, all on models the project trains (the MNIST CNN of ``boundgeo.zoo``, trained on MNIST
+Six parts, all on models the project trains (the MNIST CNN of ``boundgeo.zoo``, trained on MNIST
 test images [0, 8000); the CIFAR-10 ResNet of analysis/cifar10.py, trained on part of the
 CIFAR-10 *test* split); every fooling rate is ``bg.fooling_rate`` on held-out images:
 
@@ -16,7 +16,7 @@ CIFAR-10 *test* split); every fooling rate is ``bg.fooling_rate`` on held-out im
    images the model was not trained on, drawn with seeds 100-102, the other 1,000 held out.
    boundgeo runs all 10 passes too (δ = 1e-6). Ablation of boundgeo's choices (the previous
    default: step ξ/10 without decay at mini-batch 64; no decay; mini-batch 16 and 64; β = 12;
-   momentum 0.9) on the same fit sets.
+   momentum 0.9; the logit-margin loss, alone and at mini-batch 16) on the same fit sets.
 2. ``cifar``: the same comparison at ℓ∞ ξ ∈ {8/255, 10/255} on the CIFAR-10 ResNet (three fit
    sets of 1,000 of its 2,000 held-out images, the other 1,000 held out).
 3. ``methods``: every method on the split of bench_universal.py (fit on MNIST test images
@@ -32,6 +32,10 @@ CIFAR-10 *test* split); every fooling rate is ``bg.fooling_rate`` on held-out im
 5. ``cost``: the time of ``sgd`` (10 passes over 1,000 images, no early stop) against the time
    of the forward and backward passes it needs (10 × 1,000 rows as plain ``model(x)`` and
    ``autograd.grad`` calls at the same mini-batch), best of 3.
+6. ``targeted``: targeted perturbations to each class c = 0..9 on the split of ``methods`` (seed
+   0), at ℓ2 ξ = 5 and ℓ∞ ξ = 0.3: ``sgd`` with the cross-entropy (the default) and with the
+   margin loss from the 1,000 fit images, and ``singular`` from the first 64; the share of the
+   held-out images not predicted as c that v sends to c (mean, lowest and highest over c).
 
 Writes analysis/results/bench_uap_methods.json and uap_fit_size.png. ``--quick``: one fit set
 or seed, 200 fit images, two settings, into analysis/results/quick/.
@@ -58,7 +62,7 @@ sys.path.insert(0, str(ROOT / "analysis"))
 from _environment import environment, finish  # noqa: E402
 
 RESULTS = ROOT / "analysis" / "results"
-PARTS = ("sgd", "cifar", "methods", "curve", "cost")
+PARTS = ("sgd", "cifar", "methods", "curve", "cost", "targeted")
 MNIST_SETTINGS = [("linf", 0.1), ("linf", 0.15), ("linf", 0.2), ("linf", 0.3), ("l2", 3.0), ("l2", 5.0)]
 CIFAR_SETTINGS = [("linf", 8 / 255), ("linf", 10 / 255)]
 METHOD_SETTINGS = [("l2", 3.0), ("l2", 5.0), ("linf", 0.1), ("linf", 0.2)]
@@ -69,7 +73,12 @@ ABLATION = {  # boundgeo's sgd with one choice changed
     "mini-batch 64": dict(batch_size=64),
     "β = 12": dict(loss_clip=12.0),
     "momentum 0.9": dict(momentum=0.9),
+    "margin loss": dict(loss="margin"),
+    "margin loss, mini-batch 16": dict(loss="margin", batch_size=16),
 }
+TARGETED_SETTINGS = [("l2", 5.0), ("linf", 0.3)]
+TARGETED_METHODS = {"sgd (cross-entropy)": dict(method="sgd"), "sgd (margin loss)": dict(method="sgd", loss="margin"),
+                    "singular (64 images)": dict(method="singular")}
 EPOCHS, TOP_K = 10, 10
 STOP = 1e-6  # δ of boundgeo's sgd beside the published update, which has no stopping rule: all 10 passes
 
@@ -187,6 +196,24 @@ def every_method(clf, x_fit, x_eval, settings, seeds, singular_fit: int) -> tupl
                 print(f"{norm} ξ={xi:g} seed {seed} {method}: {rows[-1]['eval_fooling']:.3f} "
                       f"({seconds:.1f} s, alignment {rows[-1]['alignment']:.3f})", flush=True)
     return rows, reference
+
+
+def targeted(clf, x_fit, x_eval, settings, classes, singular_fit: int = 64) -> list[dict]:
+    """Each method sent to each class in turn (seed 0): the held-out share sent there."""
+    rows = []
+    for norm, xi in settings:
+        for target in classes:
+            for name, changes in TARGETED_METHODS.items():
+                fit = x_fit[:singular_fit] if changes["method"] == "singular" else x_fit
+                tick = time.perf_counter()
+                uap = bg.universal_perturbation(clf, fit, xi=xi, norm=norm, target=target, eval_data=x_eval,
+                                                seed=0, progress=False, max_passes=EPOCHS, delta=STOP, **changes)
+                rows.append({"norm": norm, "xi": xi, "target": target, "method": name, "images": len(fit),
+                             "eval_target": uap.eval_target_rate, "fit_target": uap.target_rate,
+                             "eval_fooling": uap.eval_fooling_rate, "seconds": time.perf_counter() - tick})
+            print(f"{norm} ξ={xi:g} to class {target}: " + ", ".join(
+                f"{r['method']} {r['eval_target']:.3f}" for r in rows[-len(TARGETED_METHODS):]), flush=True)
+    return rows
 
 
 def fit_size_curve(clf, x_fit, x_eval, sizes, seeds, xi: float = 5.0, norm: str = "l2") -> list[dict]:
@@ -318,6 +345,14 @@ def main() -> None:
         result["cost"] = sgd_cost(clf, x_fit)
         print(f"sgd {result['cost']['sgd_seconds']:.2f} s against {result['cost']['floor_seconds']:.2f} s of "
               f"forward and backward passes: {result['cost']['ratio']:.2f}x", flush=True)
+    if "targeted" in parts:
+        settings, classes = (TARGETED_SETTINGS[:1], (0, 1)) if args.quick else (TARGETED_SETTINGS, range(10))
+        rows = targeted(clf, x_fit, x_eval, settings, classes)
+        result["targeted"] = {"rows": rows, "summary": summarise(rows, key="eval_target"),
+                              "split": "fit MNIST test images [8000, 9000) (singular: the first 64), "
+                                       "evaluate [9000, 10000); seed 0; one run per target class",
+                              "rate": "share of the held-out images not predicted as the target without v "
+                                      "that v sends to it"}
     result["environment"] = finish(env)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")

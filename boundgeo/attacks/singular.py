@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 
 from .._errors import BoundgeoError
-from .._perturb import fooled, scale_to_norm
+from .._perturb import perturbed_predictions, scale_to_norm, sent_to
 from ..classifier import Classifier
 
 
@@ -60,6 +60,30 @@ def layer_function(clf: Classifier, layer: str | None) -> Callable[[torch.Tensor
     return through
 
 
+def target_margin(clf: Classifier, target: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """(x (n, *S), others (n,)) → f_c(x) − f_k(x) as (n, 1), c = ``target`` and k = ``others``
+    the runner-up class of each input, fixed beforehand (at the clean input), so that the
+    function is smooth and its Jacobian one row per input: the rows of a targeted ``"singular"``
+    perturbation. Raising it sends the input towards c."""
+
+    def margin(x: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+        logits = clf.forward(x)
+        return (logits[:, target] - logits.gather(1, others[:, None])[:, 0])[:, None]
+
+    return margin
+
+
+def runner_up(clf: Classifier, x: torch.Tensor, target: int, batch_size: int) -> torch.Tensor:
+    """The class other than ``target`` with the largest logit at each input of ``x`` (n,)."""
+    out = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
+    with torch.no_grad():
+        for start in range(0, x.shape[0], batch_size):
+            logits = clf.forward(x[start : start + batch_size])
+            logits[:, target] = -math.inf
+            out[start : start + batch_size] = logits.argmax(1)
+    return out
+
+
 # ============================================================================== (p, q)-singular vectors
 def _psi(z: torch.Tensor, r: float) -> torch.Tensor:
     """ψ_r(z) = sign(z)·|z|^(r−1): the gradient of ‖z‖_r^r / r. Callers scale z to max |z| = 1
@@ -91,49 +115,59 @@ class PowerIteration:
     (``torch.func.jvp``) and Aᵀ y from one backward pass, in chunks of ``batch_size`` inputs; no
     Jacobian is formed. A model that ``torch.func`` cannot transform falls back to autograd's
     double-backward trick for A x (``route`` says which was used).
+
+    ``labels`` (n,), when given, is passed beside each chunk of inputs, ``f(part, labels_part)``:
+    the per-input classes of a function such as :func:`target_margin`.
     """
 
-    def __init__(self, f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, p: float, q: float,
-                 seed: int, batch_size: int) -> None:
-        self.f, self.x, self.p, self.q, self.batch_size = f, x, p, q, batch_size
+    def __init__(self, f: Callable[..., torch.Tensor], x: torch.Tensor, *, p: float, q: float,
+                 seed: int, batch_size: int, labels: torch.Tensor | None = None) -> None:
+        self.x, self.p, self.q, self.batch_size = x, p, q, batch_size
+        self.labels = labels
+        self.f = f
         generator = torch.Generator().manual_seed(seed)
         start = torch.randn(x.shape[1:], generator=generator, dtype=torch.float64).to(x.device, x.dtype)
         self.v = _unit(start, p)
         self.route = "torch.func"
         self.rows = 0  # rows of Jacobian products, forward and backward
 
-    def _forward(self, part: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def _of(self, labels: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
+        return self.f if labels is None else (lambda z: self.f(z, labels))
+
+    def _forward(self, part: torch.Tensor, v: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """A v over the inputs ``part``: (len(part), m)."""
         tangent = v.expand_as(part)
+        f = self._of(labels)
         if self.route == "torch.func":
             try:
-                return torch.func.jvp(self.f, (part,), (tangent,))[1].detach()
+                return torch.func.jvp(f, (part,), (tangent,))[1].detach()
             except (RuntimeError, NotImplementedError):
                 self.route = "autograd"  # and stay there
         point = part.detach().requires_grad_(True)
-        out = self.f(point)
+        out = f(point)
         dummy = torch.zeros_like(out, requires_grad=True)
         (pulled,) = torch.autograd.grad(out, point, dummy, create_graph=True)
         return torch.autograd.grad(pulled, dummy, tangent)[0].detach()  # d/d(dummy) <Jᵀ dummy, v> = J v
 
-    def _backward(self, part: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _backward(self, part: torch.Tensor, y: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Aᵀ y over the inputs ``part``, summed: (*S)."""
         point = part.detach().requires_grad_(True)
-        return torch.autograd.grad(self.f(point), point, y)[0].sum(0)
+        return torch.autograd.grad(self._of(labels)(point), point, y)[0].sum(0)
 
     def step(self) -> float:
         """One iteration; returns how far v moved up to sign, min ‖v_new ∓ v‖_p (0 at a fixed point)."""
         parts = self.x.split(self.batch_size)
+        labels = self.labels.split(self.batch_size) if self.labels is not None else [None] * len(parts)
         # ψ_q is homogeneous: A v is scaled by its largest entry over all inputs before ψ_q, so
         # that the chunks keep their relative weights
-        av = [self._forward(part, self.v) for part in parts]
+        av = [self._forward(part, self.v, rows) for part, rows in zip(parts, labels)]
         scale = max(float(a.abs().amax()) for a in av)
         if not math.isfinite(scale) or scale == 0:
             raise BoundgeoError("the power method's A v is zero or not finite: the layer's Jacobian at the fit "
                                 "inputs is zero (a dead layer?) or overflows; try another layer")
         total = torch.zeros_like(self.v)
-        for part, a in zip(parts, av):
-            total += self._backward(part, _psi(a / scale, self.q)).detach()
+        for part, a, rows in zip(parts, av, labels):
+            total += self._backward(part, _psi(a / scale, self.q), rows).detach()
         self.rows += 2 * self.x.shape[0]
         if not bool(torch.isfinite(total).all()) or not bool(total.abs().amax() > 0):
             raise BoundgeoError("the power method's Aᵀψ(A v) is zero or not finite at the fit inputs; try "
@@ -146,14 +180,18 @@ class PowerIteration:
 
 
 def signed_in_ball(clf: Classifier, x: torch.Tensor, clean: torch.Tensor, direction: torch.Tensor, xi: float,
-                   norm: str, batch_size: int) -> tuple[torch.Tensor, int]:
+                   norm: str, batch_size: int, target: int | None = None) -> tuple[torch.Tensor, int]:
     """The better of ±``direction`` taken to the surface of the ball (ℓ2: ξ·u/‖u‖; ℓ∞: the
-    corner ξ·sign(u), the point of the ball farthest along u), by the number of ``x`` it fools;
-    on a tie the + sign. Returns it and that number."""
+    corner ξ·sign(u), the point of the ball farthest along u), by the number of ``x`` it fools
+    (with ``target``: sends to ``target``, :func:`sent_to`); on a tie the + sign. Returns it and
+    that number."""
     if norm == "linf":
         v = xi * direction.sign()
     else:
         v = xi * scale_to_norm(direction[None], "l2")[0]
-    plus = int(fooled(clf, x, clean, v, batch_size=batch_size).sum())
-    minus = int(fooled(clf, x, clean, -v, batch_size=batch_size).sum())
+
+    def count(w: torch.Tensor) -> int:
+        return int(sent_to(perturbed_predictions(clf, x, w, batch_size=batch_size), clean, target).sum())
+
+    plus, minus = count(v), count(-v)
     return (v, plus) if plus >= minus else (-v, minus)

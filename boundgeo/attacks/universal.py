@@ -31,7 +31,8 @@ import torch.nn.functional as F
 
 from .._checks import check_choice, check_count, check_real, check_seed
 from .._errors import BoundgeoError
-from .._perturb import check_norm, fooled, perturbed_predictions, project_rows, row_sizes, scale_to_norm
+from .._perturb import (check_norm, fooled, perturbed_predictions, project_rows, row_sizes, scale_to_norm,
+                        sent_to)
 from .._results import Result
 from ..classifier import Classifier, as_classifier
 from ..distributed import (
@@ -45,9 +46,11 @@ from ..distributed import (
 from ..distributed import world as get_world
 from ..io._sources import as_positions, as_tensors
 from .boundary import BoundaryPoints, _model_fingerprint, deepfool
-from .singular import PowerIteration, layer_function, signed_in_ball
+from .singular import PowerIteration, layer_function, runner_up, signed_in_ball, target_margin
 
 METHODS = ("deepfool", "batched", "sgd", "singular", "spectral")
+LOSSES = ("ce", "margin")  # the losses of method="sgd"
+TARGETED = ("sgd", "singular")  # the methods that take target=
 
 
 # ============================================================================== basics
@@ -124,7 +127,7 @@ def _fooled_count(clf: Classifier, x: torch.Tensor, clean: torch.Tensor, v: torc
             pred = perturbed_predictions(clf, x[a:b], v[a:b] if per_input else v, batch_size=batch_size)
             counts[0] += (pred != clean[a:b]).sum()
             if target is not None:
-                counts[1] += ((pred == target) & (clean[a:b] != target)).sum()
+                counts[1] += sent_to(pred, clean[a:b], target).sum()
         return counts
 
     changed, sent, total = world.sum_of(mine, shape=(3,), dtype=torch.long, device=x.device).tolist()
@@ -162,7 +165,7 @@ class UniversalPerturbation(Result):
     Fields:
         perturbation: (*S) the vector v, with ‖v‖_p ≤ ξ.
         xi, norm: the ball it lives in (ξ and p of the paper).
-        method: ``"deepfool"`` (Algorithm 1), ``"batched"`` or ``"sgd"``.
+        method: ``"deepfool"`` (Algorithm 1), ``"batched"``, ``"sgd"``, ``"singular"`` or ``"spectral"``.
         fooling_rate: on the data it was fitted on. eval_fooling_rate: on ``eval_data`` or None.
         history: one row per pass: pass, fooling_rate, norm, seconds, gradient_evaluations
             (rows of vector-Jacobian products), updates.
@@ -228,13 +231,19 @@ def _check(settings: dict[str, Any]) -> dict[str, Any]:
         out["q"] = check_real(settings["q"], "q", low=1)
     out["components"] = check_count(settings.get("components", 10), "components")
     out["score"] = check_choice(settings.get("score", "running"), "score", ("running", "exact"))
-    if settings.get("target") is not None:
-        out["target"] = check_count(settings["target"], "target", minimum=0)
-        if out["method"] != "sgd":
-            raise BoundgeoError(f"target= is implemented for method='sgd', not {out['method']!r}")
+    out["loss"] = check_choice(settings.get("loss", "ce"), "loss", LOSSES)
+    if out["loss"] != "ce" and out["method"] != "sgd":
+        raise BoundgeoError(f"loss={out['loss']!r} is a setting of method='sgd', not of {out['method']!r}")
     layer = settings.get("layer")
     if layer is not None and not isinstance(layer, str):
         raise BoundgeoError(f"layer must be a module name (str) or None, got {type(layer).__name__}")
+    if settings.get("target") is not None:
+        out["target"] = check_count(settings["target"], "target", minimum=0)
+        if out["method"] not in TARGETED:
+            raise BoundgeoError(f"target= is implemented for method='sgd' and 'singular', not {out['method']!r}")
+        if out["method"] == "singular" and layer is not None:
+            raise BoundgeoError(f"target= with method='singular' takes the Jacobian of the target's logit margin, "
+                                f"so layer must be None (the logits), got {layer!r}")
     for name in ("progress", "keep_best"):
         check_choice(settings[name], name, (True, False))
     return out
@@ -363,14 +372,38 @@ def _pass_batched(clf, x, clean, v, order, xi, norm, df_kwargs, counter, batch, 
     return v
 
 
+def _margin(logits: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+    """f_c − max_{k≠c} f_k per row, c = ``cls`` (n,): positive where c is predicted."""
+    own = logits.gather(1, cls[:, None])[:, 0]
+    others = logits.masked_fill(F.one_hot(cls, logits.shape[1]).bool(), -math.inf).amax(1)
+    return own - others
+
+
+def _sgd_loss(logits: torch.Tensor, pred: torch.Tensor, clean: torch.Tensor, target: int | None, loss: str,
+              loss_clip: float) -> torch.Tensor:
+    """The per-input loss that ``"sgd"`` ascends (see :func:`_pass_sgd`)."""
+    if target is None:
+        if loss == "ce":
+            return F.cross_entropy(logits, clean, reduction="none").clamp(max=loss_clip)
+        return (-_margin(logits, clean)).clamp(max=loss_clip)
+    pulling = (pred != target).to(logits.dtype)
+    goal = torch.full_like(clean, target)
+    if loss == "ce":
+        return -F.cross_entropy(logits, goal, reduction="none") * pulling
+    return _margin(logits, goal) * pulling
+
+
 def _pass_sgd(clf, x, clean, v, order, xi, norm, counter, batch, step_size, loss_clip, world=World(),
               piece=None, target: int | None = None, momentum: float = 0.0,
-              velocity: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Shafahi et al. 2020: ascent on min(CE(f(x + v), k̂(x)), β) over mini-batches.
+              velocity: torch.Tensor | None = None, loss: str = "ce") -> tuple[torch.Tensor, torch.Tensor]:
+    """Shafahi et al. 2020: ascent on min(CE(f(x + v), k̂(x)), β) over mini-batches; with
+    ``loss="margin"`` on min(max_{k≠k̂} f_k − f_k̂, β), the margin of Carlini & Wagner, whose
+    gradient does not fade as the clean class's probability falls.
 
-    With ``target`` = c: descent on CE(f(x + v), c) over the inputs of the mini-batch that v
-    does not send to c yet (read from the same forward pass); those already there stop pulling,
-    as the clip β stops the untargeted loss from pushing inputs already far across.
+    With ``target`` = c: descent on CE(f(x + v), c) (``"margin"``: ascent on f_c − max_{k≠c} f_k)
+    over the inputs of the mini-batch that v does not send to c yet (read from the same forward
+    pass); those already there stop pulling, as the clip β stops the untargeted loss from
+    pushing inputs already far across.
 
     The gradient of a mini-batch's mean loss is summed over pieces of at most ``piece``
     (``max_batch``) inputs, so the memory of one backward pass is bounded by ``piece`` whatever
@@ -394,16 +427,10 @@ def _pass_sgd(clf, x, clean, v, order, xi, norm, counter, batch, step_size, loss
             logits = clf.forward(clf.clip(x[part] + v))
             pred = logits.detach().argmax(1)  # the running score: at the v before this step
             # a tensor on the model's device: read once per pass, no host sync per mini-batch
-            counter.hits = counter.hits + (((pred == target) & (clean[part] != target)).sum() if target is not None
-                                           else (pred != clean[part]).sum())
-            if target is None:
-                loss = F.cross_entropy(logits, clean[part], reduction="none").clamp(max=loss_clip).sum() / len(idx)
-            else:
-                pulling = (pred != target).to(logits.dtype)
-                goal = torch.full_like(clean[part], target)
-                loss = -(F.cross_entropy(logits, goal, reduction="none") * pulling).sum() / len(idx)
+            counter.hits = counter.hits + sent_to(pred, clean[part], target).sum()
+            total = _sgd_loss(logits, pred, clean[part], target, loss, loss_clip).sum() / len(idx)
             counter.gradients += len(part)
-            return torch.autograd.grad(loss, v)[0][None]
+            return torch.autograd.grad(total, v)[0][None]
 
         grad = torch.zeros_like(v)
         for g in gather_pieces(world, [1] * len(pieces), gradient, row_shape=v.shape, dtype=v.dtype,
@@ -471,6 +498,7 @@ def universal_perturbation(
     components: int = 10,
     target: int | None = None,
     score: str = "running",
+    loss: str = "ce",
 ) -> UniversalPerturbation:
     """Find a universal perturbation v with ‖v‖_p ≤ ξ that fools at least 1 − δ of ``data``.
 
@@ -502,7 +530,11 @@ def universal_perturbation(
             keeps it constant. In (0, 1].
         momentum: ``"sgd"``: μ in [0, 1) of a momentum on the scaled mini-batch gradients (0: the
             mini-batch gradient alone, as Shafahi et al.).
-        loss_clip: β, the cross-entropy clip of ``"sgd"``.
+        loss_clip: β, the clip of the loss of ``"sgd"`` (untargeted).
+        loss: ``"sgd"``: the loss ascended, ``"ce"`` (the clipped cross-entropy of Shafahi et al.)
+            or ``"margin"`` (the logit margin of Carlini & Wagner, max_{k≠k̂} f_k − f_k̂ clipped
+            at β; targeted f_c − max_{k≠c} f_k). The margin's gradient does not vanish as the
+            target's probability saturates, which matters most for targeted perturbations.
         keep_best: return the v with the highest fooling rate on ``data`` among the ends of
             passes rather than the last one. When ξ is not much larger than the per-input
             margins, each DeepFool step is a large part of the ball and the last v can be much
@@ -526,9 +558,12 @@ def universal_perturbation(
             fooled, at the v before that step, so a pass costs no forward pass beyond its
             gradients; ``"exact"`` evaluates the whole fit set after every pass. Either way the
             returned ``fooling_rate`` is the returned v's, measured.
-        target: a class c: a targeted perturbation that sends inputs to c (``"sgd"`` only).
-            ``delta`` and ``keep_best`` then use the share of the fit inputs not predicted as c
-            without v that v sends to c; the result's ``target_rate`` and ``eval_target_rate``.
+        target: a class c: a targeted perturbation that sends inputs to c (``"sgd"`` and
+            ``"singular"``; the latter's rows are then the gradients of the logit margin
+            f_c − f_k, k each input's runner-up class, at the fit inputs not predicted as c, and
+            ``layer`` must be None). ``delta`` and ``keep_best`` then use the share of the fit
+            inputs not predicted as c without v that v sends to c; the result's ``target_rate``
+            and ``eval_target_rate``.
 
     Returns:
         :class:`UniversalPerturbation` with the perturbation on the classifier's device.
@@ -542,7 +577,7 @@ def universal_perturbation(
                           max_iter=max_iter, candidates=candidates, step_size=step_size,
                           step_decay=step_decay, momentum=momentum,
                           loss_clip=loss_clip, keep_best=keep_best, max_batch=max_batch, layer=layer, p=p,
-                          q=q, components=components, target=target, score=score))
+                          q=q, components=components, target=target, score=score, loss=loss))
     world = get_world()
     x, _ = as_tensors(data)
     x = clf.check_inputs(x)  # on the model's device; never written to, so the caller's data stays as it is
@@ -611,8 +646,15 @@ def _fit(clf: Classifier, x: torch.Tensor, checked: dict[str, Any], given: list[
         exponents = {"p": checked.get("p") or (math.inf if norm == "linf" else 2.0),
                      "q": checked.get("q") or (10.0 if norm == "linf" else 2.0)}
         clf.forward(x[:1])  # the classifier's first-call checks outside the torch.func transform
-        power = PowerIteration(layer_function(clf, checked.get("layer")), x, **exponents, seed=seed,
-                               batch_size=chunk if chunk is not None else batch_size)
+        jacobian_batch = chunk if chunk is not None else batch_size
+        if target is None:
+            power = PowerIteration(layer_function(clf, checked.get("layer")), x, **exponents, seed=seed,
+                                   batch_size=jacobian_batch)
+        else:  # one row per input that is not in the target class yet: the gradient of its margin
+            pulled = x[clean != target]
+            power = PowerIteration(target_margin(clf, target), pulled, **exponents, seed=seed,
+                                   batch_size=jacobian_batch,
+                                   labels=runner_up(clf, pulled, target, forward_batch))
     for p in range(1, max_passes + 1):
         tick = time.perf_counter()
         gradients_before, updates_before, hits_before = counter.gradients, counter.updates, counter.hits
@@ -625,12 +667,12 @@ def _fit(clf: Classifier, x: torch.Tensor, checked: dict[str, Any], given: list[
         elif method == "sgd":
             v, velocity = _pass_sgd(clf, x, clean, v, order, xi, norm, counter, batch_size,
                                     step * step_decay ** (p - 1), loss_clip, world, chunk, target,
-                                    checked["momentum"], velocity)
+                                    checked["momentum"], velocity, checked["loss"])
         elif method == "singular":
             rows_before = power.rows
             moved = power.step()
             counter.gradients += power.rows - rows_before
-            v, _ = signed_in_ball(clf, x, clean, power.v, xi, norm, forward_batch)
+            v, _ = signed_in_ball(clf, x, clean, power.v, xi, norm, forward_batch, target)
             counter.updates += 1
         else:
             v = _spectral(clf, x, clean, xi, norm, checked["components"], df_kwargs, counter, forward_batch)
@@ -708,6 +750,7 @@ def _fit(clf: Classifier, x: torch.Tensor, checked: dict[str, Any], given: list[
                   "batch_size": batch_size, "max_iter": max_iter, "candidates": candidates,
                   "step_size": step, "step_decay": step_decay, "momentum": checked["momentum"],
                   "loss_clip": loss_clip, "keep_best": keep_best, "n": n,
+                  **({"loss": checked["loss"]} if method == "sgd" else {}),
                   "score": checked["score"] if method == "sgd" else "exact",
                   "orders": "given" if given is not None else "seeded", "max_batch": chunk,
                   "processes": world.size,
