@@ -1292,7 +1292,15 @@ def uap_sgd_published(data: dict) -> str:
 
 @block("uap-sgd-ablation", "bench_uap_methods.json")
 def uap_sgd_ablation(data: dict) -> str:
-    part = data["sgd_vs_published"]
+    return _ablation_table(data["sgd_vs_published"])
+
+
+@block("uap-sgd-ablation-cifar", "bench_uap_methods.json")
+def uap_sgd_ablation_cifar(data: dict) -> str:
+    return _ablation_table(data["cifar"], cifar=True)
+
+
+def _ablation_table(part: dict, cifar: bool = False) -> str:
     summary = _methods_summary(part)
     settings = _methods_settings(part)
     methods = ["boundgeo sgd", *sorted({r["method"] for r in part["summary"] if r["method"].startswith("sgd, ")},
@@ -1305,7 +1313,7 @@ def uap_sgd_ablation(data: dict) -> str:
         delta = sum(v - b for v, b in zip(values, base, strict=True)) / len(values)
         name = "boundgeo sgd (defaults)" if method == "boundgeo sgd" else method.removeprefix("sgd, ")
         rows.append([name, *[pct(v) for v in values], "—" if method == "boundgeo sgd" else f"{delta * 100:+.1f}"])
-    return markdown(["variant", *[_methods_setting(n, x) for n, x in settings], "mean change (points)"], rows)
+    return markdown(["variant", *[_methods_setting(n, x, cifar) for n, x in settings], "mean change (points)"], rows)
 
 
 def _uap_mean_changes(data: dict) -> dict[str, float]:

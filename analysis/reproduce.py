@@ -101,7 +101,7 @@ STEPS = (
          "version 4b24a80bd7ae78ab ran the seeds by hand beside the main run's ART settings, each process "
          "on a core of its own, which saves the 49 min"),
     Step("bench_uap_methods", (("analysis/benchmarks/bench_uap_methods.py",),),
-         (("analysis/benchmarks/bench_uap_methods.py", "--quick"),), ("bench_uap_methods.json",), 1750, 100,
+         (("analysis/benchmarks/bench_uap_methods.py", "--quick"),), ("bench_uap_methods.json",), 1950, 110,
          "boundgeo's sgd against the published SGD-UAP update (MNIST CNN, 6 settings x 3 fit sets, with the "
          "ablation; CIFAR-10 ResNet at l-inf 8/255 and 10/255), every method with alignment, the fit-size "
          "curve, sgd's cost against its forward and backward passes, and targeted perturbations to each class"),
