@@ -290,3 +290,21 @@ def test_the_untargeted_margin_loss_is_a_working_attack_and_is_recorded():
     assert found.eval_fooling_rate == bg.fooling_rate(clf, held, found.perturbation)
     random = torch.randn(x.shape[1:])
     assert found.eval_fooling_rate > bg.fooling_rate(clf, held, random / random.norm() * TOY["xi"]) + 0.2
+
+
+@pytest.mark.parametrize("changes", [dict(method="singular", target=3), dict(method="sgd", target=3, loss="margin"),
+                                     dict(method="sgd", loss="margin")])
+def test_targeted_and_margin_runs_are_seeded_and_reproducible(changes):
+    x, _ = bg.load_dataset("digits")
+    clf = bg.Classifier(bg.zoo.pretrained_digits_cnn().model)
+    kwargs = dict(xi=0.15, norm="linf", max_passes=4, progress=False, **changes)
+    first = bg.universal_perturbation(clf, x[:60], seed=1, **kwargs)
+    again = bg.universal_perturbation(clf, x[:60], seed=1, **kwargs)
+    assert torch.equal(first.perturbation, again.perturbation)
+    assert (first.fooling_rate, first.target_rate) == (again.fooling_rate, again.target_rate)
+    assert torch.isfinite(first.perturbation).all() and float(first.perturbation.abs().max()) <= 0.15 + 1e-7
+    if "target" in changes:
+        assert 0 <= first.target_rate <= 1
+    if changes["method"] == "sgd":  # a different seed shuffles the mini-batches differently
+        other = bg.universal_perturbation(clf, x[:60], seed=2, **kwargs)
+        assert not torch.equal(first.perturbation, other.perturbation)
