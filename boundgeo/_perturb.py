@@ -90,6 +90,13 @@ def sent_to(pred: torch.Tensor, clean: torch.Tensor, target: int | None) -> torc
     return (pred == target) & (clean != target)
 
 
+def best_other(logits: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+    """max_{k≠c} f_k per row of ``logits`` (n, C), c = ``cls`` (n,): the largest logit of any class
+    but the row's own, from the top two (no (n, C) mask, whatever C is). Differentiable."""
+    top = logits.topk(2, dim=1)
+    return torch.where(top.indices[:, 0] == cls, top.values[:, 1], top.values[:, 0])
+
+
 @torch.no_grad()
 def perturbed_predictions(clf: Classifier, x: torch.Tensor, v: torch.Tensor, *, batch_size: int = 512) -> torch.Tensor:
     """The predicted classes (n,) of ``x`` once ``v`` is added and the result clipped to the

@@ -19,6 +19,7 @@ import contextlib
 import importlib
 import importlib.util
 import json
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from . import __version__
 from ._checks import check_count
 from ._errors import BoundgeoError
 from ._results import read_json
+from .attacks.universal import LOSSES
 from .attacks.universal import METHODS as UNIVERSAL_METHODS
 from .distributed import launched_by_torchrun, single_process, world
 
@@ -619,8 +621,10 @@ def stage_uap(setup: _Setup, out: Path, seed: int, xi: float | None = None, norm
     print(f"      fools {uap.fooling_rate:.1%} of the fit inputs and {uap.eval_fooling_rate:.1%} of the "
           f"held-out ones ({uap.seconds:.1f} s)")
     if target is not None:
-        print(f"      sends {uap.target_rate:.1%} of the fit inputs and {uap.eval_target_rate:.1%} of the held-out "
-              f"ones not already in class {target} to it")
+        rate = uap.eval_target_rate
+        held = ("" if rate is None else f" and {rate:.1%} of the held-out ones" if math.isfinite(rate)
+                else f" (the model already predicts {target} for every held-out input)")
+        print(f"      sends {uap.target_rate:.1%} of the fit inputs not already in class {target} to it{held}")
     return uap
 
 
@@ -855,7 +859,7 @@ def build_parser() -> argparse.ArgumentParser:
             stage.add_argument("--method", choices=list(UNIVERSAL_METHODS), default="sgd")
             stage.add_argument("--target", type=int, default=None,
                                help="a class: a targeted perturbation that sends inputs there (sgd, singular)")
-            stage.add_argument("--loss", choices=["ce", "margin"], default="ce",
+            stage.add_argument("--loss", choices=list(LOSSES), default="ce",
                                help="sgd's loss: clipped cross-entropy or the logit margin")
         if name == "profile":
             stage.add_argument("--epsilons", type=float, nargs="+", default=None)

@@ -162,6 +162,15 @@ def _setup_findings(info: dict) -> list[tuple[str, list[str], str | None]]:
     return [("What was analysed", sentences, None)] if sentences else []
 
 
+def _held_out_target(rate: float | None) -> str:
+    """The end of the report's targeted sentence: the held-out share, if there is one to give."""
+    if rate is None:
+        return "."
+    if not math.isfinite(rate):
+        return "; every held-out input is predicted as that class already."
+    return f", and {rate:.1%} of such held-out inputs."
+
+
 def _findings(res: dict, info: dict | None = None) -> list[tuple[str, list[str], str | None]]:
     sections = _setup_findings(info or {})
     if "normals" in res:
@@ -218,8 +227,7 @@ def _findings(res: dict, info: dict | None = None) -> list[tuple[str, list[str],
             f"fitted on{held}, after {uap.passes} passes ({uap.seconds:.1f} s).{shown}",
             *([f"It is targeted at class {uap.target}: it sends {uap.target_rate:.1%} of the fitted inputs not "
                f"already predicted as {uap.target} there"
-               + (f", and {uap.eval_target_rate:.1%} of such held-out inputs." if uap.eval_target_rate is not None
-                  else ".")]
+               + _held_out_target(uap.eval_target_rate)]
               if getattr(uap, "target", None) is not None else []),
         ], "universal"))
         if examples is not None:

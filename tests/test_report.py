@@ -75,3 +75,12 @@ def test_the_spectrum_section_gives_the_correlation_in_one_number(results_dir):
     text = md.read_text()
     assert f"the mean of cos² over pairs of these directions is {spec.mean_squared_cosine:.3g}" in text
     assert f"against 1/d = {1 / spec.d:.3g}" in text and "have |cos| > 0.5" in text
+
+
+@pytest.mark.parametrize("rate, expected", [(None, "."), (0.25, ", and 25.0% of such held-out inputs."),
+                                            (float("nan"), "; every held-out input is predicted as that class "
+                                                           "already.")])
+def test_the_targeted_sentence_never_prints_nan(rate, expected):
+    from boundgeo.report import _held_out_target
+
+    assert _held_out_target(rate) == expected

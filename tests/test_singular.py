@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import boundgeo as bg
-from boundgeo._perturb import sent_to
+from boundgeo._perturb import best_other, sent_to
 from boundgeo.attacks.singular import PowerIteration, layer_function
 
 
@@ -308,3 +308,15 @@ def test_targeted_and_margin_runs_are_seeded_and_reproducible(changes):
     if changes["method"] == "sgd":  # a different seed shuffles the mini-batches differently
         other = bg.universal_perturbation(clf, x[:60], seed=2, **kwargs)
         assert not torch.equal(first.perturbation, other.perturbation)
+
+
+def test_best_other_is_the_largest_logit_of_another_class_with_ties_and_many_classes():
+    torch.manual_seed(0)
+    logits = torch.randn(200, 1000).round(decimals=1).requires_grad_(True)  # rounding makes ties
+    logits.data[:5, :2] = 9.0  # two classes tie for the top
+    cls = torch.cat([logits.detach().argmax(1)[:100], torch.randint(0, 1000, (100,))])
+    expected = logits.detach().masked_fill(torch.nn.functional.one_hot(cls, 1000).bool(), -math.inf).amax(1)
+    found = best_other(logits, cls)
+    assert torch.equal(found.detach(), expected)
+    (grad,) = torch.autograd.grad(found.sum(), logits)
+    assert torch.equal(grad.sum(1), torch.ones(200)) and (grad.gather(1, cls[:, None]) == 0).all()

@@ -62,26 +62,16 @@ def layer_function(clf: Classifier, layer: str | None) -> Callable[[torch.Tensor
 
 def target_margin(clf: Classifier, target: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """(x (n, *S), others (n,)) → f_c(x) − f_k(x) as (n, 1), c = ``target`` and k = ``others``
-    the runner-up class of each input, fixed beforehand (at the clean input), so that the
-    function is smooth and its Jacobian one row per input: the rows of a targeted ``"singular"``
-    perturbation. Raising it sends the input towards c."""
+    the runner-up class of each input, fixed beforehand (at the clean input: for an input not
+    predicted as c, its predicted class), so that the function is smooth and its Jacobian one row
+    per input: the rows of a targeted ``"singular"`` perturbation. Raising it sends the input
+    towards c."""
 
     def margin(x: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
         logits = clf.forward(x)
         return (logits[:, target] - logits.gather(1, others[:, None])[:, 0])[:, None]
 
     return margin
-
-
-def runner_up(clf: Classifier, x: torch.Tensor, target: int, batch_size: int) -> torch.Tensor:
-    """The class other than ``target`` with the largest logit at each input of ``x`` (n,)."""
-    out = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
-    with torch.no_grad():
-        for start in range(0, x.shape[0], batch_size):
-            logits = clf.forward(x[start : start + batch_size])
-            logits[:, target] = -math.inf
-            out[start : start + batch_size] = logits.argmax(1)
-    return out
 
 
 # ============================================================================== (p, q)-singular vectors

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from .._checks import check_choice, check_count, check_real, check_seed
 from .._errors import BoundgeoError
-from .._perturb import (check_norm, fooled, perturbed_predictions, project_rows, row_sizes, scale_to_norm,
+from .._perturb import (best_other, check_norm, fooled, perturbed_predictions, project_rows, row_sizes, scale_to_norm,
                         sent_to)
 from .._results import Result
 from ..classifier import Classifier, as_classifier
@@ -46,7 +46,7 @@ from ..distributed import (
 from ..distributed import world as get_world
 from ..io._sources import as_positions, as_tensors
 from .boundary import BoundaryPoints, _model_fingerprint, deepfool
-from .singular import PowerIteration, layer_function, runner_up, signed_in_ball, target_margin
+from .singular import PowerIteration, layer_function, signed_in_ball, target_margin
 
 METHODS = ("deepfool", "batched", "sgd", "singular", "spectral")
 LOSSES = ("ce", "margin")  # the losses of method="sgd"
@@ -374,9 +374,7 @@ def _pass_batched(clf, x, clean, v, order, xi, norm, df_kwargs, counter, batch, 
 
 def _margin(logits: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
     """f_c − max_{k≠c} f_k per row, c = ``cls`` (n,): positive where c is predicted."""
-    own = logits.gather(1, cls[:, None])[:, 0]
-    others = logits.masked_fill(F.one_hot(cls, logits.shape[1]).bool(), -math.inf).amax(1)
-    return own - others
+    return logits.gather(1, cls[:, None])[:, 0] - best_other(logits, cls)
 
 
 def _sgd_loss(logits: torch.Tensor, pred: torch.Tensor, clean: torch.Tensor, target: int | None, loss: str,
@@ -651,10 +649,10 @@ def _fit(clf: Classifier, x: torch.Tensor, checked: dict[str, Any], given: list[
             power = PowerIteration(layer_function(clf, checked.get("layer")), x, **exponents, seed=seed,
                                    batch_size=jacobian_batch)
         else:  # one row per input that is not in the target class yet: the gradient of its margin
-            pulled = x[clean != target]
-            power = PowerIteration(target_margin(clf, target), pulled, **exponents, seed=seed,
-                                   batch_size=jacobian_batch,
-                                   labels=runner_up(clf, pulled, target, forward_batch))
+            # against its runner-up to the target, which is its own clean class (it is not the target)
+            pulling = clean != target
+            power = PowerIteration(target_margin(clf, target), x[pulling], **exponents, seed=seed,
+                                   batch_size=jacobian_batch, labels=clean[pulling])
     for p in range(1, max_passes + 1):
         tick = time.perf_counter()
         gradients_before, updates_before, hits_before = counter.gradients, counter.updates, counter.hits
