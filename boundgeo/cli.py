@@ -397,17 +397,17 @@ def _prepare(args: argparse.Namespace, out: Path) -> _Setup:
 BOX_STEPS = {"off": False, "on": True, "after_first": "after_first"}  # --box-step → deepfool(box_step=)
 
 
-def stage_normals(setup: _Setup, out: Path, seed: int, box_step: str = "off"):
+def stage_normals(setup: _Setup, out: Path, seed: int, box_step: str = "off", refine: int = 0):
     from .attacks.boundary import boundary_normals
 
     x, y = setup.data.x, setup.data.y
-    how = "" if box_step == "off" else f", box-aware steps: {box_step}"
+    how = ("" if box_step == "off" else f", box-aware steps: {box_step}") + (f", refined {refine}x" if refine else "")
     print(f"[normals] boundary normals of {len(x)} inputs (DeepFool, l2{how})")
     # a run of the same model, data and settings in out/normals (interrupted, or on another
     # rank count) is continued; anything else starts over
     pts = boundary_normals(setup.clf, (x, y), out=out / "normals", resume="auto", seed=seed,
                            batch_size=setup.batches["grad"], keep_misclassified=not setup.labelled,
-                           box_step=BOX_STEPS[box_step])
+                           box_step=BOX_STEPS[box_step], refine=refine)
     ok = pts.converged
     if not ok.any():
         raise BoundgeoError(f"DeepFool reached the boundary for none of the {len(pts)} inputs; nothing to analyse")
@@ -689,7 +689,7 @@ def _whole_analysis(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     skip = set(getattr(args, "skip", None) or ())
     setup = _prepare(args, out)
-    stage_normals(setup, out, args.seed, args.box_step)
+    stage_normals(setup, out, args.seed, args.box_step, args.refine)
     stage_spectrum(out, args.seed)
     stages = (("subspace", lambda: stage_subspace(setup, out, args.seed)),
               ("curvature", lambda: stage_curvature(setup, out, args.seed)),
@@ -733,7 +733,7 @@ def _stage_command(args: argparse.Namespace, run) -> int:
 
 
 def cmd_normals(args: argparse.Namespace) -> int:
-    return _stage_command(args, lambda setup, out: stage_normals(setup, out, args.seed, args.box_step))
+    return _stage_command(args, lambda setup, out: stage_normals(setup, out, args.seed, args.box_step, args.refine))
 
 
 def cmd_spectrum(args: argparse.Namespace) -> int:
@@ -809,10 +809,14 @@ def _data_arguments(parser: argparse.ArgumentParser, *, model: bool) -> None:
                                  "error), logits, or probabilities (boundgeo works on their log)")
 
 
-def _box_step(parser: argparse.ArgumentParser) -> None:
+def _deepfool_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--box-step", choices=sorted(BOX_STEPS), default="off",
                         help="DeepFool steps solved inside the bounds (deepfool(box_step=)): on, after_first "
                              "(a plain first step, then box-aware ones), or off (clip after each step)")
+    parser.add_argument("--refine", type=int, default=0, metavar="ROUNDS",
+                        help="rounds of tangent-plane projection after DeepFool crosses (deepfool(refine=)): "
+                             "shorter perturbations, normals at points nearer the input; 0 is DeepFool as "
+                             "published")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -829,7 +833,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data-dir", default=None, help="directory of the MNIST files")
     demo.add_argument("--seed", type=int, default=0)
     _num_inputs(demo)
-    demo.set_defaults(func=cmd_demo, box_step="off")
+    demo.set_defaults(func=cmd_demo, box_step="off", refine=0)
 
     analyze = sub.add_parser("analyze", help="the whole analysis on your own model")
     analyze.add_argument("--out", default="boundgeo-analysis", help="output directory")
@@ -837,7 +841,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--skip", nargs="+", choices=sorted(_OUTPUTS), default=(), metavar="STAGE",
                          help="leave out stages (subspace, curvature, geometry, uap, profile): at 224x224 on a "
                               "CPU, curvature costs about 100 forward-backward passes per point")
-    _box_step(analyze)
+    _deepfool_options(analyze)
     analyze.set_defaults(func=cmd_analyze)
 
     for name, func, helptext in (("normals", cmd_normals, "stage 1: boundary points and normals"),
@@ -852,7 +856,7 @@ def build_parser() -> argparse.ArgumentParser:
         stage.add_argument("--out", required=True, help="results directory (read and written)")
         _data_arguments(stage, model=True)
         if name == "normals":
-            _box_step(stage)
+            _deepfool_options(stage)
         if name == "uap":
             stage.add_argument("--xi", type=float, default=None, help="radius (default: 3 x median margin)")
             stage.add_argument("--norm", choices=["l2", "linf"], default="l2")

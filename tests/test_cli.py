@@ -110,6 +110,8 @@ def user_model(tmp_path, monkeypatch):
 
 
 def test_normals_with_box_aware_steps(user_model, tmp_path, capsys):
+    import torch
+
     import boundgeo as bg
 
     factory, weights = user_model
@@ -125,6 +127,16 @@ def test_normals_with_box_aware_steps(user_model, tmp_path, capsys):
         assert pts.converged.all()
     # the same run as "off" reads back its own settings: --box-step changes what is computed
     assert bg.BoundaryPoints.load(plain / "normals").settings["box_step"] is False
+    refined = tmp_path / "refined"
+    assert main(["normals", "--out", str(refined), "--box-step", "after_first", "--refine", "2", *common]) == 0
+    assert "box-aware steps: after_first, refined 2x" in capsys.readouterr().out
+    shorter = bg.BoundaryPoints.load(refined / "normals")
+    assert shorter.settings["refine"] == 2 and shorter.converged.all()
+    hybrid = bg.BoundaryPoints.load(tmp_path / "after_first" / "normals")  # the same inputs, unrefined
+    assert torch.equal(shorter.index, hybrid.index)
+    assert (shorter.margin <= hybrid.margin).all() and float(shorter.margin.sum()) < float(hybrid.margin.sum())
+    assert main(["normals", "--out", str(tmp_path / "bad"), "--refine", "-1", *common]) != 0
+    assert "refine must be >= 0" in capsys.readouterr().err
     with pytest.raises(SystemExit) as info:
         main(["normals", "--out", str(plain), "--box-step", "sideways", *common])
     assert info.value.code == 2 and "invalid choice: 'sideways'" in capsys.readouterr().err

@@ -10,10 +10,14 @@ setting of torch threads and batch size: each (threads, batch) of SWEEP is timed
 sweep in "sweeps"). Every library is then timed best of ``--repeats`` (2) at that setting.
 
 boundgeo also runs with ``box_step=True`` (each linearised step solved inside [0, 1] instead of
-clipped after it) and ``box_step="after_first"`` (the first step clipped, the later ones solved). For boundgeo's rows the "floor" is the least time the iterations it made can
-take on this machine: its batches replayed as plain ``model(x)`` and ``torch.autograd.grad``
-calls, one forward per iterate of the inputs still active and the gradient rows of that step,
-at the row's threads and batch (``autograd_floor``); ``ratio_to_floor`` is its time over that.
+clipped after it), ``box_step="after_first"`` (the first step clipped, the later ones solved),
+and with ``refine=1`` (one round of tangent-plane projection after the crossing, the idea of
+SuperDeepFool) after each of the default and ``"after_first"``. For boundgeo's rows the "floor" is
+the least time the iterations it made can take on this machine: its batches replayed as plain
+``model(x)`` and ``torch.autograd.grad`` calls, one forward per iterate of the inputs still active
+and the gradient rows of that step, at the row's threads and batch, plus the refinement's rows
+(one forward and one gradient each) at the row's batch (``autograd_floor``); ``ratio_to_floor``
+is its time over that.
 
 Per library it reports the success rate, the median and mean ‖r‖, the paired per-image ratio of
 ‖r‖ to boundgeo's, the seconds per image, and the forward and backward passes through the model
@@ -172,9 +176,21 @@ def autograd_floor(model, x, pts, batch: int, threads: int, repeats: int = 3) ->
                 inp = chunk[active]
                 total += min(_plain_call(model, inp, rows, vmapped)
                              for vmapped in (True, False) for _ in range(repeats))
+        refined = pts.cost.get("refine_rows", 0)
+        if refined:  # one forward and one gradient row each, timed per row at the row's batch
+            inp = x[:batch]
+            total += refined * min(_plain_call(model, inp, 1, False) for _ in range(repeats)) / len(inp)
     finally:
         torch.set_num_threads(before)
     return total / len(x)
+
+
+OTHER_MODEL_VARIANTS = ({}, {"box_step": "after_first"}, {"box_step": "after_first", "refine": 1})
+
+
+def _variant(extra: dict) -> str:
+    """A variant's settings as typed, e.g. ``box_step="after_first", refine=1``; "default" for none."""
+    return ", ".join(f"{k}={v!r}".replace("'", '"') for k, v in extra.items()) or "default"
 
 
 def other_models(args) -> list[dict]:
@@ -189,6 +205,7 @@ def other_models(args) -> list[dict]:
 
     Each runs at 2 torch threads (the faster setting for every library on the MNIST sweep) with
     the whole set as one batch, best of ``--repeats``; foolbox runs on the same images and settings.
+    On the CIFAR ResNet boundgeo also runs ``box_step="after_first"`` and that with ``refine=1``.
     """
     from bench_imagenet_scale import IMAGENET_MEAN, IMAGENET_STD, SIZE, calibrate_batchnorm
     from cifar10 import CHECKPOINT
@@ -226,30 +243,42 @@ def other_models(args) -> list[dict]:
                 p.requires_grad_(False)
             batch = len(x)
             run_boundgeo(model, x[:2], y[:2], norm, 2)  # warm-up
-            ours = float("inf")
-            for _ in range(args.repeats):
-                start = time.perf_counter()
-                adv, success, pts = run_boundgeo(model, x, y, norm, batch)
-                ours = min(ours, time.perf_counter() - start)
-            floor = autograd_floor(model, x, pts, batch, 2, repeats=2)
             theirs = float("inf")
             for _ in range(args.repeats):
                 start = time.perf_counter()
                 fadv, fsuccess, _ = run_foolbox(model, x, y, norm, batch)
                 theirs = min(theirs, time.perf_counter() - start)
-            norms, fnorms = _norms(adv - x, norm), _norms(fadv - x, norm)
-            row = {"model": name, "norm": norm, "images": len(x), "batch_size": batch, "torch_threads": 2,
-                   "input_shape": list(x.shape[1:]), "mean_iterations": float(pts.iterations.float().mean()),
-                   "box_step": pts.settings.get("box_step"), "success_rate": float(success.float().mean()),
-                   "foolbox_success_rate": float(fsuccess.float().mean()),
-                   "median_norm": float(norms[success].median()), "foolbox_median_norm": float(fnorms[fsuccess].median()),
-                   "seconds_per_image": ours / len(x), "floor_seconds_per_image": floor,
-                   "ratio_to_floor": ours / len(x) / floor, "foolbox_seconds_per_image": theirs / len(x),
-                   "time_ratio_to_foolbox": ours / theirs, "timing": f"best of {args.repeats}; floor best of 2"}
-            rows.append(row)
-            print(f"{name} {norm}: {row['mean_iterations']:.2f} iterations, {row['seconds_per_image'] * 1e3:.1f} ms/img, "
-                  f"{row['ratio_to_floor']:.2f}x the floor, {row['time_ratio_to_foolbox']:.3f}x foolbox's time, "
-                  f"median ‖r‖ {row['median_norm']:.4f} (foolbox {row['foolbox_median_norm']:.4f})", flush=True)
+            fnorms = _norms(fadv - x, norm)
+            # the box-aware and refined variants on the CIFAR ResNet, whose inputs are not saturated
+            # like MNIST's; the ResNet-50 row times the default only
+            variants = OTHER_MODEL_VARIANTS if name.startswith("CIFAR") else OTHER_MODEL_VARIANTS[:1]
+            for extra in variants:
+                ours = floor = float("inf")
+                for _ in range(args.repeats):  # each timed run followed by its floor (interleaved)
+                    start = time.perf_counter()
+                    adv, success, pts = run_boundgeo(model, x, y, norm, batch, **extra)
+                    ours = min(ours, time.perf_counter() - start)
+                    floor = min(floor, autograd_floor(model, x, pts, batch, 2, repeats=2))
+                norms = _norms(adv - x, norm)
+                both = success & fsuccess
+                row = {"model": name, "norm": norm, "variant": _variant(extra), "images": len(x), "batch_size": batch,
+                       "torch_threads": 2, "input_shape": list(x.shape[1:]),
+                       "mean_iterations": float(pts.iterations.float().mean()),
+                       "box_step": pts.settings.get("box_step"), "refine": pts.settings.get("refine", 0),
+                       "success_rate": float(success.float().mean()),
+                       "foolbox_success_rate": float(fsuccess.float().mean()),
+                       "median_norm": float(norms[success].median()),
+                       "foolbox_median_norm": float(fnorms[fsuccess].median()),
+                       "paired_norm_ratio_to_foolbox": float((norms[both] / fnorms[both]).median()),
+                       "seconds_per_image": ours / len(x), "floor_seconds_per_image": floor,
+                       "ratio_to_floor": ours / len(x) / floor, "foolbox_seconds_per_image": theirs / len(x),
+                       "time_ratio_to_foolbox": ours / theirs,
+                       "timing": f"best of {args.repeats}, each run followed by its floor (best of 2 per call)"}
+                rows.append(row)
+                print(f"{name} {norm} {row['variant']}: {row['mean_iterations']:.2f} iterations, "
+                      f"{row['seconds_per_image'] * 1e3:.1f} ms/img, {row['ratio_to_floor']:.2f}x the floor, "
+                      f"{row['time_ratio_to_foolbox']:.3f}x foolbox's time, median ‖r‖ {row['median_norm']:.4f} "
+                      f"(foolbox {row['foolbox_median_norm']:.4f})", flush=True)
     finally:
         torch.set_num_threads(before)
     return rows
@@ -294,11 +323,13 @@ def measure(name, runner, model, x, y, norm, setting, reference=None, repeats=2,
 
 def _measure(name, runner, model, x, y, norm, setting, reference, repeats, **extra):
     batch = setting["batch_size"]
-    seconds = float("inf")
-    for _ in range(repeats):  # best of `repeats` untimed-hook runs
+    seconds = floor = float("inf")
+    for _ in range(repeats):  # best of `repeats` untimed-hook runs, each followed by its floor
         start = time.perf_counter()
         adv, success, pts = runner(model, x, y, norm, batch, **extra)
         seconds = min(seconds, time.perf_counter() - start)
+        if pts is not None:  # interleaved, so that both see the machine in the same state
+            floor = min(floor, autograd_floor(model, x, pts, batch, setting["threads"], repeats=2))
     # Passes are counted on the first layer: ART calls the layers one by one, so hooks on the
     # top-level module would miss its passes. Time per pass is read on the top-level module.
     counter, timer = PassCounter(model[0]), PassCounter(model)
@@ -336,17 +367,20 @@ def _measure(name, runner, model, x, y, norm, setting, reference, repeats, **ext
             vjps = kept * it + 1
         else:
             vjps = kept * it.clamp(max=1) + min(nearest, kept) * (it - 1).clamp(min=0) + 1
-        floor = autograd_floor(model, x, pts, batch, setting["threads"])
         row["floor"] = {"seconds_per_image": floor,
                         "what": "boundgeo's iterations replayed as plain model(x) and autograd.grad calls at this "
-                                "row's threads and batch (the faster of batched and looped VJPs per call)"}
+                                "row's threads and batch (the faster of batched and looped VJPs per call), "
+                                f"timed after each of the {repeats} timed runs, best of them"}
         row["ratio_to_floor"] = row["seconds_per_image"] / floor
+        refined = pts.cost.get("refine_rows", 0) / len(x)
         row.update({
             "box_step": pts.settings.get("box_step", False),
+            "refine": pts.settings.get("refine", 0),
+            "refine_rows_per_image": refined,
             "nearest": nearest,
             "mean_iterations": float(it.mean()),
-            "minimum_forward_rows_per_image": float((it + 1).mean()),
-            "minimum_backward_rows_per_image": float(vjps.mean()),
+            "minimum_forward_rows_per_image": float((it + 1).mean()) + refined,
+            "minimum_backward_rows_per_image": float(vjps.mean()) + refined,
             "forward_seconds": timer.forward_seconds,
             "backward_seconds": timer.backward_seconds,
             "hooked_run_seconds": hooked,
@@ -417,6 +451,9 @@ def main() -> None:
         rows.append(run("boundgeo box_step=True", run_boundgeo, norm, reference=ref, box_step=True)[0])
         rows.append(run("boundgeo box_step=after_first", run_boundgeo, norm, reference=ref,
                         box_step="after_first")[0])
+        rows.append(run("boundgeo refine=1", run_boundgeo, norm, reference=ref, refine=1)[0])
+        rows.append(run("boundgeo box_step=after_first refine=1", run_boundgeo, norm, reference=ref,
+                        box_step="after_first", refine=1)[0])
         rows.append(run("foolbox", run_foolbox, norm, reference=ref)[0])
         if norm == "l2" and not args.skip_art:
             rows.append(run("art", run_art, norm, reference=ref)[0])

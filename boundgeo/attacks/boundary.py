@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 import stat
@@ -55,6 +56,8 @@ _CROSS_ULPS = 32
 # usable direction there: the projection is rounding noise (float32 leaves ~1e-7 of it), and
 # a step along it would be 1e5 times the full-space one.
 _SUBSPACE_BLIND = 1e-5
+# refine=: an input leaves once its move towards the tangent plane's foot has been halved to this.
+_REFINE_LEAST = 1 / 16
 # On the CPU, batches up to this size take the vmapped backward (see _vjp_rows).
 _VMAP_MAX_BATCH_CPU = 4
 
@@ -81,7 +84,8 @@ class BoundaryPoints(Result):
         true_label: (n,) the data's labels when they were given, else None.
         norm: ``"l2"`` or ``"linf"``. settings: the arguments of the run.
         cost: passes through the model, in rows (one input through the network):
-            ``forward_rows`` and ``backward_rows`` (vector-Jacobian products).
+            ``forward_rows`` and ``backward_rows`` (vector-Jacobian products), and of those
+            ``refine_rows`` (each one forward and one backward row) spent by ``refine``.
     """
 
     perturbation: torch.Tensor
@@ -289,6 +293,108 @@ def _box_steps(w: torch.Tensor, need: torch.Tensor, lower: torch.Tensor, upper: 
     return s, size, feasible
 
 
+def _refine(clf: Classifier, x: torch.Tensor, x_adv: torch.Tensor, normal: torch.Tensor, label: torch.Tensor,
+            target: torch.Tensor, status: torch.Tensor, *, rounds: int, norm: str, overshoot: float,
+            max_iter: int, clip: bool, box_step: bool) -> int:
+    """Shorter perturbations by projections onto the boundary's tangent plane (the idea of
+    SuperDeepFool, Abdolahpourrostam, Abroshan & Moosavi-Dezfooli, NeurIPS 2024; written from that
+    idea, not their algorithm, whose steps and stopping differ): from a boundary point x + r with
+    unit normal n, the point of the tangent plane nearest x is x + s, s the smallest step (in
+    ``norm``, inside the box when ``clip``) with n·s = n·r; from x + (1 + η) s, two-class DeepFool
+    steps towards the class found before cross the boundary again. The new point replaces the old one, with its normal and class,
+    only where it is across and strictly closer to x, so no input ever gets a longer
+    perturbation; where it is not, the next round goes half as far towards the foot (on a strongly
+    curved boundary the full projection overshoots), and after a few halvings the input is done.
+    Up to ``rounds`` rounds, each from the latest point. Updates ``x_adv``, ``normal`` and
+    ``target`` in place; returns the rows it used, each one forward and one backward row (one per
+    input and step)."""
+    lo, hi = clf.bounds
+    order = 2 if norm == "l2" else float("inf")
+    dual = 2 if norm == "l2" else 1
+    view = (-1,) + (1,) * (x.dim() - 1)
+    used = 0
+    # the share of the way to the tangent plane's foot: halved for an input whose candidate was not
+    # closer (a strongly curved boundary), which leaves once it falls below _REFINE_LEAST
+    share = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
+    for _ in range(rounds):
+        rows = ((status == CONVERGED) & (share >= _REFINE_LEAST)).nonzero().squeeze(1)
+        start = x[rows].flatten(1)
+        r = (x_adv[rows] - x[rows]).flatten(1)
+        unit = normal[rows].flatten(1)
+        need = (r * unit).sum(1)  # the boundary point's height along its normal
+        keep = need > 0
+        rows, start, r, unit, need = rows[keep], start[keep], r[keep], unit[keep], need[keep]
+        if not rows.numel():
+            break
+        size_now = torch.linalg.vector_norm(r, ord=order, dim=1)
+        if clip:  # x + (1 + η) Σ s stays in the box, as in the main loop
+            lower = ((lo - start) / (1.0 + overshoot)).clamp_max(0)
+            upper = ((hi - start) / (1.0 + overshoot)).clamp_min(0)
+        else:
+            lower, upper = torch.full_like(start, -math.inf), torch.full_like(start, math.inf)
+        foot = _box_steps(unit[None], need[None], lower, upper, norm)[0][0]
+        part = share[rows, None]
+        # on the tangent plane too (a mix of two of its points), and inside the box
+        total = part * foot + (1 - part) * (r / (1.0 + overshoot))
+        lab, cls = label[rows], target[rows]
+        z = x_adv[rows].clone()
+        found = torch.zeros(len(rows), dtype=torch.bool, device=x.device)
+        found_normal = torch.zeros_like(r)
+        found_class = cls.clone()
+        pending = torch.arange(len(rows), device=x.device)
+        for it in range(max_iter + 1):
+            moved = x[rows[pending]] + (1.0 + overshoot) * total[pending].view(x[rows[pending]].shape)
+            if clip:
+                moved = clf.clip(moved)
+            z[pending] = x[rows[pending]] + (moved - x[rows[pending]])  # exactly x + r, as deepfool returns
+            za = z[pending].detach().requires_grad_(True)
+            logits = clf.forward(za)
+            detached = logits.detach()
+            pred = detached.argmax(1)
+            own = detached.gather(1, lab[pending, None])[:, 0]
+            gap = detached.gather(1, pred[:, None])[:, 0] - own
+            tol = _CROSS_ULPS * torch.finfo(detached.dtype).eps * (1.0 + detached.abs().amax(dim=1))
+            crossed = (pred != lab[pending]) & (gap > tol)
+            towards = torch.where(crossed, pred, cls[pending])
+            grad_outputs = torch.zeros_like(detached)
+            grad_outputs.scatter_(1, towards[:, None], 1.0)
+            grad_outputs.scatter_add_(1, lab[pending, None], -torch.ones_like(own)[:, None])
+            (w,) = torch.autograd.grad(logits, za, grad_outputs)
+            used += len(pending)
+            w = w.flatten(1)
+            w_size = w.norm(dim=1)
+            done = crossed & (w_size > _TINY)
+            found[pending[done]] = True
+            found_normal[pending[done]] = w[done] / w_size[done, None]
+            found_class[pending[done]] = pred[done]
+            stepping = ~crossed & (w_size > _TINY)
+            if it == max_iter or not stepping.any():
+                break
+            idx = pending[stepping]
+            ws = w[stepping]
+            f = detached[stepping].gather(1, cls[idx, None])[:, 0] - own[stepping]
+            w_dual = torch.linalg.vector_norm(ws, ord=dual, dim=1)
+            if box_step:
+                room = total[idx]
+                need_step = (-f).clamp_min(0) + _STEP_SLACK * w_dual
+                step = _box_steps(ws[None], need_step[None], (lower[idx] - room).clamp_max(0),
+                                  (upper[idx] - room).clamp_min(0), norm)[0][0]
+            else:
+                length = (-f).clamp_min(0) / w_dual.clamp_min(_TINY) + _STEP_SLACK
+                step = (length / w_size[stepping].clamp_min(_TINY))[:, None] * ws if norm == "l2" \
+                    else length[:, None] * ws.sign()
+            total[idx] += step
+            pending = idx
+        size_new = torch.linalg.vector_norm((z - x[rows]).flatten(1), ord=order, dim=1)
+        better = found & (size_new < size_now)
+        share[rows[~better]] /= 2
+        chosen = rows[better]
+        x_adv[chosen] = z[better]
+        normal[chosen] = found_normal[better].view((-1,) + tuple(x.shape[1:])).to(normal.dtype)
+        target[chosen] = found_class[better]
+    return used
+
+
 def _deepfool_batch(
     clf: Classifier,
     x: torch.Tensor,
@@ -301,6 +407,7 @@ def _deepfool_batch(
     nearest: int | None,
     box_step: bool | str = False,
     subspace: torch.Tensor | None = None,
+    refine: int = 0,
 ) -> dict[str, torch.Tensor]:
     n = x.shape[0]
     lo, hi = clf.bounds
@@ -424,6 +531,11 @@ def _deepfool_batch(
         else:
             active = active[~crossed]
 
+    refine_rows = 0  # each a forward row and a backward row of the refinement, in the totals too
+    if refine and label is not None:
+        refine_rows = _refine(clf, x, x_adv, normal, label, target, status, rounds=refine, norm=norm,
+                              overshoot=overshoot, max_iter=max_iter, clip=clip, box_step=bool(box_step))
+        forward_rows, backward_rows = forward_rows + refine_rows, backward_rows + refine_rows
     perturbation = (x_adv - x).detach()
     flat_r = perturbation.flatten(1)
     margin = flat_r.norm(dim=1) if norm == "l2" else flat_r.abs().amax(dim=1)
@@ -436,7 +548,7 @@ def _deepfool_batch(
         "iterations": iterations,
         "converged": (status == CONVERGED) | (status == ZERO_NORMAL),
         "status": status,
-        "cost": {"forward_rows": forward_rows, "backward_rows": backward_rows},
+        "cost": {"forward_rows": forward_rows, "backward_rows": backward_rows, "refine_rows": refine_rows},
     }
 
 
@@ -448,6 +560,14 @@ def _check_box_step(box_step: Any, clip: Any) -> bool | str:
     if box_step and not clip:
         raise BoundgeoError(f"box_step={box_step!r} solves steps inside clf.bounds, so it needs clip=True")
     return box_step
+
+
+def _check_refine(refine: Any, subspace: Any = None) -> int:
+    rounds = check_count(refine, "refine", minimum=0)
+    if rounds and subspace is not None:
+        raise BoundgeoError(f"refine={rounds} projects onto tangent planes of the whole input space; it cannot "
+                            "be combined with subspace= (use refine=0)")
+    return rounds
 
 
 def _check_subspace(rows, x: torch.Tensor, *, name: str = "subspace") -> torch.Tensor:
@@ -485,6 +605,7 @@ def deepfool(
     clip: bool = True,
     nearest: int | None = 3,
     box_step: bool | str = False,
+    refine: int = 0,
     subspace=None,
     progress: bool = False,
 ) -> BoundaryPoints:
@@ -519,6 +640,14 @@ def deepfool(
             (linearised at x, the least accurate) and solves the later ones in the box: on the
             MNIST CNN it needs a third of the iterations with norms within 0.6%, where ``True``
             needs a quarter but lands 8% (ℓ2) to 17% (ℓ∞) farther. Needs ``clip=True``.
+        refine: rounds of tangent-plane projection after DeepFool has crossed (the idea of
+            SuperDeepFool, Abdolahpourrostam et al., NeurIPS 2024): from the boundary point with
+            normal n, the nearest point of its tangent plane (the smallest s with n·s = n·r,
+            inside the box when clipping), then two-class DeepFool steps across again. A point
+            replaces the previous one, with its normal and class, only where it is across and
+            closer to x. 0 (the default) is DeepFool as published. Each round costs one forward
+            and one backward row per input and step (usually 1-2 steps); on the MNIST CNN one
+            round shortens the median ‖r‖ by about 10%. Not with ``subspace``.
         subspace: orthonormal rows (k, *S) or (k, d): every step is taken inside their span, with
             the candidates' gradients replaced by their projections (Ortiz-Jiménez et al. 2020),
             so the perturbation found is the margin along that subspace (see
@@ -543,7 +672,8 @@ def deepfool(
     checked = _check_settings(norm, overshoot, max_iter, candidates, nearest)
     batch_size = check_count(batch_size, "batch_size")
     x = clf.check_inputs(x)
-    settings = dict(**checked, clip=bool(clip), box_step=_check_box_step(box_step, clip))
+    settings = dict(**checked, clip=bool(clip), box_step=_check_box_step(box_step, clip),
+                    refine=_check_refine(refine, subspace))
     norm, overshoot, max_iter, candidates, nearest = (
         checked[key] for key in ("norm", "overshoot", "max_iter", "candidates", "nearest"))
     if subspace is not None:
@@ -561,7 +691,7 @@ def deepfool(
     parts = [
         _deepfool_batch(clf, chunk, norm=norm, overshoot=overshoot, max_iter=max_iter,
                         candidates=candidates, clip=clip, nearest=nearest, box_step=settings["box_step"],
-                        subspace=subspace)
+                        subspace=subspace, refine=settings["refine"])
         for chunk in chunks
     ]
     fields_ = {key: torch.cat([p[key] for p in parts]) for key in parts[0] if key != "cost"}
@@ -589,9 +719,10 @@ _STORAGE_DTYPES = {torch.float32: "float32", torch.float16: "float16"}
 # the count make the data's fingerprint: reading every input again on each resume would cost
 # as much as a pass over the dataset.
 _DATA_SAMPLE = 32
-_DEEPFOOL_DEFAULTS = dict(overshoot=0.02, max_iter=50, candidates=10, clip=True, nearest=3, box_step=False)
+_DEEPFOOL_DEFAULTS = dict(overshoot=0.02, max_iter=50, candidates=10, clip=True, nearest=3, box_step=False,
+                          refine=0)
 # settings added after runs were recorded without them: such a run used the value given here
-_LEGACY_SETTINGS = {"box_step": False}
+_LEGACY_SETTINGS = {"box_step": False, "refine": 0}
 _TENSOR_FIELDS = tuple(f.name for f in dataclasses.fields(BoundaryPoints)
                        if f.name not in ("norm", "settings", "cost"))
 
@@ -640,7 +771,8 @@ def boundary_normals(
             ``torch.float32`` or ``torch.float16`` (half the disk; the normals are unit vectors,
             and a perturbation beyond float16's range is an error, never inf). ``margin`` is
             computed before the rounding.
-        **deepfool_kwargs: ``overshoot``, ``max_iter``, ``candidates``, ``clip``, ``nearest``.
+        **deepfool_kwargs: ``overshoot``, ``max_iter``, ``candidates``, ``clip``, ``nearest``,
+            ``box_step``, ``refine`` (see :func:`deepfool`).
 
     Returns:
         :class:`BoundaryPoints` on the CPU; ``index`` points into ``data``.
@@ -684,6 +816,7 @@ def boundary_normals(
         dtype=storage,
         clip=bool(df_kwargs["clip"]),
         box_step=_check_box_step(df_kwargs["box_step"], df_kwargs["clip"]),
+        refine=_check_refine(df_kwargs["refine"]),
         **checked,
     )
     resume = check_choice(resume, "resume", (True, False, "auto"))
