@@ -26,6 +26,7 @@ import difflib
 import json
 import math
 import re
+import statistics
 import sys
 import textwrap
 from collections.abc import Callable
@@ -1309,12 +1310,30 @@ def uap_sgd_published(data: dict) -> str:
                 if (r["norm"], r["xi"]) == (norm, xi) and r["method"] in UAP_PUBLISHED:
                     published_sets[r["fit_set"]] = max(published_sets.get(r["fit_set"], 0.0), r["eval_fooling"])
             ahead = sum(per_set[s] >= published_sets[s] for s in per_set)
+            diff = _paired_difference(part, norm, xi)
             rows.append([model, _methods_setting(norm, xi, cifar),
                          *[f"{pct(here[m]['mean'])} ({pct_range(here[m]['min'], here[m]['max'])})"
                            for m in (*UAP_PUBLISHED, "boundgeo sgd")],
-                         f"{(ours['mean'] - best) * 100:+.1f}", f"{ahead} of {len(per_set)}"])
+                         f"{(ours['mean'] - best) * 100:+.1f}"
+                         + (f" ± {diff[1] * 100:.1f}" if math.isfinite(diff[1]) else ""),
+                         f"{ahead} of {len(per_set)}"])
     return markdown(["model", "setting", "published, decaying step", "published, constant step", "boundgeo sgd",
-                     "sgd − better published (points)", "fit sets where sgd ≥ both"], rows)
+                     "sgd − better published (points, ± standard error of the paired difference)",
+                     "fit sets where sgd ≥ both"], rows)
+
+
+def _paired_difference(part: dict, norm: str, xi: float, method: str = "boundgeo sgd") -> tuple[float, float]:
+    """Mean and standard error over the fit sets of ``method`` minus the better published schedule
+    (the one with the higher mean), both run on the same fit set."""
+    summary = _methods_summary(part)
+    better = max(UAP_PUBLISHED, key=lambda m: summary[(norm, xi, m)]["mean"])
+    runs = {}
+    for r in part["rows"]:
+        if (r["norm"], r["xi"]) == (norm, xi) and r["method"] in (method, better):
+            runs.setdefault(r["fit_set"], {})[r["method"]] = r["eval_fooling"]
+    diffs = [v[method] - v[better] for v in runs.values()]
+    error = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else math.nan
+    return statistics.fmean(diffs), error
 
 
 @block("uap-sgd-ablation", "bench_uap_methods.json")
@@ -1370,13 +1389,16 @@ def uap_findings(data: dict) -> str:
     def setting(r) -> str:
         return ("CIFAR-10 " if r[0] == "cifar" else "") + _methods_setting(r[1], r[2], r[0] == "cifar")
 
-    first = (f"- **Against the published update.** boundgeo's `sgd` is at or above the better of the two "
-             f"published schedules at {len(ahead)} of {len(rows)} settings (mean over three fit sets)")
+    sets = len({r["fit_set"] for r in data["sgd_vs_published"]["rows"]})
+    loss = data.get("setup", {}).get("sgd_loss", "ce")
+    first = (f"- **Against the published update.** boundgeo's `sgd` (defaults: `loss=\"{loss}\"`) is at or above "
+             f"the better of the two published schedules at {len(ahead)} of {len(rows)} settings (mean over "
+             f"{sets} fit sets)")
     if behind:
         first += f", and below it at {', '.join(f'{setting(r)} ({r[3] * 100:+.1f} points)' for r in behind)}. "
         apart = [r for r in behind if not r[4]]
-        first += ("At each of these the ranges of the two over the fit sets overlap, so the shortfall is "
-                  "within the noise of three fit sets; but `sgd` is not ahead at every setting."
+        first += (f"At each of these the ranges of the two over the fit sets overlap, so the shortfall is "
+                  f"within the noise of {sets} fit sets; but `sgd` is not ahead at every setting."
                   if not apart else f"At {', '.join(setting(r) for r in apart)} the ranges over the fit sets "
                   "do not even overlap.")
     else:
@@ -1385,15 +1407,16 @@ def uap_findings(data: dict) -> str:
     changes = _uap_mean_changes(data)
     named = {m.removeprefix("sgd, "): v for m, v in changes.items() if m.startswith("sgd, ")}
     previous = next(v for k, v in named.items() if k.startswith("previous default"))
-    lines.append(f"- **What matters.** The decaying step: the previous default (step ξ/10, constant, mini-batch "
-                 f"64) is {previous * 100:+.1f} points on average, and a constant step of 0.8 ξ "
+    losses = [k for k in ("cross-entropy loss", "margin loss", "focal margin loss") if k in named]
+    lines.append(f"- **What matters** (mean change over the {len(_methods_settings(data['sgd_vs_published']))} MNIST "
+                 f"settings against the defaults). The decaying step: the previous default is "
+                 f"{previous * 100:+.1f} points, and a constant step of 0.8 ξ "
                  f"{named['no decay (step 0.8 ξ)'] * 100:+.1f}. The mini-batch: 16 gives "
                  f"{named['mini-batch 16'] * 100:+.1f} points and 64 {named['mini-batch 64'] * 100:+.1f}. "
                  f"β = 12 instead of 8 gives {named['β = 12'] * 100:+.1f}, and momentum 0.9 "
-                 f"{named['momentum 0.9'] * 100:+.1f}. The logit-margin loss "
-                 '(`loss="margin"`) gives '
-                 f"{named['margin loss'] * 100:+.1f} points, and with mini-batch 16 "
-                 f"{named['margin loss, mini-batch 16'] * 100:+.1f}.")
+                 f"{named['momentum 0.9'] * 100:+.1f}. The loss: "
+                 + ", ".join(f"the {k.removesuffix(' loss')} {named[k] * 100:+.1f}" for k in losses)
+                 + f", and the margin at mini-batch 16 {named['margin loss, mini-batch 16'] * 100:+.1f}.")
     both = "sgd, margin loss, mini-batch 16"
     versus = []
     for key in ("sgd_vs_published", "cifar"):
@@ -1409,11 +1432,10 @@ def uap_findings(data: dict) -> str:
                      f"{max(r[3] for r in versus) * 100:.1f} points"
                      + (f", and below it at {', '.join(f'{setting(r)} ({r[3] * 100:+.1f})' for r in below)}"
                         if below else "")
-                     + (". A likely reason, not measured here: the margin weighs every input alike, where the "
+                     + (". A likely reason: the plain margin weighs every input alike, where the "
                         "cross-entropy's gradient leans on the inputs near a boundary, which helps where many "
-                        "inputs can be fooled and hurts where only the nearest can. Neither is ahead "
-                        "everywhere, so the default stays the cross-entropy at mini-batch 32." if below else
-                        ": ahead everywhere, a candidate for the default."))
+                        "inputs can be fooled and hurts where only the nearest can; the focal margin weighs "
+                        "each input by (1 − p)^0.3 to keep both." if below else ": ahead everywhere."))
     methods = _methods_summary(data["methods"])
     settings = _methods_settings(data["methods"])
 
@@ -1499,28 +1521,34 @@ def uap_targeted_findings(data: dict) -> str:
     part = data["targeted"]
     summary = _methods_summary(part)
     settings = _methods_settings(part)
-    ce, margin, singular = "sgd (cross-entropy)", "sgd (margin loss)", "singular (64 images)"
+    ce, singular = "sgd (cross-entropy)", "singular (64 images)"
+    others = [m for m in dict.fromkeys(r["method"] for r in part["rows"]) if m.startswith("sgd (") and m != ce]
 
-    gaps = [summary[(n, x, margin)]["mean"] - summary[(n, x, ce)]["mean"] for n, x in settings]
-    shown = ", ".join(f"{round(g * 100, 1) + 0.0:+.1f} points at {_methods_setting(n, x)}"
-                      for g, (n, x) in zip(gaps, settings, strict=True))
-    if max(abs(g) for g in gaps) < 0.02:
-        reading = "within 2 points of each other: on this CNN the two losses send nearly the same share"
-    elif min(gaps) > 0:
-        reading = "the margin loss sends more at every setting"
-    elif max(gaps) < 0:
-        reading = "the cross-entropy sends more at every setting"
-    else:
-        reading = "neither loss is ahead at every setting"
+    def against_ce(method: str) -> str:
+        name = method.removeprefix("sgd (").removesuffix(")")
+        gaps = [summary[(n, x, method)]["mean"] - summary[(n, x, ce)]["mean"] for n, x in settings]
+        shown = ", ".join(f"{round(g * 100, 1) + 0.0:+.1f} points at {_methods_setting(n, x)}"
+                          for g, (n, x) in zip(gaps, settings, strict=True))
+        if max(abs(g) for g in gaps) < 0.02:
+            reading = "within 2 points: on this CNN the two send nearly the same share"
+        elif min(gaps) > 0:
+            reading = f"the {name} sends more at every setting"
+        elif max(gaps) < 0:
+            reading = "the cross-entropy sends more at every setting"
+        else:
+            reading = "neither is ahead at every setting"
+        return f"the {name} {shown} ({reading})"
 
-    ends = {}  # per setting: the cross-entropy's runs, from the class it reaches least to the most
+    loss = data.get("setup", {}).get("sgd_loss", "ce")
+    default = {"ce": ce, "margin": "sgd (margin loss)", "focal_margin": "sgd (focal margin loss)"}[loss]
+    ends = {}  # per setting: the default loss's runs, from the class it reaches least to the most
     for n, x in settings:
-        ends[(n, x)] = sorted((r for r in part["rows"] if (r["norm"], r["xi"], r["method"]) == (n, x, ce)),
+        ends[(n, x)] = sorted((r for r in part["rows"] if (r["norm"], r["xi"], r["method"]) == (n, x, default)),
                               key=lambda r: r["eval_target"])
-    weaker = all(summary[(n, x, singular)]["mean"] < summary[(n, x, ce)]["mean"] / 2 for n, x in settings)
+    weaker = all(summary[(n, x, singular)]["mean"] < summary[(n, x, default)]["mean"] / 2 for n, x in settings)
     lines = [
-        f"- **The margin loss against the cross-entropy, targeted:** {shown} (mean over the classes), "
-        f"{reading}.",
+        "- **The losses against the cross-entropy, targeted** (mean over the classes): "
+        + "; ".join(against_ce(m) for m in others) + ".",
         "- **Some classes are much harder targets than others:** " + "; ".join(
             f"at {_methods_setting(n, x)} `sgd` sends {pct(ends[(n, x)][-1]['eval_target'])} to class "
             f"{ends[(n, x)][-1]['target']} and {pct(ends[(n, x)][0]['eval_target'])} to class "
@@ -1537,9 +1565,13 @@ def uap_targeted_findings(data: dict) -> str:
 @block("uap-cost", "bench_uap_methods.json")
 def uap_cost(data: dict) -> str:
     c = data["cost"]
-    return (f"{c['sgd_seconds']:.2f} s for {c['passes']} passes over {c['images']:,} images against "
+    text = (f"{c['sgd_seconds']:.2f} s for {c['passes']} passes over {c['images']:,} images against "
             f"{c['floor_seconds']:.2f} s for the same forward and backward passes as plain calls at mini-batch "
             f"{c['batch']}: {c['ratio']:.2f}×")
+    if "floor_with_loss_seconds" in c:
+        text += (f"; through sgd's own loss (`{c['loss']}`) the plain calls take {c['floor_with_loss_seconds']:.2f} s, "
+                 f"and sgd {c['ratio_to_floor_with_loss']:.2f}× that")
+    return text
 
 
 # ---------------------------------------------------------------- rendering and checking

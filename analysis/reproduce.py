@@ -82,7 +82,7 @@ STEPS = (
          ("cifar10.json",), 1000, 60,
          "+630 s when analysis/results/cifar10_resnet.pt is missing or stale (the quick run then stops)"),
     Step("bench_deepfool", (("analysis/benchmarks/bench_deepfool.py",),),
-         (("analysis/benchmarks/bench_deepfool.py", "--quick"),), ("bench_deepfool.json",), 700, 150),
+         (("analysis/benchmarks/bench_deepfool.py", "--quick"),), ("bench_deepfool.json",), 900, 200),
     Step("bench_spectrum",
          (("analysis/benchmarks/bench_spectrum.py", "--only", "memory,memory_cnn,float16,speed"),),
          (("analysis/benchmarks/bench_spectrum.py", "--quick"),), ("bench_spectrum.json",), 620, 110),
@@ -101,8 +101,8 @@ STEPS = (
          "version 4b24a80bd7ae78ab ran the seeds by hand beside the main run's ART settings, each process "
          "on a core of its own, which saves the 49 min"),
     Step("bench_uap_methods", (("analysis/benchmarks/bench_uap_methods.py",),),
-         (("analysis/benchmarks/bench_uap_methods.py", "--quick"),), ("bench_uap_methods.json",), 1950, 110,
-         "boundgeo's sgd against the published SGD-UAP update (MNIST CNN, 6 settings x 3 fit sets, with the "
+         (("analysis/benchmarks/bench_uap_methods.py", "--quick"),), ("bench_uap_methods.json",), 2700, 150,
+         "boundgeo's sgd against the published SGD-UAP update (MNIST CNN, 6 settings x 5 fit sets, with the "
          "ablation; CIFAR-10 ResNet at l-inf 8/255 and 10/255), every method with alignment, the fit-size "
          "curve, sgd's cost against its forward and backward passes, and targeted perturbations to each class"),
     Step("bench_imagenet_scale", (("analysis/benchmarks/bench_imagenet_scale.py",),),

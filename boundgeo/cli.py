@@ -600,7 +600,7 @@ def stage_geometry(setup: _Setup, out: Path, seed: int):
 
 
 def stage_uap(setup: _Setup, out: Path, seed: int, xi: float | None = None, norm: str = "l2",
-              method: str = "sgd", target: int | None = None, loss: str = "ce"):
+              method: str = "sgd", target: int | None = None, loss: str | None = None):
     from .attacks.universal import perturbed_examples, universal_perturbation
 
     clf, data = setup.clf, setup.data
@@ -863,8 +863,9 @@ def build_parser() -> argparse.ArgumentParser:
             stage.add_argument("--method", choices=list(UNIVERSAL_METHODS), default="sgd")
             stage.add_argument("--target", type=int, default=None,
                                help="a class: a targeted perturbation that sends inputs there (sgd, singular)")
-            stage.add_argument("--loss", choices=list(LOSSES), default="ce",
-                               help="sgd's loss: clipped cross-entropy or the logit margin")
+            stage.add_argument("--loss", choices=list(LOSSES), default=None,
+                               help="sgd's loss: clipped cross-entropy (ce), the logit margin, or the margin "
+                                    "weighted towards the inputs nearest success (focal_margin, the default)")
         if name == "profile":
             stage.add_argument("--epsilons", type=float, nargs="+", default=None)
         if name == "curvature":

@@ -35,7 +35,7 @@ def test_the_published_update_is_sgd_at_the_published_settings(small_net, norm, 
     published = bench.published_sgd_uap(model, x, labels, xi, norm, decaying=True, seed=4, epochs=3)
     ours = bg.universal_perturbation(clf, x, xi=xi, norm=norm, method="sgd", seed=4, max_passes=3, delta=1e-6,
                                      step_size=0.8 * xi, step_decay=0.8, loss_clip=12.0, batch_size=32,
-                                     keep_best=False, progress=False).perturbation
+                                     keep_best=False, loss="ce", progress=False).perturbation
     assert published.abs().max() > 0
     assert torch.allclose(published, ours, atol=1e-5 * xi)
 

@@ -10,6 +10,7 @@ from torch import nn
 import boundgeo as bg
 from boundgeo._perturb import best_other, sent_to
 from boundgeo.attacks.singular import PowerIteration, layer_function
+from boundgeo.attacks.universal import FOCUS
 
 
 def _affine(classes: int, seed: int = 0) -> tuple[bg.Classifier, torch.Tensor, nn.Linear]:
@@ -160,6 +161,7 @@ def test_targeted_sgd_sends_most_inputs_to_the_target(tmp_path):
     (dict(target=1, method="singular", layer="1"), r"target= with method='singular' .* layer must be None"),
     (dict(loss="hinge"), r"loss must be one of"),
     (dict(loss="margin", method="singular"), r"loss='margin' is a setting of method='sgd', not of 'singular'"),
+    (dict(loss="ce", method="batched"), r"loss='ce' is a setting of method='sgd', not of 'batched'"),
 ])
 def test_bad_targets_are_refused(change, message):
     torch.manual_seed(1)
@@ -250,7 +252,8 @@ def _tanh_mlp(seed: int = 0) -> tuple[bg.Classifier, torch.Tensor, torch.Tensor]
 TOY = dict(xi=2.0, norm="l2", max_passes=10, progress=False, seed=0)
 
 
-@pytest.mark.parametrize("method, changes", [("singular", {}), ("sgd", dict(loss="margin")), ("sgd", {})])
+@pytest.mark.parametrize("method, changes", [("singular", {}), ("sgd", dict(loss="margin")), ("sgd", dict(loss="ce")),
+                                             ("sgd", {})])
 def test_targeted_perturbations_reach_every_class_of_a_nonlinear_toy(method, changes):
     clf, x, held = _tanh_mlp()
     assert torch.bincount(clf.predict(x), minlength=5).min() >= 30
@@ -263,37 +266,46 @@ def test_targeted_perturbations_reach_every_class_of_a_nonlinear_toy(method, cha
     assert min(rates) >= 0.7 and sum(rates) / len(rates) >= 0.9, rates
 
 
+@pytest.mark.parametrize("loss", ["margin", "focal_margin"])
 @pytest.mark.parametrize("target", [None, 1])
-def test_one_margin_step_on_two_affine_classes_follows_the_difference_of_their_weights(target):
+def test_one_margin_step_on_two_affine_classes_follows_the_difference_of_their_weights(target, loss):
     # the margin's gradient is w_k − w_y at every input, whatever its logits (the cross-entropy's
     # is weighted by the probabilities): one full-batch ℓ2 step of size ξ from v = 0 is
-    # ξ (w_1 − w_0)/‖w_1 − w_0‖, signed by which class the inputs pushed out of hold more
+    # ξ (w_1 − w_0)/‖w_1 − w_0‖, signed by which class the inputs pushed out of hold more; the
+    # focal margin weighs each input by (1 − p_clean)^γ (targeted p_c^γ), which moves only the sign
     torch.manual_seed(5)
     linear = nn.Linear(16, 2)
     clf = bg.Classifier(nn.Sequential(nn.Flatten(), linear).eval())
     x = 0.25 + 0.5 * torch.rand(64, 1, 4, 4)
     clean = clf.predict(x)
     toward = (linear.weight[1] - linear.weight[0]).detach()
-    pushed = int((clean == 0).sum()) - int((clean == 1).sum()) if target is None else 1
-    assert pushed != 0
-    found = bg.universal_perturbation(clf, x, xi=0.1, norm="l2", method="sgd", loss="margin", target=target,
+    p = torch.softmax(clf.forward(x).detach(), 1)
+    if loss == "margin":
+        weight = torch.ones(len(x))
+    else:
+        weight = (1 - p.gather(1, clean[:, None])[:, 0]) ** FOCUS if target is None else p[:, 1] ** FOCUS
+    sign = torch.where(clean == 0, 1.0, -1.0)
+    pushed = float((weight * sign).sum()) if target is None else 1.0
+    assert abs(pushed) > 1e-3
+    found = bg.universal_perturbation(clf, x, xi=0.1, norm="l2", method="sgd", loss=loss, target=target,
                                       max_passes=1, batch_size=64, step_size=0.1, loss_clip=1e6,
                                       keep_best=False, delta=1e-9, progress=False)
     expected = 0.1 * toward / toward.norm() * (1 if pushed > 0 else -1)
     torch.testing.assert_close(found.perturbation.reshape(-1), expected, atol=1e-6, rtol=0)
 
 
-def test_the_untargeted_margin_loss_is_a_working_attack_and_is_recorded():
+@pytest.mark.parametrize("loss", ["margin", "focal_margin"])
+def test_the_untargeted_margin_losses_are_working_attacks_and_are_recorded(loss):
     clf, x, held = _tanh_mlp()
-    found = bg.universal_perturbation(clf, x, method="sgd", loss="margin", eval_data=held, **TOY)
-    assert found.settings["loss"] == "margin"
+    found = bg.universal_perturbation(clf, x, method="sgd", loss=loss, eval_data=held, **TOY)
+    assert found.settings["loss"] == loss
     assert found.eval_fooling_rate == bg.fooling_rate(clf, held, found.perturbation)
     random = torch.randn(x.shape[1:])
     assert found.eval_fooling_rate > bg.fooling_rate(clf, held, random / random.norm() * TOY["xi"]) + 0.2
 
 
 @pytest.mark.parametrize("changes", [dict(method="singular", target=3), dict(method="sgd", target=3, loss="margin"),
-                                     dict(method="sgd", loss="margin")])
+                                     dict(method="sgd", loss="margin"), dict(method="sgd", loss="focal_margin")])
 def test_targeted_and_margin_runs_are_seeded_and_reproducible(changes):
     x, _ = bg.load_dataset("digits")
     clf = bg.Classifier(bg.zoo.pretrained_digits_cnn().model)
@@ -320,3 +332,10 @@ def test_best_other_is_the_largest_logit_of_another_class_with_ties_and_many_cla
     assert torch.equal(found.detach(), expected)
     (grad,) = torch.autograd.grad(found.sum(), logits)
     assert torch.equal(grad.sum(1), torch.ones(200)) and (grad.gather(1, cls[:, None]) == 0).all()
+
+
+def test_sgd_defaults_to_the_focal_margin_and_other_methods_record_no_loss():
+    clf, x, _ = _tanh_mlp()
+    kwargs = dict(xi=1.0, norm="l2", max_passes=2, progress=False)
+    assert bg.universal_perturbation(clf, x[:64], method="sgd", **kwargs).settings["loss"] == "focal_margin"
+    assert "loss" not in bg.universal_perturbation(clf, x[:64], method="singular", **kwargs).settings

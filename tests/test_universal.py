@@ -387,7 +387,8 @@ def test_sgd_momentum_zero_is_the_plain_minibatch_step(small_net):
     model, x, _ = small_net
     x = x[:64]
     clf = bg.Classifier(model)
-    kw = dict(xi=0.3, method="sgd", max_passes=2, delta=1e-6, progress=False, batch_size=16, seed=3, keep_best=False)
+    kw = dict(xi=0.3, method="sgd", max_passes=2, delta=1e-6, progress=False, batch_size=16, seed=3, keep_best=False,
+              loss="ce")
     a = bg.universal_perturbation(clf, x, momentum=0.0, **kw).perturbation
     clean = clf.predict(x)
     v = torch.zeros(x.shape[1:])
