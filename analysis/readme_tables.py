@@ -1403,6 +1403,15 @@ def uap_findings(data: dict) -> str:
                   "do not even overlap.")
     else:
         first += "."
+    ties = []
+    for key in ("sgd_vs_published", "cifar"):
+        for norm, xi in _methods_settings(data[key]):
+            mean, error = _paired_difference(data[key], norm, xi)
+            if 0 <= mean < error:
+                ties.append(f"{setting((key, norm, xi))} ({mean * 100:+.1f} ± {error * 100:.1f})")
+    if ties:
+        first += (f" At {len(ties)} of those settings the lead is smaller than the standard error of the paired "
+                  f"difference, a tie within the noise rather than a win: {', '.join(ties)}.")
     lines = [first]
     changes = _uap_mean_changes(data)
     named = {m.removeprefix("sgd, "): v for m, v in changes.items() if m.startswith("sgd, ")}
