@@ -1286,6 +1286,11 @@ def _methods_summary(part: dict) -> dict[tuple[str, float, str], dict]:
     return {(r["norm"], r["xi"], r["method"]): r for r in part["summary"]}
 
 
+def _better_published(summary: dict, norm: str, xi: float) -> str:
+    """The published schedule with the higher mean at a setting: what sgd is compared with."""
+    return max(UAP_PUBLISHED, key=lambda m: summary[(norm, xi, m)]["mean"])
+
+
 def _methods_settings(part: dict) -> list[tuple[str, float]]:
     seen: list[tuple[str, float]] = []
     for r in part["summary"]:
@@ -1302,7 +1307,7 @@ def uap_sgd_published(data: dict) -> str:
         for norm, xi in _methods_settings(part):
             here = {m: summary[(norm, xi, m)] for m in (*UAP_PUBLISHED, "boundgeo sgd")}
             ours = here["boundgeo sgd"]
-            best = max(here[m]["mean"] for m in UAP_PUBLISHED)
+            best = here[_better_published(summary, norm, xi)]["mean"]
             per_set = {r["fit_set"]: r["eval_fooling"] for r in part["rows"]
                        if (r["norm"], r["xi"], r["method"]) == (norm, xi, "boundgeo sgd")}
             published_sets = {}
@@ -1326,7 +1331,7 @@ def _paired_difference(part: dict, norm: str, xi: float, method: str = "boundgeo
     """Mean and standard error over the fit sets of ``method`` minus the better published schedule
     (the one with the higher mean), both run on the same fit set."""
     summary = _methods_summary(part)
-    better = max(UAP_PUBLISHED, key=lambda m: summary[(norm, xi, m)]["mean"])
+    better = _better_published(summary, norm, xi)
     runs = {}
     for r in part["rows"]:
         if (r["norm"], r["xi"]) == (norm, xi) and r["method"] in (method, better):
@@ -1379,7 +1384,7 @@ def uap_findings(data: dict) -> str:
     for key in ("sgd_vs_published", "cifar"):
         summary = _methods_summary(data[key])
         for norm, xi in _methods_settings(data[key]):
-            better = max(UAP_PUBLISHED, key=lambda m: summary[(norm, xi, m)]["mean"])
+            better = _better_published(summary, norm, xi)
             ours, theirs = summary[(norm, xi, "boundgeo sgd")], summary[(norm, xi, better)]
             overlap = ours["max"] >= theirs["min"] and theirs["max"] >= ours["min"]
             rows.append((key, norm, xi, ours["mean"] - theirs["mean"], overlap))
@@ -1432,7 +1437,7 @@ def uap_findings(data: dict) -> str:
         summary = _methods_summary(data[key])
         for norm, xi in _methods_settings(data[key]):
             if (norm, xi, both) in summary:
-                best = max(summary[(norm, xi, m)]["mean"] for m in UAP_PUBLISHED)
+                best = summary[(norm, xi, _better_published(summary, norm, xi))]["mean"]
                 versus.append((key, norm, xi, summary[(norm, xi, both)]["mean"] - best))
     if versus:
         below = [r for r in versus if r[3] < 0]
