@@ -152,3 +152,50 @@ def test_after_first_keeps_the_norms_with_fewer_iterations(digits_cnn, norm):
     # (linf); paired median norm ratio 1.0014 and 1.0017
     assert hybrid.iterations.float().mean() < 0.7 * clipped.iterations.float().mean()
     assert float((hybrid.margin / clipped.margin).median()) < 1.01
+
+
+def _tied_problem(norm: str, dtype: torch.dtype):
+    """An MNIST-like box: most coordinates at a bound, so many breakpoints tie, plus one row
+    beyond the box and one with a single free coordinate."""
+    generator = torch.Generator().manual_seed(1)
+    x = (torch.rand(6, 300, generator=generator) > 0.6).to(dtype) * torch.rand(6, 300, generator=generator, dtype=dtype)
+    lower, upper = (0 - x) / 1.02, (1 - x) / 1.02
+    w = torch.randn(4, 6, 300, generator=generator, dtype=dtype)
+    w[:, :, ::7] = 0  # coordinates no gradient moves
+    need = torch.rand(4, 6, generator=generator, dtype=dtype) * (4 if norm == "l2" else 30)
+    need[1, 2] = 1e6  # beyond the box
+    w[2, 3] = 0
+    w[2, 3, 5] = 1.5  # one free coordinate, halfway up its range
+    lower[3, 5], upper[3, 5] = -0.5, 0.5
+    need[2, 3] = 0.3
+    return w, need, lower, upper
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_newton_finds_the_root_that_sorting_the_breakpoints_finds(norm, dtype):
+    from boundgeo.attacks.boundary import _box_fill, _box_steps_sorted
+
+    w, need, lower, upper = _tied_problem(norm, dtype)
+    s, size, feasible = _box_steps(w, need, lower, upper, norm)
+    t = _box_steps_sorted(w, need, lower, upper, norm)
+    s_sorted, size_sorted, _ = _box_fill(w, t, feasible, lower, upper, norm)
+    assert not feasible[1, 2] and feasible.sum() == feasible.numel() - 1
+    rel = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(size, size_sorted, rtol=rel, atol=0)
+    torch.testing.assert_close(s, s_sorted, rtol=rel, atol=rel)
+    reached = (w * s).sum(-1)
+    torch.testing.assert_close(reached[feasible], need[feasible], rtol=rel * 10, atol=0)
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_rows_newton_has_not_finished_fall_back_to_the_sort(norm, monkeypatch):
+    import boundgeo.attacks.boundary as boundary
+
+    w, need, lower, upper = _tied_problem(norm, torch.float64)
+    expected = _box_steps(w, need, lower, upper, norm)
+    monkeypatch.setattr(boundary, "_NEWTON_MOST", 1)  # one step: most rows are still short
+    s, size, feasible = _box_steps(w, need, lower, upper, norm)
+    assert torch.equal(feasible, expected[2])
+    torch.testing.assert_close(size, expected[1], rtol=1e-12, atol=0)
+    torch.testing.assert_close(s, expected[0], rtol=1e-12, atol=1e-12)
