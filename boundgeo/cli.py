@@ -19,7 +19,6 @@ import contextlib
 import importlib
 import importlib.util
 import json
-import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -621,9 +620,8 @@ def stage_uap(setup: _Setup, out: Path, seed: int, xi: float | None = None, norm
     print(f"      fools {uap.fooling_rate:.1%} of the fit inputs and {uap.eval_fooling_rate:.1%} of the "
           f"held-out ones ({uap.seconds:.1f} s)")
     if target is not None:
-        rate = uap.eval_target_rate
-        held = ("" if rate is None else f" and {rate:.1%} of the held-out ones" if math.isfinite(rate)
-                else f" (the model already predicts {target} for every held-out input)")
+        text = uap.held_out_target_text()
+        held = "" if text is None else f"; {text}"
         print(f"      sends {uap.target_rate:.1%} of the fit inputs not already in class {target} to it{held}")
     return uap
 

@@ -162,13 +162,10 @@ def _setup_findings(info: dict) -> list[tuple[str, list[str], str | None]]:
     return [("What was analysed", sentences, None)] if sentences else []
 
 
-def _held_out_target(rate: float | None) -> str:
-    """The end of the report's targeted sentence: the held-out share, if there is one to give."""
-    if rate is None:
-        return "."
-    if not math.isfinite(rate):
-        return "; every held-out input is predicted as that class already."
-    return f", and {rate:.1%} of such held-out inputs."
+def _held_out_target(uap) -> str:
+    """The end of the report's targeted sentence: what v does to the held-out inputs, if known."""
+    text = uap.held_out_target_text()
+    return "." if text is None else f"; {text}."
 
 
 def _findings(res: dict, info: dict | None = None) -> list[tuple[str, list[str], str | None]]:
@@ -227,7 +224,7 @@ def _findings(res: dict, info: dict | None = None) -> list[tuple[str, list[str],
             f"fitted on{held}, after {uap.passes} passes ({uap.seconds:.1f} s).{shown}",
             *([f"It is targeted at class {uap.target}: it sends {uap.target_rate:.1%} of the fitted inputs not "
                f"already predicted as {uap.target} there"
-               + _held_out_target(uap.eval_target_rate)]
+               + _held_out_target(uap)]
               if getattr(uap, "target", None) is not None else []),
         ], "universal"))
         if examples is not None:

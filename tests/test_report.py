@@ -7,6 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 import boundgeo as bg  # noqa: E402
 from boundgeo.report import render  # noqa: E402
@@ -77,10 +78,18 @@ def test_the_spectrum_section_gives_the_correlation_in_one_number(results_dir):
     assert f"against 1/d = {1 / spec.d:.3g}" in text and "have |cos| > 0.5" in text
 
 
-@pytest.mark.parametrize("rate, expected", [(None, "."), (0.25, ", and 25.0% of such held-out inputs."),
-                                            (float("nan"), "; every held-out input is predicted as that class "
-                                                           "already.")])
-def test_the_targeted_sentence_never_prints_nan(rate, expected):
+@pytest.mark.parametrize("target, rate, expected", [
+    (3, None, "."),
+    (None, 0.25, "."),
+    (3, 0.25, "; it sends 25.0% of the held-out inputs not predicted as 3 to 3."),
+    (3, float("nan"), "; every held-out input is predicted as 3 already."),
+])
+def test_the_targeted_sentence_never_prints_nan(target, rate, expected):
     from boundgeo.report import _held_out_target
 
-    assert _held_out_target(rate) == expected
+    uap = bg.UniversalPerturbation(perturbation=torch.zeros(4), xi=1.0, norm="l2", method="sgd", fooling_rate=0.5,
+                                   eval_fooling_rate=0.5, history=[], seconds=1.0, passes=1, reached=False,
+                                   target=target, target_rate=None if target is None else 0.5,
+                                   eval_target_rate=rate)
+    assert _held_out_target(uap) == expected
+    assert "nan" not in expected

@@ -204,6 +204,18 @@ class UniversalPerturbation(Result):
         frame.insert(0, "method", self.method)
         return frame
 
+    def held_out_target_text(self) -> str | None:
+        """What a targeted v does to the held-out inputs, as a phrase: the share of those not
+        predicted as the target that v sends there, or, where every held-out input is predicted
+        as the target already (``eval_target_rate`` is NaN: the share is undefined), that fact.
+        None for an untargeted v or one fitted without ``eval_data``."""
+        rate = self.eval_target_rate
+        if self.target is None or rate is None:
+            return None
+        if not math.isfinite(rate):
+            return f"every held-out input is predicted as {self.target} already"
+        return f"it sends {rate:.1%} of the held-out inputs not predicted as {self.target} to {self.target}"
+
 
 # ============================================================================== methods
 def _check(settings: dict[str, Any]) -> dict[str, Any]:
@@ -442,10 +454,11 @@ def _pass_sgd(clf, x, clean, v, order, xi, norm, counter, batch, step_size, loss
             counter.gradients += len(part)
             return torch.autograd.grad(total, v)[0][None]
 
-        grad = torch.zeros_like(v)
-        for g in gather_pieces(world, [1] * len(pieces), gradient, row_shape=v.shape, dtype=v.dtype,
-                               device=v.device):
-            grad += g[0]  # in piece order on every rank: one process's sum
+        first, *rest = gather_pieces(world, [1] * len(pieces), gradient, row_shape=v.shape, dtype=v.dtype,
+                                     device=v.device)
+        grad = first[0]
+        for g in rest:
+            grad = grad + g[0]  # in piece order on every rank: one process's sum
         with torch.no_grad():
             if momentum > 0:
                 velocity = momentum * velocity + grad / grad.abs().mean().clamp_min(torch.finfo(grad.dtype).tiny)
