@@ -17,7 +17,9 @@ the least time the iterations it made can take on this machine: its batches repl
 ``model(x)`` and ``torch.autograd.grad`` calls, one forward per iterate of the inputs still active
 and the gradient rows of that step, at the row's threads and batch, plus the refinement's rows
 (one forward and one gradient each) at the row's batch (``autograd_floor``); ``ratio_to_floor``
-is its time over that.
+is its time over that. ``first_step_floor`` times DeepFool's first step alone the same way (one
+forward at x and a gradient row for each of the 9 other candidate classes, at the fastest setting
+of the sweep): no DeepFool that weighs every candidate at x can take less time per image.
 
 Per library it reports the success rate, the median and mean ‖r‖, the paired per-image ratio of
 ‖r‖ to boundgeo's, the seconds per image, and the forward and backward passes through the model
@@ -185,7 +187,35 @@ def autograd_floor(model, x, pts, batch: int, threads: int, repeats: int = 3) ->
     return total / len(x)
 
 
+# boundgeo's rows beside its default on the MNIST CNN, and on the other models; each row carries
+# its settings as typed (_variant) in "variant", and the MNIST rows in their library name too
+MNIST_VARIANTS = ({"nearest": None}, {"box_step": True}, {"box_step": "after_first"}, {"refine": 1},
+                  {"box_step": "after_first", "refine": 1})
 OTHER_MODEL_VARIANTS = ({}, {"box_step": "after_first"}, {"box_step": "after_first", "refine": 1})
+
+
+def first_step_floor(model, x, repeats: int = 3) -> dict:
+    """Seconds per image of DeepFool's first step alone as plain torch calls: one forward at x
+    and one gradient row per candidate class but the label (9 of 10), at each (threads, batch)
+    of SWEEP, the faster of batched and looped VJPs, best of ``repeats``; the fastest setting.
+
+    Every DeepFool that weighs all candidate classes at x (foolbox's, ART's, boundgeo's at any
+    setting) does at least this work, so it bounds the time per image from below on this machine.
+    """
+    before = torch.get_num_threads()
+    kept = SETTINGS["candidates"] - 1
+    best: dict = {}
+    try:
+        for threads, batch in SWEEP:
+            torch.set_num_threads(threads)
+            total = sum(min(_plain_call(model, chunk, kept, vmapped) for vmapped in (True, False)
+                            for _ in range(repeats)) for chunk in x.split(batch))
+            if not best or total < best["seconds"]:
+                best = {"seconds": total, "torch_threads": threads, "batch_size": batch}
+    finally:
+        torch.set_num_threads(before)
+    return {**best, "seconds_per_image": best["seconds"] / len(x), "gradient_rows": kept, "images": len(x),
+            "timing": f"best of {repeats} per call, fastest of the sweep"}
 
 
 def _variant(extra: dict) -> str:
@@ -343,6 +373,7 @@ def _measure(name, runner, model, x, y, norm, setting, reference, repeats, **ext
     norms = _norms(adv - x, norm)
     row = {
         "library": name,
+        **({"variant": _variant(extra)} if name.startswith("boundgeo") else {}),
         "norm": norm,
         "success_rate": float(success.float().mean()),
         "median_norm": float(norms[success].median()),
@@ -439,6 +470,8 @@ def main() -> None:
     x_sweep, y_sweep = x[: args.sweep_n], y[: args.sweep_n]
 
     def run(name, runner, norm, reference=None, **extra):
+        if name == "boundgeo" and extra:  # one name per variant, the same as the other-models rows'
+            name = f"boundgeo {_variant(extra)}"
         setting, tried = best_setting(name, runner, model, x_sweep, y_sweep, norm, **extra)
         sweeps.append({"library": name, "norm": norm, "images": len(x_sweep), "rows": tried})
         return measure(name, runner, model, x, y, norm, setting, reference=reference, repeats=args.repeats,
@@ -447,17 +480,16 @@ def main() -> None:
     for norm in ("l2", "linf"):
         ours, ref = run("boundgeo", run_boundgeo, norm)
         rows.append(ours)
-        rows.append(run("boundgeo nearest=None", run_boundgeo, norm, reference=ref, nearest=None)[0])
-        rows.append(run("boundgeo box_step=True", run_boundgeo, norm, reference=ref, box_step=True)[0])
-        rows.append(run("boundgeo box_step=after_first", run_boundgeo, norm, reference=ref,
-                        box_step="after_first")[0])
-        rows.append(run("boundgeo refine=1", run_boundgeo, norm, reference=ref, refine=1)[0])
-        rows.append(run("boundgeo box_step=after_first refine=1", run_boundgeo, norm, reference=ref,
-                        box_step="after_first", refine=1)[0])
+        for extra in MNIST_VARIANTS:
+            rows.append(run("boundgeo", run_boundgeo, norm, reference=ref, **extra)[0])
         rows.append(run("foolbox", run_foolbox, norm, reference=ref)[0])
         if norm == "l2" and not args.skip_art:
             rows.append(run("art", run_art, norm, reference=ref)[0])
 
+    first_step = first_step_floor(model, x)
+    print(f"first step alone (1 forward, {first_step['gradient_rows']} gradient rows): "
+          f"{first_step['seconds_per_image'] * 1e3:.2f} ms/img at {first_step['torch_threads']} thread(s), "
+          f"batch {first_step['batch_size']}", flush=True)
     models = [] if args.skip_models else other_models(args)
 
     import foolbox
@@ -478,6 +510,7 @@ def main() -> None:
             "timing": f"best of {args.repeats} runs for every library, at its fastest setting of the sweep",
         },
         "rows": rows,
+        "first_step_floor": first_step,
         "sweeps": sweeps,
         "other_models": models,
     }

@@ -35,11 +35,17 @@ CIFAR-10 *test* split); every fooling rate is ``bg.fooling_rate`` on held-out im
 5. ``cost``: the time of ``sgd`` (10 passes over 1,000 images, no early stop) against the time
    of the forward and backward passes it needs (10 × 1,000 rows as plain ``model(x)`` and
    ``autograd.grad`` calls at the same mini-batch), and of the same calls through sgd's own
-   loss; best of 3, each floor timed right after an sgd run.
+   loss, and of the same calls through its loss and the clip of x + v to [0, 1] (every op of
+   sgd's passes); best of 3, each floor timed right after an sgd run.
 6. ``targeted``: targeted perturbations to each class c = 0..9 on the split of ``methods`` (seed
    0), at ℓ2 ξ = 5 and ℓ∞ ξ = 0.3: ``sgd`` with each loss (cross-entropy, margin, focal margin)
    from the 1,000 fit images, and ``singular`` from the first 64; the share of the
    held-out images not predicted as c that v sends to c (mean, lowest and highest over c).
+7. ``layers``: ``singular`` from the first 64 fit images with the Jacobian of each layer of the
+   CNN in turn (``layer=`` every leaf module but the flatten, and None: the logits), at the
+   settings of ``methods``, seeds 0-2, against ``sgd`` from all 1,000 (read from ``methods``):
+   Khrulkov & Oseledets take hidden layers, and which layer serves best is a property of the
+   network.
 
 Writes analysis/results/bench_uap_methods.json and uap_fit_size.png. ``--quick``: one fit set
 or seed, 200 fit images, two settings, into analysis/results/quick/.
@@ -68,7 +74,7 @@ sys.path.insert(0, str(ROOT / "analysis"))
 from _environment import environment, finish  # noqa: E402
 
 RESULTS = ROOT / "analysis" / "results"
-PARTS = ("sgd", "cifar", "methods", "curve", "cost", "targeted")
+PARTS = ("sgd", "cifar", "methods", "curve", "cost", "targeted", "layers")
 MNIST_SETTINGS = [("linf", 0.1), ("linf", 0.15), ("linf", 0.2), ("linf", 0.3), ("l2", 3.0), ("l2", 5.0)]
 CIFAR_SETTINGS = [("linf", 8 / 255), ("linf", 10 / 255)]
 METHOD_SETTINGS = [("l2", 3.0), ("l2", 5.0), ("linf", 0.1), ("linf", 0.2)]
@@ -233,6 +239,29 @@ def targeted(clf, x_fit, x_eval, settings, classes, singular_fit: int = 64) -> l
     return rows
 
 
+def singular_layers(clf, x_fit, x_eval, settings, seeds, singular_fit: int = 64) -> list[dict]:
+    """``singular`` with the Jacobian of each leaf layer of the model (and of the logits, None).
+
+    The last leaf module of the reference CNN is its output layer, the logits that None gives."""
+    layers = [name for name, module in clf.model.named_modules()
+              if name and not list(module.children()) and not isinstance(module, torch.nn.Flatten)][:-1]
+    rows = []
+    fit = x_fit[:singular_fit]
+    for norm, xi in settings:
+        for layer in [*layers, None]:
+            for seed in seeds:
+                tick = time.perf_counter()
+                uap = bg.universal_perturbation(clf, fit, xi=xi, norm=norm, method="singular", layer=layer,
+                                                seed=seed, progress=False, max_passes=EPOCHS)
+                rows.append({"norm": norm, "xi": xi, "seed": seed, "layer": layer,
+                             "module": type(clf.model.get_submodule(layer)).__name__ if layer else "logits",
+                             "images": len(fit), "eval_fooling": bg.fooling_rate(clf, x_eval, uap.perturbation),
+                             "seconds": time.perf_counter() - tick})
+            print(f"{norm} ξ={xi:g} singular at layer {layer}: " + ", ".join(
+                f"{r['eval_fooling']:.3f}" for r in rows[-len(seeds):]), flush=True)
+    return rows
+
+
 def fit_size_curve(clf, x_fit, x_eval, sizes, seeds, xi: float = 5.0, norm: str = "l2") -> list[dict]:
     rows = []
     for n in sizes:
@@ -271,9 +300,11 @@ def curve_figure(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _floor_pass(model, x_fit, batch: int, loss: str | None, clean: torch.Tensor) -> float:
+def _floor_pass(model, x_fit, batch: int, loss: str | None, clean: torch.Tensor, clip: bool = False) -> float:
     """Seconds of EPOCHS passes of plain ``model(x + v)`` and ``autograd.grad`` at ``batch``: the
-    gradient of the logits' sum (``loss`` None), or of sgd's own per-input loss (the same ops)."""
+    gradient of the logits' sum (``loss`` None), or of sgd's own per-input loss (the same ops);
+    with ``clip``, of ``model(clamp(x + v, 0, 1))``, the input sgd differentiates through. The
+    last is every op of sgd's forward and backward passes, without its bookkeeping and steps."""
     from boundgeo.attacks.universal import _sgd_loss
 
     v = torch.zeros(x_fit.shape[1:])
@@ -281,7 +312,8 @@ def _floor_pass(model, x_fit, batch: int, loss: str | None, clean: torch.Tensor)
     for _ in range(EPOCHS):
         for start in range(0, len(x_fit), batch):
             v.requires_grad_(True)
-            logits = model(x_fit[start:start + batch] + v)
+            inputs = x_fit[start:start + batch] + v
+            logits = model(inputs.clamp(0.0, 1.0) if clip else inputs)
             if loss is None:
                 total = logits.sum()
             else:
@@ -292,12 +324,14 @@ def _floor_pass(model, x_fit, batch: int, loss: str | None, clean: torch.Tensor)
 
 
 def sgd_cost(clf, x_fit, xi: float = 0.2, norm: str = "linf", repeats: int = 3) -> dict:
-    """sgd's time against the forward and backward passes it needs, at its mini-batch (32): the
-    passes alone (the logits' sum) and with sgd's own loss, each timed right after an sgd run."""
+    """sgd's time against the forward and backward passes it needs, at its mini-batch (32), each
+    floor timed right after an sgd run: the passes alone (the logits' sum), with sgd's own loss,
+    and with its own loss through the clip to [0, 1] (every op of sgd's passes)."""
     model, batch = clf.model, 32
     loss = SGD_DEFAULTS["loss"]
+    assert clf.bounds == (0.0, 1.0), clf.bounds  # the clip the last floor copies
     clean = clf.predict(x_fit)
-    best_sgd = best_floor = best_loss = float("inf")
+    best_sgd = best_floor = best_loss = best_clip = float("inf")
     for _ in range(repeats):
         tick = time.perf_counter()
         uap = bg.universal_perturbation(clf, x_fit, xi=xi, norm=norm, method="sgd", progress=False,
@@ -305,10 +339,12 @@ def sgd_cost(clf, x_fit, xi: float = 0.2, norm: str = "linf", repeats: int = 3) 
         best_sgd = min(best_sgd, time.perf_counter() - tick)
         best_floor = min(best_floor, _floor_pass(model, x_fit, batch, None, clean))
         best_loss = min(best_loss, _floor_pass(model, x_fit, batch, loss, clean))
+        best_clip = min(best_clip, _floor_pass(model, x_fit, batch, loss, clean, clip=True))
     return {"norm": norm, "xi": xi, "passes": EPOCHS, "images": len(x_fit), "batch": batch, "loss": loss,
             "gradient_rows": uap.to_frame()["gradient_evaluations"].sum().item(),
             "sgd_seconds": best_sgd, "floor_seconds": best_floor, "ratio": best_sgd / best_floor,
             "floor_with_loss_seconds": best_loss, "ratio_to_floor_with_loss": best_sgd / best_loss,
+            "floor_with_loss_and_clip_seconds": best_clip, "ratio_to_floor_with_loss_and_clip": best_sgd / best_clip,
             "timing": f"best of {repeats}, interleaved, torch threads {torch.get_num_threads()}"}
 
 
@@ -382,8 +418,9 @@ def main() -> None:
         result["cost"] = sgd_cost(clf, x_fit)
         cost = result["cost"]
         print(f"sgd {cost['sgd_seconds']:.2f} s against {cost['floor_seconds']:.2f} s of forward and backward "
-              f"passes ({cost['ratio']:.2f}x) and {cost['floor_with_loss_seconds']:.2f} s with its loss "
-              f"({cost['ratio_to_floor_with_loss']:.2f}x)", flush=True)
+              f"passes ({cost['ratio']:.2f}x), {cost['floor_with_loss_seconds']:.2f} s with its loss "
+              f"({cost['ratio_to_floor_with_loss']:.2f}x) and {cost['floor_with_loss_and_clip_seconds']:.2f} s "
+              f"with its loss and clip ({cost['ratio_to_floor_with_loss_and_clip']:.2f}x)", flush=True)
     if "targeted" in parts:
         settings, classes = (TARGETED_SETTINGS[:1], (0, 1)) if args.quick else (TARGETED_SETTINGS, range(10))
         rows = targeted(clf, x_fit, x_eval, settings, classes)
@@ -392,6 +429,12 @@ def main() -> None:
                                        "evaluate [9000, 10000); seed 0; one run per target class",
                               "rate": "share of the held-out images not predicted as the target without v "
                                       "that v sends to it"}
+    if "layers" in parts:
+        settings = METHOD_SETTINGS[1:2] if args.quick else METHOD_SETTINGS
+        rows = singular_layers(clf, x_fit, x_eval, settings, seeds)
+        result["layers"] = {"rows": rows, "singular_fit": 64,
+                            "split": "fit the first 64 of MNIST test images [8000, 9000), evaluate [9000, 10000)",
+                            "layer": "the module whose output's Jacobian singular takes (None: the logits)"}
     result["environment"] = finish(env)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
