@@ -371,7 +371,7 @@ def deepfool_findings(data: dict) -> str:
 def deepfool_box(data: dict) -> str:
     """Box-aware steps against clipping after the step, and every boundgeo row against the autograd floor."""
     r = _df_rows(data)
-    if not any(r.get("box_step") for r in data["rows"]):
+    if not any(row.get("box_step") for row in data["rows"]):
         return "The saved benchmark has no `box_step=True` rows: rerun `analysis/benchmarks/bench_deepfool.py`."
     lines = []
     variants = [(name, label) for name, label in _deepfool_variants(data, skip=("nearest=None",))
@@ -421,9 +421,9 @@ def deepfool_first_step(data: dict) -> str:
     first = data["first_step_floor"]
     r = _df_rows(data)
     ms = first["seconds_per_image"] * 1e3
-    versus = ", ".join(f"{first['seconds_per_image'] / r[('foolbox', norm)]['seconds_per_image']:.3f}x foolbox's "
-                       f"{NORM[norm]} time" for norm in ("l2", "linf"))
-    shares = [first["seconds_per_image"] / r[("foolbox", norm)]["seconds_per_image"] for norm in ("l2", "linf")]
+    share = {norm: first["seconds_per_image"] / r[("foolbox", norm)]["seconds_per_image"] for norm in ("l2", "linf")}
+    versus = ", ".join(f"{v:.3f}x foolbox's {NORM[norm]} time" for norm, v in share.items())
+    shares = list(share.values())
     if min(shares) > DEEPFOOL_TARGET:
         verdict = (f"Both are above issue 17's target of {DEEPFOOL_TARGET:g}x, so no DeepFool that weighs every "
                    "candidate class at x can meet it here, whatever its later steps cost")
@@ -1539,19 +1539,19 @@ def uap_singular_share(data: dict) -> str:
             f"from {sizes[-1]:,}")
 
 
-def _layer_means(data: dict) -> dict[tuple[str, float, str | None], list[float]]:
-    """The held-out fooling of singular per (norm, ξ, layer), over seeds."""
-    means: dict[tuple[str, float, str | None], list[float]] = {}
+def _layer_stats(data: dict) -> dict[tuple[str, float], dict[str | None, tuple[float, float, float]]]:
+    """singular's held-out fooling per setting (norm, ξ) and layer, in run order: (mean, min, max)
+    over the seeds."""
+    values: dict[tuple[str, float], dict[str | None, list[float]]] = {}
     for r in data["layers"]["rows"]:
-        means.setdefault((r["norm"], r["xi"], r["layer"]), []).append(r["eval_fooling"])
-    return means
+        values.setdefault((r["norm"], r["xi"]), {}).setdefault(r["layer"], []).append(r["eval_fooling"])
+    return {setting: {layer: (sum(v) / len(v), min(v), max(v)) for layer, v in layers.items()}
+            for setting, layers in values.items()}
 
 
-def _best_layer(data: dict, norm: str, xi: float) -> tuple[str | None, float]:
-    """The layer whose singular vector fools the most held-out inputs at a setting, and that mean."""
-    means = {layer: sum(v) / len(v) for (n, x, layer), v in _layer_means(data).items() if (n, x) == (norm, xi)}
-    best = max(means, key=means.get)
-    return best, means[best]
+def _best_layer(stats: dict[str | None, tuple[float, float, float]]) -> str | None:
+    """The layer whose singular vector fools the most held-out inputs on average at one setting."""
+    return max(stats, key=lambda layer: stats[layer][0])
 
 
 def _layer_name(row: dict) -> str:
@@ -1561,37 +1561,34 @@ def _layer_name(row: dict) -> str:
 @block("uap-singular-layers", "bench_uap_methods.json")
 def uap_singular_layers(data: dict) -> str:
     """singular from 64 images with each layer's Jacobian, against sgd from 1,000 (methods part)."""
-    part = data["layers"]
-    settings = list(dict.fromkeys((r["norm"], r["xi"]) for r in part["rows"]))
-    means = _layer_means(data)
+    stats = _layer_stats(data)
+    best = {setting: _best_layer(layers) for setting, layers in stats.items()}
+    firsts = {r["layer"]: r for r in reversed(data["layers"]["rows"])}  # each layer's first row
     rows = []
-    for layer in dict.fromkeys(r["layer"] for r in part["rows"]):
-        first = next(r for r in part["rows"] if r["layer"] == layer)
+    for layer in dict.fromkeys(r["layer"] for r in data["layers"]["rows"]):
         cells = []
-        for n, x in settings:
-            values = means[(n, x, layer)]
-            best = _best_layer(data, n, x)[0] == layer
-            cell = f"{pct(sum(values) / len(values))} ({pct_range(min(values), max(values))})"
-            cells.append(f"**{cell}**" if best else cell)
-        rows.append([_layer_name(first), *cells])
+        for setting, layers in stats.items():
+            mean, lo, hi = layers[layer]
+            cell = f"{pct(mean)} ({pct_range(lo, hi)})"
+            cells.append(f"**{cell}**" if best[setting] == layer else cell)
+        rows.append([_layer_name(firsts[layer]), *cells])
     summary = _methods_summary(data["methods"])
-    rows.append([f"sgd from {summary[(settings[0][0], settings[0][1], 'sgd')]['images']:.0f} images",
-                 *[pct(summary[(n, x, "sgd")]["mean"]) for n, x in settings]])
-    return markdown(["singular from 64 images, Jacobian of", *[_methods_setting(n, x) for n, x in settings]], rows)
+    first_setting = next(iter(stats))
+    rows.append([f"sgd from {summary[(*first_setting, 'sgd')]['images']:.0f} images",
+                 *[pct(summary[(n, x, "sgd")]["mean"]) for n, x in stats]])
+    return markdown(["singular from 64 images, Jacobian of", *[_methods_setting(n, x) for n, x in stats]], rows)
 
 
 @block("uap-singular-best-layer", "bench_uap_methods.json")
 def uap_singular_best_layer(data: dict) -> str:
-    settings = list(dict.fromkeys((r["norm"], r["xi"]) for r in data["layers"]["rows"]))
     summary = _methods_summary(data["methods"])
-    logits = {(n, x): sum(v) / len(v) for (n, x, layer), v in _layer_means(data).items() if layer is None}
     parts = []
-    for n, x in settings:
-        layer, mean = _best_layer(data, n, x)
-        sgd = summary[(n, x, "sgd")]["mean"]
+    for (n, x), layers in _layer_stats(data).items():
+        layer = _best_layer(layers)
+        mean, sgd = layers[layer][0], summary[(n, x, "sgd")]["mean"]
         where = "the logits" if layer is None else f'layer "{layer}"'
         parts.append(f"{_methods_setting(n, x)}: {pct(mean)} at {where} ({pct(mean / sgd, 0)} of sgd's {pct(sgd)}; "
-                     f"{pct(logits[(n, x)])} at the logits)")
+                     f"{pct(layers[None][0])} at the logits)")
     return "; ".join(parts)
 
 
