@@ -199,3 +199,43 @@ def test_rows_newton_has_not_finished_fall_back_to_the_sort(norm, monkeypatch):
     assert torch.equal(feasible, expected[2])
     torch.testing.assert_close(size, expected[1], rtol=1e-12, atol=0)
     torch.testing.assert_close(s, expected[0], rtol=1e-12, atol=1e-12)
+
+
+def _every_candidate_solved(w, need, w_dual, usable, lower, upper, norm):
+    """The choice _smallest_box_step must make, by solving every candidate (the pre-pruning code)."""
+    steps, size, feasible = _box_steps(w, need.T, lower, upper, norm)
+    size = torch.where(feasible & usable.T, size, torch.full_like(size, float("inf"))).T
+    ratio = torch.where(usable, need / w_dual, torch.full_like(need, float("inf")))
+    best = torch.where(torch.isinf(size).all(dim=1), ratio.argmin(dim=1), size.argmin(dim=1))
+    return steps[best, torch.arange(len(best))]
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+@pytest.mark.parametrize("seed", range(4))
+def test_pruned_candidates_give_the_step_that_solving_all_of_them_gives(norm, seed, monkeypatch):
+    import boundgeo.attacks.boundary as boundary
+
+    generator = torch.Generator().manual_seed(seed)
+    rows, m, d = 6, 40, 30
+    w = torch.randn(rows, m, d, generator=generator, dtype=torch.float64)
+    start = torch.rand(m, d, generator=generator, dtype=torch.float64)
+    start[:, : d // 2] = (torch.rand(m, d // 2, generator=generator) > 0.5).double()  # saturated pixels
+    lower, upper = -start, 1 - start
+    w_dual = torch.linalg.vector_norm(w, ord=2 if norm == "l2" else 1, dim=2).T
+    need = torch.rand(m, rows, generator=generator, dtype=torch.float64) * w_dual * 0.3
+    need[0] = 1e6  # no candidate of input 0 is feasible: the box's corner of the nearest plain step
+    need[1, 1:] = need[1, 0]
+    w[1:, 1] = w[0, 1]  # input 1: every candidate the same, a tie to the first in candidate order
+    w_dual = torch.linalg.vector_norm(w, ord=2 if norm == "l2" else 1, dim=2).T
+    usable = torch.rand(m, rows, generator=generator) > 0.1
+    usable[2] = False  # nothing usable: whatever comes back is zeroed by the caller
+    calls = []
+    solve = boundary._box_steps
+    monkeypatch.setattr(boundary, "_box_steps", lambda *a: calls.append(a[0].shape[1]) or solve(*a))
+    got = boundary._smallest_box_step(w, need, w_dual, usable, lower, upper, norm)
+    expected = _every_candidate_solved(w, need, w_dual, usable, lower, upper, norm)
+    keep = torch.ones(m, dtype=torch.bool)
+    keep[2] = False
+    torch.testing.assert_close(got[keep], expected[keep], rtol=1e-12, atol=1e-12)
+    assert calls[0] == m and sum(calls) < rows * m  # the nearest for all, then only survivors
+    assert (got >= lower).all() and (got <= upper).all()
