@@ -42,7 +42,8 @@ CIFAR-10 *test* split); every fooling rate is ``bg.fooling_rate`` on held-out im
    from the 1,000 fit images, and ``singular`` from the first 64; the share of the
    held-out images not predicted as c that v sends to c (mean, lowest and highest over c).
 7. ``layers``: ``singular`` from the first 64 fit images with the Jacobian of each layer of the
-   CNN in turn (``layer=`` every leaf module but the flatten, and None: the logits), at the
+   CNN in turn (``layer=`` every leaf module but the flatten and the output layer, and None: the
+   logits), at the
    settings of ``methods``, seeds 0-2, against ``sgd`` from all 1,000 (read from ``methods``):
    Khrulkov & Oseledets take hidden layers, and which layer serves best is a property of the
    network.
@@ -242,9 +243,19 @@ def targeted(clf, x_fit, x_eval, settings, classes, singular_fit: int = 64) -> l
 def singular_layers(clf, x_fit, x_eval, settings, seeds, singular_fit: int = 64) -> list[dict]:
     """``singular`` with the Jacobian of each leaf layer of the model (and of the logits, None).
 
-    The last leaf module of the reference CNN is its output layer, the logits that None gives."""
-    layers = [name for name, module in clf.model.named_modules()
-              if name and not list(module.children()) and not isinstance(module, torch.nn.Flatten)][:-1]
+    A leaf whose output is the model's output (the reference CNN's last Linear) is the logits
+    that None gives, and is left out; so is the flatten, which only reshapes its input."""
+    outputs = {}
+    hooks = [module.register_forward_hook(lambda m, i, o, name=name: outputs.__setitem__(name, o))
+             for name, module in clf.model.named_modules() if name and not list(module.children())]
+    try:
+        with torch.no_grad():
+            logits = clf.model(x_fit[:1])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    layers = [name for name, out in outputs.items()
+              if out is not logits and not isinstance(clf.model.get_submodule(name), torch.nn.Flatten)]
     rows = []
     fit = x_fit[:singular_fit]
     for norm, xi in settings:
@@ -300,11 +311,12 @@ def curve_figure(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _floor_pass(model, x_fit, batch: int, loss: str | None, clean: torch.Tensor, clip: bool = False) -> float:
+def _floor_pass(model, x_fit, batch: int, loss: str | None, clean: torch.Tensor, clip=None) -> float:
     """Seconds of EPOCHS passes of plain ``model(x + v)`` and ``autograd.grad`` at ``batch``: the
     gradient of the logits' sum (``loss`` None), or of sgd's own per-input loss (the same ops);
-    with ``clip``, of ``model(clamp(x + v, 0, 1))``, the input sgd differentiates through. The
-    last is every op of sgd's forward and backward passes, without its bookkeeping and steps."""
+    with ``clip`` (the classifier's ``clip``), of ``model(clip(x + v))``, the input sgd
+    differentiates through. The last is every op of sgd's forward and backward passes, without its
+    bookkeeping and steps."""
     from boundgeo.attacks.universal import _sgd_loss
 
     v = torch.zeros(x_fit.shape[1:])
@@ -313,7 +325,7 @@ def _floor_pass(model, x_fit, batch: int, loss: str | None, clean: torch.Tensor,
         for start in range(0, len(x_fit), batch):
             v.requires_grad_(True)
             inputs = x_fit[start:start + batch] + v
-            logits = model(inputs.clamp(0.0, 1.0) if clip else inputs)
+            logits = model(inputs if clip is None else clip(inputs))
             if loss is None:
                 total = logits.sum()
             else:
@@ -329,7 +341,6 @@ def sgd_cost(clf, x_fit, xi: float = 0.2, norm: str = "linf", repeats: int = 3) 
     and with its own loss through the clip to [0, 1] (every op of sgd's passes)."""
     model, batch = clf.model, 32
     loss = SGD_DEFAULTS["loss"]
-    assert clf.bounds == (0.0, 1.0), clf.bounds  # the clip the last floor copies
     clean = clf.predict(x_fit)
     best_sgd = best_floor = best_loss = best_clip = float("inf")
     for _ in range(repeats):
@@ -339,7 +350,7 @@ def sgd_cost(clf, x_fit, xi: float = 0.2, norm: str = "linf", repeats: int = 3) 
         best_sgd = min(best_sgd, time.perf_counter() - tick)
         best_floor = min(best_floor, _floor_pass(model, x_fit, batch, None, clean))
         best_loss = min(best_loss, _floor_pass(model, x_fit, batch, loss, clean))
-        best_clip = min(best_clip, _floor_pass(model, x_fit, batch, loss, clean, clip=True))
+        best_clip = min(best_clip, _floor_pass(model, x_fit, batch, loss, clean, clip=clf.clip))
     return {"norm": norm, "xi": xi, "passes": EPOCHS, "images": len(x_fit), "batch": batch, "loss": loss,
             "gradient_rows": uap.to_frame()["gradient_evaluations"].sum().item(),
             "sgd_seconds": best_sgd, "floor_seconds": best_floor, "ratio": best_sgd / best_floor,
