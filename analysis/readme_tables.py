@@ -358,8 +358,8 @@ def deepfool_findings(data: dict) -> str:
         f"{bg2['forward_seconds']:.2f} s, backward passes {bg2['backward_seconds']:.2f} s, everything else "
         f"(candidate bookkeeping, clipping, indexing) {bg2['other_seconds']:.2f} s. The DeepFool iterations "
         f"average {bg2['mean_iterations']:.1f} per image. The minimum the algorithm needs is one forward per "
-        f"iterate ({bg2['minimum_forward_rows_per_image']:.1f} rows per image; the table's "
-        f"{bg2['forward_rows_per_image']:.1f} includes the benchmark's own success check) and one gradient per "
+        f"iterate ({bg2['minimum_forward_rows_per_image']:.1f} rows per image; boundgeo makes "
+        f"{bg2['forward_rows_per_image']:.1f}) and one gradient per "
         f"kept candidate per step plus one for the normal ({bg2['minimum_backward_rows_per_image']:.1f} rows per "
         f"image). boundgeo makes {bg2['backward_rows_per_image']:.1f}: samples that cross mid-batch still ride "
         f"along in the shared graph's remaining gradient rows. foolbox does one forward and one backward per "
@@ -451,10 +451,14 @@ def deepfool_other_models(data: dict) -> str:
     def short(r: dict) -> str:
         return f"{r['model'].split(' (')[0]} {NORM[r['norm']]} {variant(r)}"
 
+    def batches(r: dict) -> str:  # boundgeo's / foolbox's fastest batch (one batch for both before the sweep)
+        return f"{r['batch_size']} / {r.get('foolbox_batch_size', r['batch_size'])}"
+
     table = markdown(
-        ["model", "norm", "boundgeo", "images", "iterations", "floor ms / image", "boundgeo ms / image",
-         "time / floor", "foolbox ms / image", "time vs foolbox", "success (foolbox)", "median ‖r‖ (foolbox)"],
-        [[r["model"], NORM[r["norm"]], variant(r), str(r["images"]), f"{r['mean_iterations']:.2f}",
+        ["model", "norm", "boundgeo", "images", "batch (foolbox's)", "iterations", "floor ms / image",
+         "boundgeo ms / image", "time / floor", "foolbox ms / image", "time vs foolbox", "success (foolbox)",
+         "median ‖r‖ (foolbox)"],
+        [[r["model"], NORM[r["norm"]], variant(r), str(r["images"]), batches(r), f"{r['mean_iterations']:.2f}",
           f"{r['floor_seconds_per_image'] * 1e3:.1f}", f"{r['seconds_per_image'] * 1e3:.1f}",
           f"{r['ratio_to_floor']:.2f}x", f"{r['foolbox_seconds_per_image'] * 1e3:.1f}",
           f"{r['time_ratio_to_foolbox']:.2f}x", f"{pct(r['success_rate'], 0)} ({pct(r['foolbox_success_rate'], 0)})",
@@ -467,8 +471,10 @@ def deepfool_other_models(data: dict) -> str:
             and abs(r["median_norm"] / r["foolbox_median_norm"] - 1) < 5e-4]
     shorter = [r for r in rows if r["median_norm"] < r["foolbox_median_norm"] * (1 - 5e-4)
                and r["success_rate"] >= r["foolbox_success_rate"]]
-    return (f"{setting['torch_threads']} torch threads, every model's images as one batch, "
-            f"{setting['timing']}:\n\n" + table + "\n\n"
+    swept = {r["model"].split(" (")[0]: r["batches_swept"] for r in rows if "batches_swept" in r}
+    sweep = ("; batches swept: " + "; ".join(f"{m} {', '.join(map(str, b))}" for m, b in swept.items())
+             if swept else "")
+    return (f"{setting['torch_threads']} torch threads{sweep}; {setting['timing']}:\n\n" + table + "\n\n"
             f"boundgeo's default is at {', '.join(format(r['ratio_to_floor'], '.2f') + 'x' for r in defaults)} its "
             f"floor and {', '.join(format(r['time_ratio_to_foolbox'], '.2f') + 'x' for r in defaults)} foolbox's time "
             f"(rows in order), with foolbox's success and median ‖r‖ (to 0.05%) in {len(same)} of {len(defaults)} "
