@@ -451,8 +451,8 @@ def deepfool_other_models(data: dict) -> str:
     def short(r: dict) -> str:
         return f"{r['model'].split(' (')[0]} {NORM[r['norm']]} {variant(r)}"
 
-    def batches(r: dict) -> str:  # boundgeo's / foolbox's fastest batch (one batch for both before the sweep)
-        return f"{r['batch_size']} / {r.get('foolbox_batch_size', r['batch_size'])}"
+    def batches(r: dict) -> str:  # boundgeo's / foolbox's fastest batch
+        return f"{r['batch_size']} / {r['foolbox_batch_size']}"
 
     table = markdown(
         ["model", "norm", "boundgeo", "images", "batch (foolbox's)", "iterations", "floor ms / image",
@@ -471,10 +471,10 @@ def deepfool_other_models(data: dict) -> str:
             and abs(r["median_norm"] / r["foolbox_median_norm"] - 1) < 5e-4]
     shorter = [r for r in rows if r["median_norm"] < r["foolbox_median_norm"] * (1 - 5e-4)
                and r["success_rate"] >= r["foolbox_success_rate"]]
-    swept = {r["model"].split(" (")[0]: r["batches_swept"] for r in rows if "batches_swept" in r}
-    sweep = ("; batches swept: " + "; ".join(f"{m} {', '.join(map(str, b))}" for m, b in swept.items())
-             if swept else "")
-    return (f"{setting['torch_threads']} torch threads{sweep}; {setting['timing']}:\n\n" + table + "\n\n"
+    swept = {r["model"].split(" (")[0]: r["batches_swept"] for r in rows}
+    sweep = "; ".join(f"{m} {', '.join(map(str, b))}" for m, b in swept.items())
+    return (f"{setting['torch_threads']} torch threads; batches swept: {sweep}; {setting['timing']}:\n\n"
+            + table + "\n\n"
             f"boundgeo's default is at {', '.join(format(r['ratio_to_floor'], '.2f') + 'x' for r in defaults)} its "
             f"floor and {', '.join(format(r['time_ratio_to_foolbox'], '.2f') + 'x' for r in defaults)} foolbox's time "
             f"(rows in order), with foolbox's success and median ‖r‖ (to 0.05%) in {len(same)} of {len(defaults)} "
