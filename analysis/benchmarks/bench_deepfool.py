@@ -7,7 +7,7 @@ the first 500 correctly classified images of the last 2,000. Every library gets 
 settings (50 steps, 10 candidates, overshoot 0.02, clipping to [0, 1]) and runs at its own best
 setting of torch threads and batch size: each (threads, batch) of SWEEP is timed once on the first
 ``--sweep-n`` images (all 500 by default), per library and norm, and the fastest is kept ("setting"
-in each row, the sweep in "sweeps"). Every library is then timed best of ``--repeats`` (3) at that
+in each row, the sweep in "sweeps"). Every library is then timed best of ``--repeats`` (5) at that
 setting. The timings cover the attack call only: success (the prediction changed, and the library
 reported success where it reports it) is checked afterwards, the same way for every library.
 
@@ -222,13 +222,13 @@ def first_step_floor(model, x, repeats: int = 3) -> dict:
             "timing": f"best of {repeats} per call, fastest of the sweep"}
 
 
-def _fastest_setting(seconds_at) -> tuple[dict, list[dict]]:
-    """``seconds_at(batch)`` at each (threads, batch) of SWEEP, torch's threads set for each call and
-    restored after: the fastest row and all of them (threads, batch_size, seconds)."""
+def _fastest_setting(seconds_at, settings=SWEEP) -> tuple[dict, list[dict]]:
+    """``seconds_at(batch)`` at each (threads, batch) of ``settings``, torch's threads set for each
+    call and restored after: the fastest row and all of them (threads, batch_size, seconds)."""
     before = torch.get_num_threads()
     rows = []
     try:
-        for threads, batch in SWEEP:
+        for threads, batch in settings:
             torch.set_num_threads(threads)
             rows.append({"threads": threads, "batch_size": batch, "seconds": seconds_at(batch)})
     finally:
@@ -252,7 +252,7 @@ def other_models(args) -> list[dict]:
       predictions. It times the machinery only; it says nothing about a trained ResNet-50.
 
     Each runs at 2 torch threads (the faster setting for every library on the MNIST sweep; on the
-    CIFAR ResNet at ℓ∞ one thread took 1.8x as long for both libraries at every batch), at each
+    CIFAR ResNet at ℓ∞ one thread took 1.7-1.85x as long for both libraries at every batch), at each
     library's (and each variant's) fastest batch of the case's sweep (one run each), then best of
     ``--repeats``; foolbox runs on the same images and settings. Until the sweep both ran with the
     whole set as one batch, where foolbox is slower: on the CIFAR ResNet at ℓ∞ it took 18 ms per
@@ -297,12 +297,13 @@ def other_models(args) -> list[dict]:
             run_boundgeo(model, x[:2], y[:2], norm, 2)  # warm-up
 
             def fastest(runner, **extra) -> tuple[int, list[dict]]:
-                tried = []
-                for batch in batches:
+                def seconds_at(batch: int) -> float:
                     start = time.perf_counter()
                     runner(model, x, y, norm, batch, **extra)
-                    tried.append({"batch_size": batch, "seconds": time.perf_counter() - start})
-                return min(tried, key=lambda r: r["seconds"])["batch_size"], tried
+                    return time.perf_counter() - start
+
+                best, tried = _fastest_setting(seconds_at, [(2, batch) for batch in batches])
+                return best["batch_size"], [{"batch_size": r["batch_size"], "seconds": r["seconds"]} for r in tried]
 
             fbatch, fswept = fastest(run_foolbox)
             theirs = float("inf")
@@ -391,9 +392,9 @@ def _measure(name, runner, model, x, y, norm, setting, reference, repeats, **ext
         start = time.perf_counter()
         adv, success, pts = runner(model, x, y, norm, batch, **extra)
         seconds = min(seconds, time.perf_counter() - start)
-        success = verify(model, adv, y, success)
         if pts is not None:  # interleaved, so that both see the machine in the same state
             floor = min(floor, autograd_floor(model, x, pts, batch, setting["threads"], repeats=2))
+    success = verify(model, adv, y, success)  # every library's attack is deterministic: once is enough
     # Passes are counted on the first layer: ART calls the layers one by one, so hooks on the
     # top-level module would miss its passes. Time per pass is read on the top-level module.
     counter, timer = PassCounter(model[0]), PassCounter(model)
@@ -477,7 +478,7 @@ def main() -> None:
     parser.add_argument("--models-n", type=int, default=200, help="CIFAR-10 ResNet images of the other-models part")
     parser.add_argument("--resnet50-n", type=int, default=4, help="224x224 images of the other-models part")
     parser.add_argument("--skip-models", action="store_true", help="skip the CIFAR-10 ResNet and ResNet-50 part")
-    parser.add_argument("--repeats", type=int, default=3, help="every library is timed best of this many runs")
+    parser.add_argument("--repeats", type=int, default=5, help="every library is timed best of this many runs")
     parser.add_argument("--sweep-n", type=int, default=500, help="images timed for each setting of SWEEP")
     parser.add_argument("--quick", action="store_true",
                         help="--n 50, --sweep-n 20, into analysis/results/quick/ (unless --out)")

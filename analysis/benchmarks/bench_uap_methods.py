@@ -335,7 +335,7 @@ def _floor_pass(model, x_fit, batch: int, loss: str | None, clean: torch.Tensor,
     return time.perf_counter() - tick
 
 
-def sgd_cost(clf, x_fit, xi: float = 0.2, norm: str = "linf", repeats: int = 3) -> dict:
+def sgd_cost(clf, x_fit, xi: float = 0.2, norm: str = "linf", repeats: int = 7) -> dict:
     """sgd's time against the forward and backward passes it needs, at its mini-batch (32), each
     floor timed right after an sgd run: the passes alone (the logits' sum), with sgd's own loss,
     and with its own loss through the clip to [0, 1] (every op of sgd's passes)."""
