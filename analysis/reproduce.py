@@ -82,7 +82,7 @@ STEPS = (
          ("cifar10.json",), 1000, 60,
          "+630 s when analysis/results/cifar10_resnet.pt is missing or stale (the quick run then stops)"),
     Step("bench_deepfool", (("analysis/benchmarks/bench_deepfool.py",),),
-         (("analysis/benchmarks/bench_deepfool.py", "--quick"),), ("bench_deepfool.json",), 1500, 200),
+         (("analysis/benchmarks/bench_deepfool.py", "--quick"),), ("bench_deepfool.json",), 1750, 200),
     Step("bench_spectrum",
          (("analysis/benchmarks/bench_spectrum.py", "--only", "memory,memory_cnn,float16,speed"),),
          (("analysis/benchmarks/bench_spectrum.py", "--quick"),), ("bench_spectrum.json",), 620, 110),
