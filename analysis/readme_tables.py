@@ -1673,7 +1673,7 @@ def uap_cost(data: dict) -> str:
     else:
         text += (f" against {c['floor_seconds']:.2f} s for the same forward and backward passes as plain calls at "
                  f"mini-batch {c['batch']}: {c['ratio']:.2f}×")
-    return f"{text}. Each {timing}, interleaved"
+    return f"{text}. Each time is the {timing} runs, interleaved"
 
 
 # ---------------------------------------------------------------- rendering and checking

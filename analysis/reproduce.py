@@ -47,7 +47,8 @@ class Step:
     relative to the repository; ``{tmp}`` is a scratch folder of the run), the JSON files it
     writes (relative to the results folder) and estimated seconds on the shared 2-core machine:
     quick ones measured by ``--quick`` at a load average of about 2, full ones by the
-    regeneration of code version 4b24a80bd7ae78ab on the idle machine (bench_universal's on a
+    regeneration of code version 4b24a80bd7ae78ab on the idle machine (bench_deepfool's by that of
+    8cd265bad3998bcb, at best of 5; bench_universal's on a
     machine shared with its own ART seeds and low-priority tests: its ART settings at one
     thread dominate)."""
 
