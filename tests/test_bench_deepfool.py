@@ -3,22 +3,15 @@ its success: a wrong choice or a lenient check would make every ratio in the Dee
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests._scripts import load_script
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_deepfool",
-                                                  ROOT / "analysis" / "benchmarks" / "bench_deepfool.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("analysis/benchmarks/bench_deepfool.py")
 
 
 def test_the_fastest_setting_times_each_given_setting_at_its_threads_and_restores_them():

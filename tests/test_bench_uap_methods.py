@@ -3,23 +3,15 @@ the published settings, boundgeo's ``method="sgd"`` computes exactly the same v.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
 import boundgeo as bg
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests._scripts import load_script
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_uap_methods",
-                                                  ROOT / "analysis" / "benchmarks" / "bench_uap_methods.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("analysis/benchmarks/bench_uap_methods.py")
 
 
 @pytest.mark.parametrize("norm, xi", [("linf", 0.1), ("l2", 1.0)])
