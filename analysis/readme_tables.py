@@ -1661,19 +1661,13 @@ def uap_targeted_findings(data: dict) -> str:
 @block("uap-cost", "bench_uap_methods.json")
 def uap_cost(data: dict) -> str:
     c = data["cost"]
-    timing = c["timing"].split(",")[0]  # "best of N"
-    text = f"{c['sgd_seconds']:.2f} s for {c['passes']} passes over {c['images']:,} images"
-    if "floor_with_loss_and_clip_seconds" in c:
-        text += (f" against {c['floor_with_loss_and_clip_seconds']:.2f} s for the same passes as plain calls at "
-                 f"mini-batch {c['batch']}, every op of them (the clip of x + v to [0, 1], the forward pass, sgd's "
-                 f"loss `{c['loss']}` and the backward pass): **{c['ratio_to_floor_with_loss_and_clip']:.2f}×**. "
-                 f"Without the clip the plain calls take {c['floor_with_loss_seconds']:.2f} s "
-                 f"({c['ratio_to_floor_with_loss']:.2f}×), and without the loss as well (the gradient of the "
-                 f"logits' sum) {c['floor_seconds']:.2f} s ({c['ratio']:.2f}×)")
-    else:
-        text += (f" against {c['floor_seconds']:.2f} s for the same forward and backward passes as plain calls at "
-                 f"mini-batch {c['batch']}: {c['ratio']:.2f}×")
-    return f"{text}. Each time is the {timing} runs, interleaved"
+    return (f"{c['sgd_seconds']:.2f} s for {c['passes']} passes over {c['images']:,} images against "
+            f"{c['floor_with_loss_and_clip_seconds']:.2f} s for the same passes as plain calls at mini-batch "
+            f"{c['batch']}, every op of them (the clip of x + v to [0, 1], the forward pass, sgd's loss "
+            f"`{c['loss']}` and the backward pass): **{c['ratio_to_floor_with_loss_and_clip']:.2f}×**. Without the "
+            f"clip the plain calls take {c['floor_with_loss_seconds']:.2f} s ({c['ratio_to_floor_with_loss']:.2f}×), "
+            f"and without the loss as well (the gradient of the logits' sum) {c['floor_seconds']:.2f} s "
+            f"({c['ratio']:.2f}×). Timing: {c['timing']}")
 
 
 # ---------------------------------------------------------------- rendering and checking
