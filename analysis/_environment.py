@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -70,6 +71,82 @@ def code_version() -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
 
+# The code a result depends on, its *scope*: what every result shares (boundgeo/, pyproject.toml
+# and the studies in analysis/, which also train the models the benchmarks load) and, for a
+# benchmark, its own script in analysis/benchmarks/ and the scripts there it imports. A change to
+# one benchmark script then leaves the other results current; code_version (the whole code)
+# stays recorded as well. This file records the environment and computes nothing, so it is in no
+# scope: changing how results are recorded does not make them stale.
+BENCHMARKS = "analysis/benchmarks/"
+NOT_SCOPE = NOT_CODE + ("analysis/_environment.py",)
+_LOCAL_IMPORT = re.compile(r"^\s*(?:from|import)\s+(\w+)", re.M)
+
+
+def _shared(path: str) -> bool:
+    if path.startswith(NOT_SCOPE):
+        return False
+    if path.startswith("boundgeo/") or path == "pyproject.toml":
+        return True
+    rest = path[len("analysis/"):]
+    return path.startswith("analysis/") and "/" not in rest and rest.endswith(".py")
+
+
+def result_script(name: str) -> str | None:
+    """The benchmark script whose scope a result file in analysis/results/ has (``bench_x.json``:
+    ``analysis/benchmarks/bench_x.py``), or None for the shared scope of every other result."""
+    stem = Path(name).name.split(".")[0]
+    return f"{BENCHMARKS}{stem}.py" if stem.startswith("bench_") else None
+
+
+def running_script() -> str | None:
+    """The script this process runs, relative to the repository, when it is a benchmark; else None."""
+    import sys
+
+    try:
+        path = Path(sys.argv[0]).resolve().relative_to(ROOT).as_posix()
+    except (ValueError, IndexError, OSError):
+        return None
+    return path if path.startswith(BENCHMARKS) else None
+
+
+def scope(script: str | None, commit: str = "HEAD") -> list[str] | None:
+    """The files (paths) of the scope of ``script`` (None: the shared scope) at ``commit``, sorted;
+    None when git cannot tell (no repository, or the commit is not at hand)."""
+    code, out = _git("ls-tree", "-r", "--name-only", commit, "--", *CODE_PATHS)
+    if code:
+        return None
+    listed = set(out.splitlines())
+    files = {path for path in listed if _shared(path)}
+    todo = [script] if script else []
+    while todo:
+        path = todo.pop()
+        if path in files or path not in listed:
+            continue
+        files.add(path)
+        code, text = _git("show", f"{commit}:{path}")
+        if code:
+            return None
+        todo += [f"{BENCHMARKS}{module}.py" for module in _LOCAL_IMPORT.findall(text)]
+    if script and script not in files:
+        return None
+    return sorted(files)
+
+
+def scope_version(script: str | None, commit: str = "HEAD") -> str:
+    """A hash of the committed files of ``script``'s scope (:func:`scope`) at ``commit``: a result
+    is current when the scope version it records equals this at HEAD. "unknown" when git cannot
+    tell."""
+    import hashlib
+
+    files = scope(script, commit)
+    if files is None:
+        return "unknown"
+    code, out = _git("ls-tree", commit, "--", *files)
+    if code or len(out.splitlines()) != len(files):
+        return "unknown"
+    return hashlib.sha256(("\n".join(sorted(out.splitlines())) + "\n").encode()).hexdigest()[:16]
+
+
 def uncommitted_code() -> list[str]:
     """Those of :func:`uncommitted` lines that touch the code :func:`code_version` covers."""
     return [line for line in uncommitted() if line == "git status failed" or _is_code(line[3:].strip('"'))]
@@ -90,7 +167,8 @@ def environment(**extra) -> dict:
 
     Keys: ``commit`` (full hash), ``tree_clean`` (nothing uncommitted outside analysis/results/)
     and ``uncommitted`` (those lines), ``code_version`` (:func:`code_version`) and ``code_clean``
-    (nothing uncommitted in that code), ``torch``, ``numpy``, ``python``, ``boundgeo``,
+    (nothing uncommitted in that code), ``scope`` (the benchmark script this process runs, or
+    "shared") and ``scope_version`` (:func:`scope_version` of that scope), ``torch``, ``numpy``, ``python``, ``boundgeo``,
     ``torch_threads`` (``torch.get_num_threads()``), ``cpu_count`` (``os.cpu_count()``, logical
     CPUs of the machine), ``cpu_model``, ``date_utc`` (ISO 8601), ``load_average_before`` (1, 5
     and 15 minutes), plus ``extra``.
@@ -107,6 +185,8 @@ def environment(**extra) -> dict:
         "tree_clean": not dirty,
         "uncommitted": dirty,
         "code_version": code_version(),
+        "scope": running_script() or "shared",
+        "scope_version": scope_version(running_script()),
         "code_clean": not [line for line in dirty if line == "git status failed" or _is_code(line[3:].strip('"'))],
         "boundgeo": boundgeo.__version__,
         "torch": torch.__version__,

@@ -1866,34 +1866,33 @@ RESULT_FILES = tuple(sorted({source for spec in BLOCKS.values() for source in sp
 
 @block("provenance", *RESULT_FILES)
 def provenance(*documents: dict) -> str:
-    """Which version of the code each result comes from: one line per code version, newest first."""
-    versions: dict[str, list[tuple[str, dict]]] = {}
+    """Which code each result comes from: its scope version (the code it depends on), the version
+    of the whole code, the commit and the date, one row per result, newest first."""
+    rows, unrecorded = [], []
     for source, data in zip(RESULT_FILES, documents):
         env = data.get("environment") if isinstance(data, dict) else None
-        clean = isinstance(env, dict) and env.get("code_version") and env.get("code_clean") is True
-        versions.setdefault(env["code_version"] if clean else "none", []).append((source, env or {}))
-
-    def described(version: str, entries: list[tuple[str, dict]]) -> str:
-        names = ", ".join(f"`{source}`" for source, _ in entries)
-        if version == "none":
-            return f"{names}: from no clean, committed code (no code version recorded)"
-        commits = sorted({env["commit"][:7] for _, env in entries}, key=lambda c: min(
-            env["date_utc"] for _, env in entries if env["commit"].startswith(c)))
-        dates = sorted(env["date_utc"][:10] for _, env in entries)
-        when = dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
-        where = f"commit {commits[0]}" if len(commits) == 1 else f"commits {', '.join(commits)}"
-        return f"code version `{version}` ({where}, {when}): {names}"
-
-    order = sorted(versions, key=lambda v: max(env.get("date_utc", "") for _, env in versions[v]), reverse=True)
-    if len(order) == 1:
-        head = f"All {len(RESULT_FILES)} results come from one version of the code, {described(order[0], versions[order[0]])}."
-    else:
-        lines = "\n".join(f"- {'newest' if i == 0 else 'older'}: {described(v, versions[v])}"
-                          for i, v in enumerate(order))
-        head = (f"The {len(RESULT_FILES)} results come from {len(order)} versions of the code, so a regeneration "
-                f"is due: `python analysis/reproduce.py --resume` reruns those the current code has not "
-                f"computed.\n\n{lines}")
-    return head
+        if not (isinstance(env, dict) and env.get("scope_version") and env.get("code_clean") is True):
+            unrecorded.append(f"`{source}`")
+            continue
+        scope = "shared" if env["scope"] == "shared" else f"shared + `{env['scope'].rsplit('/', 1)[-1]}`"
+        added = " (recorded after the run)" if env.get("scope_from") else ""
+        rows.append((env["date_utc"], [f"`{source}`", scope, f"`{env['scope_version']}`{added}",
+                                       f"`{env['code_version']}`", env["commit"][:7], env["date_utc"][:10]]))
+    rows.sort(key=lambda row: row[0], reverse=True)
+    versions = {row[3] for _, row in rows}
+    table = markdown(["result", "scope", "scope version", "whole-code version", "commit", "computed"],
+                     [row for _, row in rows])
+    text = (f"Each result records the version of the code it depends on, its *scope*: `boundgeo/`, "
+            f"`pyproject.toml` and the studies in `analysis/` (which also train the models the benchmarks "
+            f"load) for every result (\"shared\"), plus a benchmark's own script and the benchmark scripts "
+            f"it imports. A result is current while the code of its scope is unchanged, so a change to one "
+            f"benchmark script makes only its own result stale; `python analysis/reproduce.py --list` says "
+            f"which results are current, and `--resume` reruns the others. The version of the whole code "
+            f"is recorded as well: the {len(rows)} results come from {len(versions)} "
+            f"version{'s' if len(versions) != 1 else ''} of it.\n\n{table}")
+    if unrecorded:
+        text += f"\n\nFrom no clean, committed code (no scope version recorded): {', '.join(unrecorded)}."
+    return text
 
 
 def check_text(text: str, results: Path = RESULTS, label: str = "README.md") -> str:

@@ -7,18 +7,21 @@
 
 A full run writes into analysis/results/ and refuses to start when the code that computes results
 has uncommitted changes (``--allow-dirty`` overrides): every JSON records the commit it was
-computed on and the version of that code (its top-level "environment", analysis/_environment.py:
-``code_version`` hashes boundgeo/, the analysis scripts and pyproject.toml, not the README, the
-tests or this file). A regeneration takes longer than one sitting (``--list``), so it may span
-commits as long as the code version stays the same: ``--resume`` skips the scripts whose JSON
-files already carry the current code version, and ``--list`` says which those are. ``--quick`` runs each script with its own ``--quick`` flag, which
+computed on and the version of the code it depends on (its top-level "environment",
+analysis/_environment.py: ``scope_version`` hashes the scope of a result, boundgeo/,
+pyproject.toml and the studies in analysis/ that every result shares, plus a benchmark's own
+script and the benchmark scripts it imports; not the READMEs, the tests, this file or the
+renderer). A result is current while its scope is unchanged, so a change to one benchmark script
+makes only its own result stale. A regeneration takes longer than one sitting (``--list``), so it
+may span commits: ``--resume`` skips the scripts whose JSON files are current, and ``--list``
+says which those are. ``--quick`` runs each script with its own ``--quick`` flag, which
 shrinks the work and writes into analysis/results/quick/ (git-ignored), so a quick run never
 touches the published results.
 
 The scripts run in the order of STEPS, cheapest first, one after the other. A failing script is
 reported and the rest still run; the exit status is then 1. After each script its JSON files are
-checked: written during this run, with a top-level "environment" (in a full run, of the code
-version the run started on, with that code committed). The
+checked: written during this run, with a top-level "environment" (in a full run, with the
+current scope version, and with that code committed). The
 per-script wall seconds and exit codes go to analysis/results/reproduce.json (quick:
 analysis/results/quick/reproduce.json), with the environment of the whole run.
 """
@@ -31,10 +34,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from _environment import RESULTS_DIR, code_version, environment, finish, uncommitted_code
+from _environment import RESULTS_DIR, environment, finish, result_script, scope_version, uncommitted_code
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "analysis" / "results"
@@ -119,10 +123,16 @@ def duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
-def output_problems(step: Step, folder: Path, version: str, started: float | None = None) -> list[str]:
-    """What keeps ``step``'s JSON files from counting as results of code ``version`` (None: any
-    version, for quick runs): missing, older than ``started``, no environment, another code
-    version, or computed with uncommitted code."""
+def current_version(name: str) -> str:
+    """The scope version (analysis/_environment.py) a result file must record to be current."""
+    return scope_version(result_script(name))
+
+
+def output_problems(step: Step, folder: Path, version: Callable[[str], str] | None = current_version,
+                    started: float | None = None) -> list[str]:
+    """What keeps ``step``'s JSON files from counting as current results: missing, older than
+    ``started``, no environment, a scope version other than ``version(name)`` (None: any version,
+    for quick runs), or computed with uncommitted code."""
     problems = []
     for name in step.outputs:
         path = folder / name
@@ -139,14 +149,15 @@ def output_problems(step: Step, folder: Path, version: str, started: float | Non
             continue
         if not isinstance(env, dict):
             problems.append(f"{path} has no top-level \"environment\"")
-        elif version is not None and env.get("code_version") != version:
-            problems.append(f"{path}: environment.code_version is {env.get('code_version')!r}, not {version}")
+        elif version is not None and env.get("scope_version") != version(name):
+            problems.append(f"{path}: environment.scope_version is {env.get('scope_version')!r}, not "
+                            f"{version(name)}: the code of its scope has changed since")
         elif version is not None and env.get("code_clean") is not True:
             problems.append(f"{path} was computed with uncommitted code ({env.get('uncommitted')})")
     return problems
 
 
-def list_steps(version: str | None = None) -> str:
+def list_steps(version: Callable[[str], str] | None = None) -> str:
     lines = [f"{'name':<22} {'full':>8} {'quick':>8}  " + ("status   " if version else "") + "writes"]
     for step in STEPS:
         status = ""
@@ -160,14 +171,14 @@ def list_steps(version: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def check_outputs(step: Step, folder: Path, started: float, version: str | None) -> list[str]:
+def check_outputs(step: Step, folder: Path, started: float, version: Callable[[str], str] | None) -> list[str]:
     """What is wrong with the JSON files ``step`` should have written in this run (empty when
-    nothing); ``version``: the code version their environment must name (None: any, for quick
-    runs, during which a shared checkout may move on)."""
+    nothing); ``version``: the scope version each one's environment must name, by file name
+    (None: any, for quick runs, during which a shared checkout may move on)."""
     return output_problems(step, folder, version, started)
 
 
-def run_step(step: Step, quick: bool, tmp: str, version: str) -> dict:
+def run_step(step: Step, quick: bool, tmp: str, version: Callable[[str], str]) -> dict:
     folder = QUICK if quick else RESULTS
     commands = step.quick if quick else step.full
     started_wall = time.time()
@@ -204,12 +215,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-dirty", action="store_true",
                         help="run in full even with uncommitted changes to the code (the results then say so)")
     parser.add_argument("--resume", action="store_true",
-                        help="skip the scripts whose JSON files already carry the current code version")
+                        help="skip the scripts whose JSON files already carry the current version of their code")
     args = parser.parse_args(argv)
     unknown = [name for name in args.only if name not in NAMES]
     if unknown:
         parser.error(f"--only: unknown name(s) {', '.join(unknown)}; choose from {', '.join(NAMES)}")
-    version = code_version()
+    version = current_version
     if args.list:
         print(list_steps(version))
         return 0
@@ -228,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume:
         done = [step.name for step in steps if not output_problems(step, RESULTS, version)]
         if done:
-            print(f"--resume: {', '.join(done)} already carry code version {version}; skipped")
+            print(f"--resume: {', '.join(done)} already carry the current version of their code; skipped")
         steps = [step for step in steps if step.name not in done]
     env = environment(quick=args.quick)
     folder = QUICK if args.quick else RESULTS
@@ -238,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     records = {}
     with tempfile.TemporaryDirectory(prefix="boundgeo-reproduce-") as tmp:
         for step in steps:
-            records[step.name] = {**run_step(step, args.quick, tmp, env["code_version"]), "commit": env["commit"],
+            records[step.name] = {**run_step(step, args.quick, tmp, version), "commit": env["commit"],
                                   "code_version": env["code_version"]}
             result = {"environment": finish(env), "quick": args.quick, "only": args.only,
                       "scripts": {**previous, **records}}

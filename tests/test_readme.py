@@ -186,42 +186,47 @@ def test_every_block_source_exists():
 
 
 # A regeneration takes longer than a sitting (`python analysis/reproduce.py --list`), so it may be
-# done in parts, and a code change between parts leaves results of two code versions. At most two
-# may be at hand: the newer one, and an older one that only the results named here still carry
-# (those a part has not reached yet). The set names them so that a result of the wrong code cannot
-# slip in unnoticed; it empties when every result shares one version (the test then says so). The
-# README's provenance block says which result is which.
+# done in parts. A result is current while the code of its scope (analysis/_environment.py: what
+# every result shares, plus a benchmark's own script) is unchanged since the commit it records.
+# The results that are not current must be exactly those named here, so that a result of the wrong
+# code cannot slip in unnoticed; the set empties when every result is current (the test then says
+# so). The README's provenance block says which result comes from which version.
 NOT_YET_REGENERATED = {"bench_universal.json"}
 
 
-def test_every_block_source_comes_from_one_code_version_or_is_named_as_not_yet_regenerated():
-    versions: dict[str, set[str]] = {}
-    newest: dict[str, str] = {}
-    lacking = set()
+def _environment_module():
+    spec = importlib.util.spec_from_file_location("_environment_for_tests", ROOT / "analysis" / "_environment.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_block_source_is_current_or_named_as_not_yet_regenerated():
+    env_module = _environment_module()
     sources = _sources()
     if os.environ.get("BOUNDGEO_TIMING_README_COMMANDS") == "1":
         # .ci/time_readme_commands.py is timing this very suite, to rewrite readme_commands.json:
-        # until it does, that file holds the previous run, of the previous code version
+        # until it does, that file holds the previous run, possibly of the previous code
         sources = [source for source in sources if source != "readme_commands.json"]
+    lacking, stale = set(), set()
     for source in sources:
         data = json.loads((RESULTS / source).read_text())
         env = data.get("environment") if isinstance(data, dict) else None
-        if not (isinstance(env, dict) and env.get("code_version") and env.get("code_clean") is True):
+        if not (isinstance(env, dict) and env.get("scope_version") and env.get("code_clean") is True):
             lacking.add(source)
-        else:
-            versions.setdefault(env["code_version"], set()).add(source)
-            newest[env["code_version"]] = max(newest.get(env["code_version"], ""), env.get("date_utc", ""))
+            continue
+        script = env_module.result_script(source)
+        assert env["scope"] == (script or "shared"), f"{source} records the scope {env['scope']!r}"
+        current = env_module.scope_version(script)
+        if current == "unknown":
+            pytest.skip("git cannot list the committed code: the results' versions cannot be checked")
+        if env["scope_version"] != current:
+            stale.add(source)
     assert not lacking, f"without the environment of a clean, committed run: {sorted(lacking)}"
     behind = NOT_YET_REGENERATED & set(sources)
-    if len(versions) == 1:
-        assert not behind, (f"every result now comes from one code version: empty NOT_YET_REGENERATED "
-                            f"(it names {sorted(behind)})")
-        return
-    assert len(versions) == 2, f"results from more than two versions of the code: {versions}"
-    older = min(versions, key=lambda version: newest[version])
-    assert versions[older] == behind, (
-        f"the results of the older code version must be exactly NOT_YET_REGENERATED {sorted(behind)}; "
-        f"by version, older first: { {v: sorted(versions[v]) for v in sorted(versions, key=newest.get)} }")
+    assert stale == behind, (
+        f"results whose code has changed since they were computed: {sorted(stale)}; NOT_YET_REGENERATED "
+        f"names {sorted(behind)}" + ("" if stale else " (every result is current: empty it)"))
 
 
 def test_the_provenance_block_names_every_result_and_version():
@@ -230,7 +235,7 @@ def test_the_provenance_block_names_every_result_and_version():
     assert block, "README.md has no provenance block"
     for source in _sources():
         data = json.loads((RESULTS / source).read_text())
-        assert f"`{source}`" in block[1] and data["environment"]["code_version"] in block[1], source
+        assert f"`{source}`" in block[1] and data["environment"]["scope_version"] in block[1], source
 
 
 def _code_version_at(commit: str) -> str | None:
@@ -239,9 +244,7 @@ def _code_version_at(commit: str) -> str | None:
     import hashlib
     import subprocess
 
-    spec = importlib.util.spec_from_file_location("_environment_for_tests", ROOT / "analysis" / "_environment.py")
-    env_module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(env_module)
+    env_module = _environment_module()
     try:
         done = subprocess.run(["git", "ls-tree", "-r", commit, "--", *env_module.CODE_PATHS], cwd=ROOT,
                               capture_output=True, text=True)
@@ -256,7 +259,9 @@ def _code_version_at(commit: str) -> str | None:
 def test_the_commits_named_by_the_results_hold_the_code_version_they_claim():
     """A regeneration spans several commits (results and README are committed as they come):
     each commit a result names must hold exactly the code of the version it states, so that all
-    of them are one regeneration of one code."""
+    of them are one regeneration of one code; and the scope version it states must be that of its
+    scope's files at that commit (which also checks those added after the run)."""
+    env_module = _environment_module()
     checked = 0
     for path in sorted(RESULTS.glob("*.json")):
         data = json.loads(path.read_text())
@@ -269,6 +274,10 @@ def test_the_commits_named_by_the_results_hold_the_code_version_they_claim():
         assert version == env["code_version"], (
             f"{path.name} names commit {env['commit'][:12]}, whose code version is {version}, "
             f"not the {env['code_version']} it states")
+        scoped = env_module.scope_version(env_module.result_script(path.name), env["commit"])
+        assert scoped == env.get("scope_version"), (
+            f"{path.name} names commit {env['commit'][:12]}, whose scope version is {scoped}, "
+            f"not the {env.get('scope_version')} it states")
         checked += 1
     if not checked:
         pytest.skip("git history not available: the commits the results name cannot be checked")

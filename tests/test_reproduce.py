@@ -17,6 +17,13 @@ ROOT = Path(__file__).resolve().parent.parent
 REPRODUCE = ROOT / "analysis" / "reproduce.py"
 
 
+def _load_file(path: Path):
+    spec = importlib.util.spec_from_file_location(f"loaded_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _load(name: str):
     sys.path.insert(0, str(ROOT / "analysis"))
     try:
@@ -87,32 +94,32 @@ def test_a_failing_script_makes_the_run_fail_after_the_others_ran(monkeypatch, t
     assert '"environment"' in saved and '"exit_code": 1' in saved
 
 
-def test_written_outputs_are_checked_for_an_environment_of_this_code_version(tmp_path):
+def test_written_outputs_are_checked_for_an_environment_of_the_current_scope_version(tmp_path):
     reproduce = _load("reproduce")
     step = reproduce.Step("x", (), (), ("a.json", "b.json", "c.json"), 1, 1)
-    (tmp_path / "a.json").write_text('{"environment": {"code_version": "abc", "code_clean": true}}')
+    (tmp_path / "a.json").write_text('{"environment": {"scope_version": "abc", "code_clean": true}}')
     (tmp_path / "b.json").write_text('[1, 2]')
-    problems = reproduce.check_outputs(step, tmp_path, 0.0, "abc")
+    problems = reproduce.check_outputs(step, tmp_path, 0.0, lambda name: "abc")
     assert len(problems) == 2
     assert "b.json is not a JSON object" in problems[0] and "c.json was not written" in problems[1]
-    assert "environment.code_version" in reproduce.check_outputs(step, tmp_path, 0.0, "def")[0]
-    (tmp_path / "a.json").write_text('{"environment": {"code_version": "abc", "code_clean": false}}')
-    assert "uncommitted code" in reproduce.check_outputs(step, tmp_path, 0.0, "abc")[0]
+    assert "environment.scope_version" in reproduce.check_outputs(step, tmp_path, 0.0, lambda name: "def")[0]
+    (tmp_path / "a.json").write_text('{"environment": {"scope_version": "abc", "code_clean": false}}')
+    assert "uncommitted code" in reproduce.check_outputs(step, tmp_path, 0.0, lambda name: "abc")[0]
 
 
-def test_resume_skips_the_scripts_whose_results_carry_this_code_version(monkeypatch, tmp_path, capsys):
+def test_resume_skips_the_scripts_whose_results_are_current(monkeypatch, tmp_path, capsys):
     # a regeneration takes longer than one sitting: --resume picks up where the last one stopped
     reproduce = _load("reproduce")
     monkeypatch.setattr(reproduce, "RESULTS", tmp_path)
     monkeypatch.setattr(reproduce, "uncommitted_code", lambda: [])
-    monkeypatch.setattr(reproduce, "code_version", lambda: "v1")
-    (tmp_path / "curvature.json").write_text('{"environment": {"code_version": "v1", "code_clean": true}}')
-    (tmp_path / "categories.json").write_text('{"environment": {"code_version": "v0", "code_clean": true}}')
+    monkeypatch.setattr(reproduce, "current_version", lambda name: "v1")
+    (tmp_path / "curvature.json").write_text('{"environment": {"scope_version": "v1", "code_clean": true}}')
+    (tmp_path / "categories.json").write_text('{"environment": {"scope_version": "v0", "code_clean": true}}')
     ran = []
     monkeypatch.setattr(reproduce, "run_step", lambda step, *a: ran.append(step.name) or
                         {"commands": [], "exit_code": 0, "seconds": 0.0})
     assert reproduce.main(["--resume", "--only", "curvature", "--only", "categories"]) == 0
-    assert ran == ["categories"] and "curvature already carry code version v1" in capsys.readouterr().out
+    assert ran == ["categories"] and "curvature already carry the current version" in capsys.readouterr().out
 
 
 def test_the_code_version_covers_the_code_and_not_the_readme_or_tests():
@@ -123,6 +130,57 @@ def test_the_code_version_covers_the_code_and_not_the_readme_or_tests():
                  "analysis/reproduce.py", "analysis/readme_tables.py"):
         assert not env_module._is_code(path), path
     assert len(env_module.code_version()) == 16
+
+
+def test_the_shared_scope_is_the_library_and_the_studies_and_a_benchmark_adds_its_scripts():
+    env_module = _load("_environment")
+    shared = env_module.scope(None)
+    assert "pyproject.toml" in shared and "boundgeo/weights/digits_cnn.pt" in shared
+    assert "analysis/cifar10.py" in shared and "boundgeo/attacks/boundary.py" in shared
+    for path in ("analysis/_environment.py", "analysis/reproduce.py", "analysis/readme_tables.py",
+                 "analysis/README.md", "analysis/spectra.ipynb", "README.md"):
+        assert path not in shared, path
+    assert not [path for path in shared if path.startswith(("analysis/benchmarks/", "analysis/results/", "tests/"))]
+    deepfool = env_module.scope("analysis/benchmarks/bench_deepfool.py")
+    # bench_deepfool imports bench_imagenet_scale's ResNet-50 setup, and nothing of the other benchmarks
+    assert set(deepfool) - set(shared) == {"analysis/benchmarks/bench_deepfool.py",
+                                           "analysis/benchmarks/bench_imagenet_scale.py"}
+    assert env_module.result_script("bench_deepfool.json") == "analysis/benchmarks/bench_deepfool.py"
+    assert env_module.result_script("curvature.json") is None
+    assert env_module.scope("analysis/benchmarks/no_such_script.py") is None
+    assert env_module.scope_version("analysis/benchmarks/no_such_script.py") == "unknown"
+
+
+def test_a_change_to_one_benchmark_leaves_the_other_results_current(tmp_path):
+    # a repository of its own: the library, a study, two benchmarks (one importing the other)
+    repo = tmp_path / "repo"
+    (repo / "analysis" / "benchmarks").mkdir(parents=True)
+    (repo / "boundgeo").mkdir()
+    (repo / "analysis" / "_environment.py").write_text((ROOT / "analysis" / "_environment.py").read_text())
+    files = {"pyproject.toml": "[project]\n", "boundgeo/__init__.py": "x = 1\n", "analysis/study.py": "y = 1\n",
+             "analysis/benchmarks/bench_a.py": "import bench_b\n", "analysis/benchmarks/bench_b.py": "z = 1\n",
+             "analysis/benchmarks/bench_c.py": "w = 1\n", "README.md": "r\n"}
+
+    def commit(changes: dict[str, str]) -> dict[str | None, str]:
+        for path, text in changes.items():
+            (repo / path).write_text(text)
+        for argv in (["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c"]):
+            subprocess.run(["git", *argv], cwd=repo, check=True, capture_output=True)
+        module = _load_file(repo / "analysis" / "_environment.py")
+        return {script: module.scope_version(script) for script in
+                (None, "analysis/benchmarks/bench_a.py", "analysis/benchmarks/bench_b.py", "analysis/benchmarks/bench_c.py")}
+
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    first = commit(files)
+    assert "unknown" not in first.values() and len(set(first.values())) == 4
+    assert commit({"README.md": "changed\n", "analysis/_environment.py": "# recording only\n"
+                   + (ROOT / "analysis" / "_environment.py").read_text()}) == first
+    second = commit({"analysis/benchmarks/bench_b.py": "z = 2\n"})  # bench_a imports it
+    assert [second[s] == first[s] for s in first] == [True, False, False, True]
+    third = commit({"analysis/study.py": "y = 2\n"})  # the studies train the models every benchmark loads
+    assert all(third[s] != second[s] for s in first)
+    fourth = commit({"boundgeo/__init__.py": "x = 2\n"})
+    assert all(fourth[s] != third[s] for s in first)
 
 
 def test_environment_carries_commit_versions_threads_cpu_date_and_load():
