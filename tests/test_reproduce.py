@@ -208,10 +208,7 @@ def test_results_being_written_do_not_make_the_tree_dirty(monkeypatch):
 
 
 def test_bench_universal_counts_each_art_seed_once_in_its_mean():
-    spec = importlib.util.spec_from_file_location(
-        "analysis_bench_universal", ROOT / "analysis" / "benchmarks" / "bench_universal.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _bench_universal()
     art = dict(library="art", method="deepfool", norm="l2", xi=3.0, fit_fooling_rate=0.5, seconds=100.0)
     rows = [dict(art, seed=0, threads=2, eval_fooling_rate=0.50),  # seed 0 ran at 2 and at 1 thread
             dict(art, seed=0, threads=1, eval_fooling_rate=0.70),
@@ -222,3 +219,82 @@ def test_bench_universal_counts_each_art_seed_once_in_its_mean():
     assert summary["art"]["eval_fooling_mean"] == pytest.approx((0.60 + 0.30) / 2)  # not (0.5 + 0.7 + 0.3) / 3
     assert summary["art"]["seeds"] == 2 and summary["art"]["eval_fooling_min"] == pytest.approx(0.30)
     assert summary["boundgeo"]["mean_minus_art"] == pytest.approx(0.55 - 0.45)
+
+
+def _bench_universal():
+    from tests._scripts import load_script
+
+    return load_script("analysis/benchmarks/bench_universal.py")
+
+
+def test_bench_universal_keeps_the_models_apart_and_reads_fractions():
+    bench = _bench_universal()
+    art = dict(library="art", method="deepfool", norm="linf", fit_fooling_rate=0.5, seconds=100.0, seed=0, threads=1)
+    ours = dict(library="boundgeo", method="sgd", norm="linf", seed=0, fit_fooling_rate=0.6, seconds=2.0,
+                images=1000, alignment=0.25)
+    rows = [dict(art, model="mnist", xi=0.1, eval_fooling_rate=0.10),
+            dict(art, model="cifar10", xi=8 / 255, eval_fooling_rate=0.70),
+            dict(ours, model="mnist", xi=0.1, eval_fooling_rate=0.20),
+            dict(ours, model="cifar10", xi=8 / 255, eval_fooling_rate=0.60, images=250, alignment=0.5)]
+    summary = {(line["model"], line["library"]): line for line in bench.summarise(rows)}
+    assert summary["mnist", "boundgeo"]["mean_minus_art"] == pytest.approx(0.10)
+    assert summary["cifar10", "boundgeo"]["mean_minus_art"] == pytest.approx(-0.10)
+    assert summary["cifar10", "boundgeo"]["images"] == [250] and summary["cifar10", "boundgeo"]["alignment_mean"] == 0.5
+    assert summary["mnist", "boundgeo"]["speedup_vs_art"] == pytest.approx(50.0)
+    assert bench.parse_settings(["linf:8/255", "linf:10/255"], "cifar10") == bench.CIFAR_SETTINGS
+    with pytest.raises(SystemExit, match="unknown settings"):
+        bench.parse_settings(["linf:8/255"], "mnist")
+    with pytest.raises(SystemExit, match="norm:xi"):
+        bench.parse_settings(["linf:eight"], "cifar10")
+    assert bench._xi_text(10 / 255) == "10/255" and bench._xi_text(0.2) == "0.2" and bench._xi_text(3.0) == "3"
+
+
+def _merge_setup(monkeypatch):
+    """bench_universal with a fixed environment of scope version s1, and a row to merge."""
+    bench = _bench_universal()
+    monkeypatch.setattr(bench, "environment", lambda **extra: {"scope_version": "s1", "code_clean": True})
+    monkeypatch.setattr(bench, "finish", lambda env: env)
+    row = dict(model="mnist", library="boundgeo", method="sgd", norm="l2", xi=3.0, seed=0, eval_fooling_rate=0.3,
+               fit_fooling_rate=0.3, seconds=1.0)
+    return bench, row
+
+
+def test_bench_universal_merges_only_parts_of_the_same_code(tmp_path, monkeypatch):
+    import argparse
+    import json
+
+    bench, row = _merge_setup(monkeypatch)
+    main = tmp_path / "main.json"
+    main.write_text(json.dumps({"environment": {"scope_version": "s1", "code_clean": True},
+                                "setup": {"mnist": {}}, "rows": [row]}))
+    part = tmp_path / "part.json"
+    part.write_text(json.dumps({"environment": {"scope_version": "s0", "code_clean": True}, "setup": {"cifar10": {}},
+                                "rows": [dict(row, model="cifar10", xi=8 / 255)]}))
+    args = argparse.Namespace(out=str(main), merge=[str(part)], fresh=False)
+    before = main.read_text()
+    with pytest.raises(SystemExit, match="other code"):
+        bench.merge(args)
+    assert main.read_text() == before  # refused: nothing lost
+    part.write_text(part.read_text().replace('"s0"', '"s1"'))
+    bench.merge(args)
+    merged = json.loads(main.read_text())
+    assert sorted(r["model"] for r in merged["rows"]) == ["cifar10", "mnist"]
+    assert set(merged["setup"]) == {"mnist", "cifar10"} and merged["merged"][0]["part"] == "part.json"
+
+
+def test_bench_universal_merges_its_parts_into_a_fresh_file(tmp_path, monkeypatch):
+    import argparse
+    import json
+
+    bench, row = _merge_setup(monkeypatch)
+    parts = []
+    for i, model in enumerate(("mnist", "cifar10")):
+        parts.append(tmp_path / f"part{i}.json")
+        parts[-1].write_text(json.dumps({"environment": {"scope_version": "s1", "code_clean": True, "i": i},
+                                         "setup": {model: {}}, "rows": [dict(row, model=model)]}))
+    out = tmp_path / "old.json"
+    out.write_text(json.dumps({"environment": {"scope_version": "s0", "code_clean": True}, "rows": [row]}))
+    bench.merge(argparse.Namespace(out=str(out), merge=[str(p) for p in parts], fresh=True))
+    merged = json.loads(out.read_text())
+    assert merged["environment"]["i"] == 0 and sorted(r["model"] for r in merged["rows"]) == ["cifar10", "mnist"]
+    assert "replaced_rows" not in merged  # the old file's rows are gone, not replaced

@@ -1,34 +1,50 @@
-"""Universal perturbations: boundgeo's three methods against ART on the same MNIST CNN.
+"""Universal perturbations: every boundgeo method against ART, on the MNIST CNN and the CIFAR-10 ResNet.
 
-    python analysis/benchmarks/bench_universal.py [--data-dir data/mnist] [--skip-art]
-        [--reuse-art [--rerun-art linf:0.1 ...]] [--seeds 5]
-    python analysis/benchmarks/bench_universal.py --art-seeds 1 2 --art-settings l2:3 --threads 1 --out A.json
-    python analysis/benchmarks/bench_universal.py --merge A.json        # add those ART rows
+    python analysis/benchmarks/bench_universal.py [--model mnist|cifar10] [--skip-art] [--seeds 5]
+        [--reuse-art [--rerun-art linf:0.1 ...]] [--out PART.json]
+    python analysis/benchmarks/bench_universal.py --art-seeds 0 --art-settings l2:3 l2:5 --timing own-core --out A.json
+    python analysis/benchmarks/bench_universal.py --merge A.json B.json ...   # add those rows to --out
+    python analysis/benchmarks/bench_universal.py --merge MAIN.json A.json ... --fresh  # --out anew
     python analysis/benchmarks/bench_universal.py --add-faithful 3      # Algorithm 1, keep_best=False
     python analysis/benchmarks/bench_universal.py --art-orders          # the same on ART's shuffles
+    python analysis/benchmarks/bench_universal.py --art-call-cost [--model cifar10]
     python analysis/benchmarks/bench_universal.py --table
-    python analysis/benchmarks/bench_universal.py --quick    # l2 ξ = 3, 1 seed, 100 images, 1 pass
+    python analysis/benchmarks/bench_universal.py --quick    # one setting, 1 seed, 100 images, 1 pass
 
-Setup: the reference MNIST CNN (trained on the first 8,000 images of the MNIST test split); the
-perturbation is fitted on images [8000, 9000) and evaluated on the held-out [9000, 10000) by one
-evaluator for everyone (``bg.fooling_rate``: prediction changes after adding v and clipping).
-boundgeo's methods run with seeds 0..seeds-1 (the order of the inputs in each pass), since one
-run of Algorithm 1 is chaotic: the order alone moves its held-out rate by ten points or more.
-ART runs with one torch thread, its fastest: its single-image DeepFool call takes 0.19 s at one
-thread and 0.24 s at two on this machine (``--art-call-cost``). boundgeo runs at the
-default threads (2 here). ART's run at ``random.seed(0)`` (its shuffle) is the timed one;
-``--art-seeds`` adds runs at other seeds (two processes at a time, one thread each; with
-``--timing concurrent`` their times are kept out of the speed-ups), and ART's held-out rate is
-the mean over its seeds. ``--art-orders`` runs boundgeo's Algorithm 1
-on exactly the shuffles of ART's runs, for a comparison seed by seed.
-Settings: ℓ2 ξ in {3, 5} and ℓ∞ ξ in {0.1, 0.2}; δ = 0.2; 5 passes. ART runs
+Models and images (``--model``):
+- ``mnist``: the reference MNIST CNN (trained on MNIST test images [0, 8000)); v is fitted on
+  images [8000, 9000) and evaluated on the held-out [9000, 10000). Settings: ℓ2 ξ in {3, 5} and
+  ℓ∞ ξ in {0.1, 0.2}.
+- ``cifar10``: the CIFAR-10 ResNet-8 of analysis/cifar10.py (trained on part of the CIFAR-10
+  *test* split); fitted on the first 250 of its 2,000 held-out images, evaluated on the last
+  1,000. Settings: ℓ∞ ξ in {8/255, 10/255} (the paper's ℓ∞ budget of 10 on [0, 255] is 10/255).
+  ART's single-image DeepFool takes over a second a call on this ResNet, so 250 fit images keep
+  one ART run under about 40 minutes.
+
+One evaluator for everyone (``bg.fooling_rate``: prediction changes after adding v and
+clipping). Methods: boundgeo's Algorithm 1 (``"deepfool"``) and ``"batched"`` (5 passes, as ART),
+``"sgd"`` (10 passes), ``"singular"`` (from the first 64 fit images, 10 power iterations),
+``"spectral"`` and a random direction (on the sphere of the ℓ2 ball, at a corner of the ℓ∞ ball),
+all with δ = 0.2, each at seeds 0..seeds-1 (one run of Algorithm 1 is chaotic: the order alone
+moves its held-out rate by ten points or more); and ART's
 ``UniversalPerturbation(attacker="deepfool", delta=0.2, max_iter=5, eps=ξ, norm=...)`` with its
-default DeepFool. Every library gets the same images; the results are written to
-analysis/results/bench_universal.json after every row (ART's rows take minutes each), with the
-top-level "environment" (analysis/_environment.py) of the main run and "peer_settings" (each
-library's torch threads and batch size, and why). ART's held-out rate is the mean over its seeds,
-each seed counted once (a seed run at two thread counts is averaged first). ``--quick``: ℓ2 ξ = 3,
-one seed, 100 fitting images, 1 pass, into analysis/results/quick/.
+default DeepFool. Every row records the images it used, its seconds and its *alignment*: the
+share of ‖v‖² in the top-10 principal subspace of the unit DeepFool normals of the held-out
+images (``bg.alignment``; 10/d for a random vector).
+
+ART runs with one torch thread, its fastest (``--art-call-cost`` times its call at 1 and 2);
+boundgeo at the default threads (2 here). ``--art-seeds`` runs ART at the given seeds (its
+``random.seed``, with which it shuffles) and settings into a file of its own; with ``--timing
+own-core`` (each process on a core of its own, nothing else running: at most two one-thread
+processes here) their times count for the speed-ups, with ``concurrent`` they do not. ART's
+held-out rate is the mean over its seeds, each seed counted once; its time is that of its seed-0
+run. ``--merge`` adds such parts to --out, refusing any that other code computed (another
+scope version, analysis/_environment.py). ``--art-orders`` runs boundgeo's Algorithm 1 on
+exactly the shuffles of ART's runs, for a comparison seed by seed. Results go to
+analysis/results/bench_universal.json (every row as it comes), with the top-level "environment"
+of the main run, the environments of the merged parts and later steps, and "peer_settings".
+``--quick``: the model's first setting, one seed, 100 fitting images, 1 pass, into
+analysis/results/quick/.
 """
 
 from __future__ import annotations
@@ -38,6 +54,8 @@ import json
 import random
 import sys
 import time
+from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -50,10 +68,23 @@ from boundgeo.attacks.universal import METHODS
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "analysis"))
+sys.path.insert(0, str(ROOT / "analysis" / "benchmarks"))
 from _environment import environment, finish  # noqa: E402
+from bench_uap_methods import random_direction  # noqa: E402
 
 SETTINGS = [("l2", 3.0), ("l2", 5.0), ("linf", 0.1), ("linf", 0.2)]
+# the CIFAR-10 ResNet at the paper's ℓ∞ budget rescaled to [0, 1] (10/255) and at 8/255; ART's
+# single-image DeepFool takes 1.1-1.2 s a call on it (against 0.2-0.4 s on the MNIST CNN), so it
+# fits on 250 images there: one ART run of 5 passes stays under half an hour
+CIFAR_SETTINGS = [("linf", 8 / 255), ("linf", 10 / 255)]
+MODEL_SETTINGS = {"mnist": SETTINGS, "cifar10": CIFAR_SETTINGS}
+FIT = {"mnist": 1000, "cifar10": 250}
 PASSES, DELTA = 5, 0.2
+# the fast methods run their own default number of passes (sgd's epochs, singular's power
+# iterations); singular fits on a few dozen images, as Khrulkov & Oseledets do (64 there)
+FAST_PASSES, SINGULAR_FIT = 10, 64
+ALL_METHODS = (*METHODS, "random")
+TOP_K = 10  # alignment: the share of ‖v‖² in the top-10 principal subspace of the held-out normals
 
 
 def run_art(model, x_fit, norm, xi, seed=0, threads=1):
@@ -76,20 +107,22 @@ def run_art(model, x_fit, norm, xi, seed=0, threads=1):
     return torch.from_numpy(attack.noise[0]).float(), seconds, attack.fooling_rate
 
 
-def boundgeo_row(uap, method: str, seed: int) -> dict:
-    return {"library": "boundgeo", "method": method, "norm": uap.norm, "xi": uap.xi, "seed": seed,
-            "eval_fooling_rate": uap.eval_fooling_rate, "fit_fooling_rate": uap.fooling_rate,
-            "norm_of_v": _size(uap.perturbation, uap.norm),
+def boundgeo_row(uap, method: str, seed: int, split: Split, images: int) -> dict:
+    return {"model": split.model_name, "library": "boundgeo", "method": method, "norm": uap.norm, "xi": uap.xi,
+            "seed": seed, "eval_fooling_rate": uap.eval_fooling_rate, "fit_fooling_rate": uap.fooling_rate,
+            "norm_of_v": _size(uap.perturbation, uap.norm), "images": images,
+            "alignment": bg.alignment(uap.perturbation, split.spectrum, TOP_K),
             "seconds": uap.seconds, "passes": uap.passes, "history": uap.history}
 
 
-def art_row(model, x_fit, x_eval, norm, xi, *, seed, threads, timing) -> dict:
+def art_row(split: Split, norm, xi, *, seed, threads, timing) -> dict:
     """One ART run, evaluated by boundgeo's evaluator like every other row."""
-    clf = bg.Classifier(model)
-    v, seconds, art_rate = run_art(model, x_fit, norm, xi, seed=seed, threads=threads)
-    return {"library": "art", "method": "deepfool", "norm": norm, "xi": xi, "seed": seed,
-            "eval_fooling_rate": bg.fooling_rate(clf, x_eval, v), "fit_fooling_rate": bg.fooling_rate(clf, x_fit, v),
-            "art_reported_fooling_rate": art_rate, "norm_of_v": _size(v, norm), "seconds": seconds,
+    v, seconds, art_rate = run_art(split.model, split.x_fit, norm, xi, seed=seed, threads=threads)
+    return {"model": split.model_name, "library": "art", "method": "deepfool", "norm": norm, "xi": xi, "seed": seed,
+            "eval_fooling_rate": bg.fooling_rate(split.clf, split.x_eval, v),
+            "fit_fooling_rate": bg.fooling_rate(split.clf, split.x_fit, v),
+            "art_reported_fooling_rate": art_rate, "norm_of_v": _size(v, norm), "images": len(split.x_fit),
+            "alignment": bg.alignment(v, split.spectrum, TOP_K), "seconds": seconds,
             "passes": PASSES, "threads": threads, "timing": timing,
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
@@ -114,12 +147,17 @@ def attach_ratios(result: dict) -> None:
     """The summary, and each boundgeo row's speed-up and fooling difference against ART's reference
     (its mean rate over all runs and its timed one-thread time), in place."""
     result["summary"] = summarise(result["rows"])
-    reference = {(line["norm"], line["xi"]): line for line in result["summary"] if line["library"] == "art"}
+    reference = {(line["model"], line["norm"], line["xi"]): line for line in result["summary"]
+                 if line["library"] == "art"}
     for row in result["rows"]:
-        art = reference.get((row["norm"], row["xi"]))
-        if art is not None and row["library"] == "boundgeo":
+        art = reference.get((_model(row), row["norm"], row["xi"]))
+        if art is not None and row["library"] == "boundgeo" and row["seconds"] > 0:
             row["speedup_vs_art"] = art["median_seconds"] / row["seconds"]
             row["fooling_minus_art"] = row["eval_fooling_rate"] - art["eval_fooling_mean"]
+
+
+def _model(row: dict) -> str:
+    return row.get("model", "mnist")
 
 
 def _threads(row: dict) -> int:
@@ -127,52 +165,59 @@ def _threads(row: dict) -> int:
 
 
 def _art_seconds(runs: list[dict]) -> float:
-    timed = [r for r in runs if r.get("timing") != "concurrent"]
+    timed = [r for r in runs if r.get("timing") != "concurrent"] or runs
     fastest = min(_threads(r) for r in timed)
     return float(np.median([r["seconds"] for r in timed if _threads(r) == fastest]))
 
 
 def summarise(rows: list[dict]) -> list[dict]:
-    """One line per (setting, library, method): held-out rates over seeds and the median time."""
+    """One line per (model, setting, library, method): held-out rates over seeds, the median time,
+    the images used and the mean alignment."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        groups.setdefault((row["norm"], row["xi"], row["library"], row["method"]), []).append(row)
+        groups.setdefault((_model(row), row["norm"], row["xi"], row["library"], row["method"]), []).append(row)
     by_seed: dict[tuple, list[dict]] = {}
     for r in rows:
         if r["library"] == "art":
-            by_seed.setdefault((r["norm"], r["xi"], r.get("seed", 0)), []).append(r)
+            by_seed.setdefault((_model(r), r["norm"], r["xi"], r.get("seed", 0)), []).append(r)
     # a seed run at 1 and at 2 threads counts once: its runs are averaged first
     art_by_seed = {k: float(np.mean([r["eval_fooling_rate"] for r in v])) for k, v in by_seed.items()}
     art_fit_by_seed = {k: float(np.mean([r["fit_fooling_rate"] for r in v])) for k, v in by_seed.items()}
 
-    def per_seed(norm, xi, table):
-        return np.array([v for (n, x, _), v in sorted(table.items(), key=lambda kv: kv[0][2]) if (n, x) == (norm, xi)])
+    def per_seed(model, norm, xi, table):
+        return np.array([v for (m, n, x, _), v in sorted(table.items(), key=lambda kv: kv[0][3])
+                         if (m, n, x) == (model, norm, xi)])
 
     # ART's reference: its held-out rate averaged over its seeds; its time from the runs timed at
     # one thread (its fastest; the first runs, at two threads, took up to twice as long)
-    art = {(norm, xi): {"eval_fooling_rate": float(per_seed(norm, xi, art_by_seed).mean()),
-                        "seconds": _art_seconds(runs)}
-           for (norm, xi, lib, _), runs in groups.items() if lib == "art"}
+    art = {(model, norm, xi): {"eval_fooling_rate": float(per_seed(model, norm, xi, art_by_seed).mean()),
+                               "seconds": _art_seconds(runs)}
+           for (model, norm, xi, lib, _), runs in groups.items() if lib == "art"}
     out = []
-    for (norm, xi, library, method), runs in groups.items():
+    for (model, norm, xi, library, method), runs in groups.items():
         rates = np.array([r["eval_fooling_rate"] for r in runs])
         fits = [r["fit_fooling_rate"] for r in runs]
         if library == "art":  # one value per seed
-            rates, fits = per_seed(norm, xi, art_by_seed), per_seed(norm, xi, art_fit_by_seed)
+            rates, fits = per_seed(model, norm, xi, art_by_seed), per_seed(model, norm, xi, art_fit_by_seed)
         seconds = _art_seconds(runs) if library == "art" else float(np.median([r["seconds"] for r in runs]))
-        line = {"norm": norm, "xi": xi, "library": library, "method": method, "runs": len(runs),
+        line = {"model": model, "norm": norm, "xi": xi, "library": library, "method": method, "runs": len(runs),
                 "seeds": len(rates),
                 "eval_fooling_mean": float(rates.mean()), "eval_fooling_min": float(rates.min()),
                 "eval_fooling_max": float(rates.max()),
                 "fit_fooling_mean": float(np.mean(fits)),
                 "median_seconds": seconds}
-        ref = art.get((norm, xi))
-        if ref is not None and library == "boundgeo":
+        if all("alignment" in r for r in runs):
+            line["alignment_mean"] = float(np.mean([r["alignment"] for r in runs]))
+        if all(r.get("images") is not None for r in runs):
+            line["images"] = sorted({r["images"] for r in runs})
+        ref = art.get((model, norm, xi))
+        if ref is not None and library == "boundgeo" and seconds > 0:
             line["speedup_vs_art"] = ref["seconds"] / seconds
+        if ref is not None and library == "boundgeo":
             line["mean_minus_art"] = line["eval_fooling_mean"] - ref["eval_fooling_rate"]
             line["runs_at_or_above_art"] = int((rates >= ref["eval_fooling_rate"]).sum())
-            paired = [r["eval_fooling_rate"] - art_by_seed[(norm, xi, r["seed"])] for r in runs
-                      if method.endswith("art-orders") and (norm, xi, r["seed"]) in art_by_seed]
+            paired = [r["eval_fooling_rate"] - art_by_seed[(model, norm, xi, r["seed"])] for r in runs
+                      if method.endswith("art-orders") and (model, norm, xi, r["seed"]) in art_by_seed]
             if paired:  # the same shuffles as ART's runs: differences seed by seed
                 line["paired_minus_art"] = paired
         out.append(line)
@@ -180,32 +225,49 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 
 NAMES = {"deepfool": "Algorithm 1", "deepfool-last": "Algorithm 1, last v (keep_best=False)",
-         "deepfool-last-art-orders": "Algorithm 1, last v, on ART's shuffles", "batched": "batched", "sgd": "SGD"}
+         "deepfool-last-art-orders": "Algorithm 1, last v, on ART's shuffles", "batched": "batched", "sgd": "sgd",
+         "singular": "singular", "spectral": "spectral", "random": "random direction"}
+
+
+def _xi_text(xi: float) -> str:
+    """ξ as written: 0.2 or 3, or n/255 when that is what it is (8/255, not 0.0313725)."""
+    plain = f"{xi:g}"
+    if len(plain) > 5 and xi < 1 and abs(xi * 255 - round(xi * 255)) < 1e-9:
+        return f"{round(xi * 255)}/255"
+    return plain
 
 
 def table(result: dict) -> str:
-    """The README's Markdown table, built from the JSON (seed 0 and the spread over seeds)."""
-    lines = ["| norm | ξ | method | held-out fooling: seed 0 | mean over seeds (min–max) | fit (mean) "
-             "| seconds (median) | speed-up vs ART |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    first = {(r["norm"], r["xi"], r["library"], r["method"]): r for r in reversed(result["rows"])
+    """The README's Markdown table, built from the JSON: every method at every model and setting,
+    held-out fooling at seed 0 and over seeds, images used, time, speed-up and alignment."""
+    lines = ["| model | norm | ξ | method | held-out fooling: seed 0 | mean over seeds (min–max) | images "
+             "| seconds (median) | speed-up vs ART | alignment |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    first = {(_model(r), r["norm"], r["xi"], r["library"], r["method"]): r for r in reversed(result["rows"])
              if r.get("seed", 0) == 0}
-    for norm, xi in SETTINGS:
-        order = list(NAMES)
-        here = [s for s in result["summary"] if (s["norm"], s["xi"]) == (norm, xi)]
-        for line in sorted(here, key=lambda s: -1 if s["library"] == "art" else order.index(s["method"])):
-            row = first[(norm, xi, line["library"], line["method"])]
-            if line["library"] == "art":  # the timed run: seed 0 at ART's fastest thread count
-                timed = [r for r in result["rows"] if r["library"] == "art" and (r["norm"], r["xi"]) == (norm, xi)
-                         and r.get("seed", 0) == 0 and r.get("timing") != "concurrent"]
-                row = min(timed, key=_threads)
-            versions = result.get("environment") or result["machine"]  # "machine": files before the environment
-            name = (f"boundgeo {NAMES[line['method']]}" if line["library"] == "boundgeo"
-                    else f"ART {versions['art']} (Algorithm 1)")
-            spread = (f"{line['eval_fooling_mean']:.1%} ({line['eval_fooling_min']:.1%}–{line['eval_fooling_max']:.1%})"
-                      if line.get("seeds", line["runs"]) > 1 else "one run")
-            speed = f"**{line['speedup_vs_art']:.0f}x**" if "speedup_vs_art" in line else "—"
-            lines.append(f"| {'ℓ2' if norm == 'l2' else 'ℓ∞'} | {xi:g} | {name} | {row['eval_fooling_rate']:.1%} | "
-                         f"{spread} | {line['fit_fooling_mean']:.1%} | {line['median_seconds']:.1f} | {speed} |")
+    versions = result.get("environment") or result["machine"]  # "machine": files before the environment
+    order = list(NAMES)
+    for model, settings in MODEL_SETTINGS.items():
+        for norm, xi in settings:
+            here = [s for s in result["summary"] if (s["model"], s["norm"], s["xi"]) == (model, norm, xi)]
+            for line in sorted(here, key=lambda s: -1 if s["library"] == "art" else order.index(s["method"])):
+                row = first[(model, norm, xi, line["library"], line["method"])]
+                if line["library"] == "art":  # the timed run: seed 0 at ART's fastest thread count
+                    timed = [r for r in result["rows"] if r["library"] == "art" and _model(r) == model
+                             and (r["norm"], r["xi"]) == (norm, xi) and r.get("seed", 0) == 0
+                             and r.get("timing") != "concurrent"] or [row]
+                    row = min(timed, key=_threads)
+                name = (f"boundgeo {NAMES[line['method']]}" if line["library"] == "boundgeo"
+                        else f"ART {versions['art']} (Algorithm 1)")
+                spread = (f"{line['eval_fooling_mean']:.1%} ({line['eval_fooling_min']:.1%}–"
+                          f"{line['eval_fooling_max']:.1%})" if line.get("seeds", line["runs"]) > 1 else "one run")
+                speed = f"**{line['speedup_vs_art']:.0f}x**" if "speedup_vs_art" in line else "—"
+                images = ", ".join(f"{n:,}" for n in line.get("images", [])) or "—"
+                align = f"{line['alignment_mean']:.1%}" if "alignment_mean" in line else "—"
+                lines.append(f"| {'MNIST CNN' if model == 'mnist' else 'CIFAR-10 ResNet'} | "
+                             f"{'ℓ2' if norm == 'l2' else 'ℓ∞'} | {_xi_text(xi)} | {name} | "
+                             f"{row['eval_fooling_rate']:.1%} | {spread} | {images} | {line['median_seconds']:.1f} | "
+                             f"{speed} | {align} |")
     return "\n".join(lines)
 
 
@@ -227,104 +289,187 @@ def add_faithful(args) -> None:
     env = environment()
     out = Path(args.out)
     result = json.loads(out.read_text())
-    trained, x_fit, x_eval = load_split(args.data_dir, args.fit)
-    clf = bg.Classifier(trained.model.eval())
+    split = load_split(args.model, args.data_dir, args.fit)
     method = "deepfool-last-art-orders" if args.art_orders else "deepfool-last"
-    result["rows"] = [r for r in result["rows"] if r["method"] != method]
-    for norm, xi in SETTINGS:
+    result["rows"] = [r for r in result["rows"] if not (r["method"] == method and _model(r) == args.model)]
+    for norm, xi in MODEL_SETTINGS[args.model]:
         seeds = (sorted(r.get("seed", 0) for r in result["rows"]
-                        if r["library"] == "art" and (r["norm"], r["xi"]) == (norm, xi))
+                        if r["library"] == "art" and _model(r) == args.model and (r["norm"], r["xi"]) == (norm, xi))
                  if args.art_orders else range(args.add_faithful))
         for seed in seeds:
-            orders = art_orders(seed, len(x_fit)) if args.art_orders else None
-            uap = bg.universal_perturbation(clf, x_fit, xi=xi, norm=norm, delta=DELTA, max_passes=PASSES,
-                                            method="deepfool", keep_best=False, eval_data=x_eval, seed=seed,
-                                            orders=orders, progress=False)
-            row = boundgeo_row(uap, method, seed)
+            orders = art_orders(seed, len(split.x_fit)) if args.art_orders else None
+            uap = bg.universal_perturbation(split.clf, split.x_fit, xi=xi, norm=norm, delta=DELTA,
+                                            max_passes=PASSES, method="deepfool", keep_best=False,
+                                            eval_data=split.x_eval, seed=seed, orders=orders, progress=False)
+            row = boundgeo_row(uap, method, seed, split, len(split.x_fit))
             row["threads"] = torch.get_num_threads()
             result["rows"].append(row)
-            print(f"{method} {norm} xi={xi} seed={seed}: held-out {row['eval_fooling_rate']:.3f} "
+            print(f"{method} {args.model} {norm} xi={xi:g} seed={seed}: held-out {row['eval_fooling_rate']:.3f} "
                   f"(fit {row['fit_fooling_rate']:.3f}), {row['seconds']:.1f} s", flush=True)
     attach_ratios(result)
-    note_step(result, "--art-orders" if args.art_orders else "--add-faithful", env)
+    note_step(result, ("--art-orders" if args.art_orders else "--add-faithful") + f" --model {args.model}", env)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(table(result))
 
 
-def load_split(data_dir, fit: int = 1000):
-    trained = zoo.train_reference("mnist", "cnn", root=data_dir)
-    _, _, x_te, _ = zoo.reference_split("mnist", root=data_dir)
-    return trained, x_te[:min(fit, 1000)].contiguous(), x_te[1000:].contiguous()
+@dataclass
+class Split:
+    """A model with its fit and held-out images, and the principal subspace of the held-out
+    images' boundary normals that every v's alignment is measured against."""
+
+    model_name: str
+    model: nn.Module
+    clf: bg.Classifier
+    x_fit: torch.Tensor
+    x_eval: torch.Tensor
+    setup: dict
+    spectrum: object = None
+    spectrum_seconds: float = 0.0
+
+
+def load_split(model_name: str, data_dir: str | None, fit: int | None = None) -> Split:
+    """The model and images of ``model_name``: the reference MNIST CNN (trained on MNIST test
+    images [0, 8000)), fit on the first ``fit`` of [8000, 9000), held out [9000, 10000); or the
+    CIFAR-10 ResNet of analysis/cifar10.py (trained on part of the CIFAR-10 test split), fit on
+    the first ``fit`` of its 2,000 held-out images, held out the last 1,000 of them."""
+    fit = min(fit or FIT[model_name], 1000)
+    if model_name == "mnist":
+        trained = zoo.train_reference("mnist", "cnn", root=data_dir or str(ROOT / "data" / "mnist"))
+        _, _, x_te, _ = zoo.reference_split("mnist", root=data_dir or str(ROOT / "data" / "mnist"))
+        setup = {"model": "reference MNIST CNN, trained on MNIST test images [0, 8000)",
+                 "fit": f"MNIST test images [8000, {8000 + fit})", "eval": "MNIST test images [9000, 10000)"}
+    else:
+        from cifar10 import CHECKPOINT
+
+        if not CHECKPOINT.exists():
+            raise SystemExit(f"{CHECKPOINT} is missing: run analysis/cifar10.py first (it trains the ResNet)")
+        trained = zoo.load_checkpoint(CHECKPOINT)
+        _, _, x_te, _ = zoo.reference_split("cifar10", root=data_dir or str(ROOT / "data" / "cifar10"))
+        setup = {"model": "the CIFAR-10 ResNet-8 of analysis/cifar10.py, trained on part of the CIFAR-10 test split",
+                 "fit": f"the first {fit} of its 2,000 held-out test images",
+                 "eval": "the last 1,000 of its 2,000 held-out test images"}
+    model = trained.model.eval()
+    clf = bg.Classifier(model, bounds=(0.0, 1.0))
+    split = Split(model_name, model, clf, x_te[:fit].contiguous(), x_te[1000:].contiguous(), setup)
+    tick = time.perf_counter()
+    normals = bg.deepfool(clf, split.x_eval, progress=False).directions("normal")
+    split.spectrum = bg.spectrum(normals, k=TOP_K, baseline_draws=1)
+    split.spectrum_seconds = time.perf_counter() - tick
+    split.setup.update(accuracy=getattr(trained, "accuracy", None), images_fit=fit, images_eval=len(split.x_eval),
+                       alignment=f"share of ‖v‖² in the top-{TOP_K} principal subspace of the unit DeepFool "
+                                 f"normals of the {len(split.x_eval)} held-out images ({TOP_K}/d = "
+                                 f"{TOP_K / normals.shape[1]:.4f} for a random vector)",
+                       alignment_random_share=TOP_K / normals.shape[1])
+    return split
+
+
+def method_row(split: Split, method: str, norm: str, xi: float, seed: int) -> dict:
+    """One run of boundgeo's ``method`` (or a random v) on ``split``, with its alignment."""
+    if method == "random":
+        tick = time.perf_counter()
+        v = random_direction(split.x_fit.shape[1:], xi, norm, seed)
+        seconds = time.perf_counter() - tick
+        return {"model": split.model_name, "library": "boundgeo", "method": "random", "norm": norm, "xi": xi,
+                "seed": seed, "eval_fooling_rate": bg.fooling_rate(split.clf, split.x_eval, v),
+                "fit_fooling_rate": bg.fooling_rate(split.clf, split.x_fit, v), "norm_of_v": _size(v, norm),
+                "images": 0, "alignment": bg.alignment(v, split.spectrum, TOP_K), "seconds": seconds, "passes": 0}
+    fit = split.x_fit[:SINGULAR_FIT] if method == "singular" else split.x_fit
+    passes = PASSES if method in ("deepfool", "batched") else FAST_PASSES
+    uap = bg.universal_perturbation(split.clf, fit, xi=xi, norm=norm, delta=DELTA, max_passes=passes,
+                                    method=method, eval_data=split.x_eval, seed=seed, progress=False)
+    return {**boundgeo_row(uap, method, seed, split, len(fit)), "threads": torch.get_num_threads()}
+
+
 
 
 def art_seeds(args) -> None:
-    """ART at more shuffling seeds, to see how much one run of it varies; rows go to --out alone.
+    """ART at the given shuffling seeds and settings; rows go to --out alone (a part), to be added
+    to the main JSON with --merge.
 
     These runs may share the machine (two at once, one thread each), so their times are marked
     ``"timing": "concurrent"`` and kept out of the speed-ups unless ``--timing own-core`` says
     that each process had a core to itself and nothing else ran.
     """
     torch.set_num_threads(args.threads)
-    trained, x_fit, x_eval = load_split(args.data_dir, args.fit)
-    model = trained.model.eval()
     env = environment(art=_art_version())
-    result = {"environment": env, "benchmark": "universal (ART seeds)", "rows": []}
+    split = load_split(args.model, args.data_dir, args.fit)
+    result = {"environment": env, "benchmark": "universal (ART seeds)", "setup": {args.model: split.setup},
+              "rows": []}
     out = Path(args.out)
-    for norm, xi in parse_settings(args.art_settings):
+    for norm, xi in parse_settings(args.art_settings, args.model):
         for seed in args.art_seeds:
-            row = art_row(model, x_fit, x_eval, norm, xi, seed=seed, threads=args.threads, timing=args.timing)
+            row = art_row(split, norm, xi, seed=seed, threads=args.threads, timing=args.timing)
             result["rows"].append(row)
             finish(env)
             out.write_text(json.dumps(result, indent=2) + "\n")
-            print(f"ART {norm} xi={xi} seed={seed}: held-out {row['eval_fooling_rate']:.3f} "
+            print(f"ART {args.model} {norm} xi={xi:g} seed={seed}: held-out {row['eval_fooling_rate']:.3f} "
                   f"(fit {row['fit_fooling_rate']:.3f}), {row['seconds']:.0f} s", flush=True)
 
 
 def art_call_cost(args) -> None:
     """ART's single-image DeepFool call (what its UniversalPerturbation makes per update), timed
-    over 150 MNIST images at 1 and at 2 torch threads; stored in the JSON in --out."""
+    over 150 images (40 on CIFAR-10) at 1 and at 2 torch threads; stored in the JSON in --out."""
     from art.attacks.evasion import DeepFool
     from art.estimators.classification import PyTorchClassifier
 
     env = environment()
-    trained, x_fit, _ = load_split(args.data_dir, args.fit)
-    classifier = PyTorchClassifier(model=trained.model.eval(), loss=nn.CrossEntropyLoss(), input_shape=(1, 28, 28),
-                                   nb_classes=10, clip_values=(0.0, 1.0), device_type="cpu")
+    split = load_split(args.model, args.data_dir, args.fit)
+    classifier = PyTorchClassifier(model=split.model, loss=nn.CrossEntropyLoss(),
+                                   input_shape=tuple(split.x_fit.shape[1:]), nb_classes=10, clip_values=(0.0, 1.0),
+                                   device_type="cpu")
     attack = DeepFool(classifier, verbose=False)
-    x = x_fit[:150].numpy()
+    x = split.x_fit[:150 if args.model == "mnist" else 40].numpy()
     before = torch.get_num_threads()
     cost = {}
-    for threads in (1, 2):
-        torch.set_num_threads(threads)
-        attack.generate(x[:5])  # warm-up
-        start = time.perf_counter()
-        for i in range(len(x)):
-            attack.generate(x[i : i + 1])
-        cost[str(threads)] = (time.perf_counter() - start) / len(x)
-        print(f"ART DeepFool, one image per call, {threads} thread(s): {cost[str(threads)]:.3f} s per call")
-    torch.set_num_threads(before)
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            attack.generate(x[:3])  # warm-up
+            start = time.perf_counter()
+            for i in range(len(x)):
+                attack.generate(x[i : i + 1])
+            cost[str(threads)] = (time.perf_counter() - start) / len(x)
+            print(f"ART DeepFool on {args.model}, one image per call, {threads} thread(s): "
+                  f"{cost[str(threads)]:.3f} s per call")
+    finally:
+        torch.set_num_threads(before)
     out = Path(args.out)
     result = json.loads(out.read_text())
-    result["art_seconds_per_call_by_threads"] = cost
-    note_step(result, "--art-call-cost", env)
+    result.setdefault("art_seconds_per_call", {})[args.model] = cost
+    note_step(result, f"--art-call-cost --model {args.model}", env)
     out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 def merge(args) -> None:
-    """Add the rows of other result files to --out (a row with the same run key is replaced)."""
+    """Add the rows (and model setups) of part files to --out (a row with the same run key is
+    replaced), or with ``--fresh`` build --out anew from them, the first part first. Every part must come from the code --out comes from: the same scope version of a
+    clean, committed tree (analysis/_environment.py)."""
     env = environment()
     out = Path(args.out)
-    result = json.loads(out.read_text())
+    parts = list(args.merge)
+    # --fresh: --out starts anew as the first part (its environment is the result's)
+    result = json.loads(Path(parts.pop(0) if args.fresh else out).read_text())
+    ours = result["environment"]
+    for path in parts:
+        theirs = json.loads(Path(path).read_text())["environment"]
+        if theirs.get("scope_version") != ours.get("scope_version") or theirs.get("code_clean") is not True:
+            raise SystemExit(f"--merge: {path} comes from scope version {theirs.get('scope_version')!r} "
+                             f"(clean: {theirs.get('code_clean')}), {out} from {ours.get('scope_version')!r}: "
+                             "rows of other code cannot be merged")
 
     def key(r):  # ART's seed-0 run is kept at both thread counts: its result depends on them
-        return r["library"], r["method"], r["norm"], r["xi"], r.get("seed", 0), _threads(r) if r["library"] == "art" else 0
+        return (_model(r), r["library"], r["method"], r["norm"], r["xi"], r.get("seed", 0),
+                _threads(r) if r["library"] == "art" else 0)
 
     rows = {key(r): r for r in result["rows"]}
-    for path in args.merge:
-        for row in json.loads(Path(path).read_text())["rows"]:
+    for path in parts:
+        part = json.loads(Path(path).read_text())
+        result.setdefault("setup", {}).update(part.get("setup", {}))
+        for row in part["rows"]:
             if key(row) in rows:  # keep what it replaces, for the record
                 result.setdefault("replaced_rows", []).append(rows[key(row)])
             rows[key(row)] = row
+        result.setdefault("merged", []).append({"part": Path(path).name, "environment": part["environment"]})
     result["rows"] = list(rows.values())
     attach_ratios(result)
     note_step(result, "--merge", env)
@@ -332,18 +477,24 @@ def merge(args) -> None:
     print(table(result))
 
 
-def parse_settings(items: list[str]) -> list[tuple[str, float]]:
-    settings = [(norm, float(xi)) for norm, xi in (item.split(":") for item in items)]
-    unknown = [s for s in settings if s not in SETTINGS]
+def parse_settings(items: list[str], model: str = "mnist") -> list[tuple[str, float]]:
+    """``norm:xi`` items (ξ may be a fraction such as 8/255), each one of the model's settings."""
+    try:
+        settings = [(norm, float(Fraction(xi))) for norm, xi in (item.split(":") for item in items)]
+    except ValueError as error:
+        raise SystemExit(f"settings must read norm:xi, such as l2:3 or linf:8/255 ({error})")
+    unknown = [s for s in settings if s not in MODEL_SETTINGS[model]]
     if unknown:
-        raise SystemExit(f"unknown settings {unknown}; the benchmark's are {SETTINGS}")
+        raise SystemExit(f"unknown settings {unknown} for {model}; the benchmark's are {MODEL_SETTINGS[model]}")
     return settings
 
 
 def main() -> None:
     global PASSES
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=str(ROOT / "data" / "mnist"))
+    parser.add_argument("--model", default="mnist", choices=sorted(MODEL_SETTINGS),
+                        help="the MNIST CNN (default) or the CIFAR-10 ResNet of analysis/cifar10.py")
+    parser.add_argument("--data-dir", default=None, help="default data/mnist or data/cifar10")
     parser.add_argument("--skip-art", action="store_true", help="run no ART setting (with --reuse-art: "
                         "report only the ART rows already measured)")
     parser.add_argument("--reuse-art", action="store_true",
@@ -368,21 +519,26 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads of ART in --art-seeds")
     parser.add_argument("--merge", nargs="+", default=[], metavar="JSON",
                         help="add the rows of these files to --out and rebuild its summary")
+    parser.add_argument("--fresh", action="store_true",
+                        help="with --merge: write --out anew from the parts, starting from the first (the "
+                             "main run's)")
     parser.add_argument("--art-call-cost", action="store_true",
                         help="time ART's single-image DeepFool at 1 and 2 threads into --out")
     parser.add_argument("--table", action="store_true", help="print the Markdown table of --out and exit")
     parser.add_argument("--seeds", type=int, default=5, help="seeds per boundgeo method")
     parser.add_argument("--settings", nargs="+", default=None, metavar="NORM:XI",
-                        help="only these settings in the main run (default: all four)")
-    parser.add_argument("--fit", type=int, default=1000, help="fit on the first N of images [8000, 9000)")
-    parser.add_argument("--passes", type=int, default=PASSES, help="passes of every method and of ART")
+                        help="only these settings in the main run (default: all of the model's)")
+    parser.add_argument("--fit", type=int, default=None,
+                        help="fit on the first N fit images (default 1,000 on MNIST, 250 on CIFAR-10)")
+    parser.add_argument("--passes", type=int, default=PASSES, help="passes of Algorithm 1, batched and ART")
     parser.add_argument("--quick", action="store_true",
-                        help="--settings l2:3 --seeds 1 --fit 100 --passes 1, into analysis/results/quick/ "
+                        help="one setting, --seeds 1 --fit 100 --passes 1, into analysis/results/quick/ "
                              "(unless --out)")
     parser.add_argument("--out", default=None, help="default analysis/results/bench_universal.json")
     args = parser.parse_args()
     if args.quick:
-        args.settings, args.seeds, args.fit, args.passes = args.settings or ["l2:3"], 1, min(args.fit, 100), 1
+        args.settings = args.settings or [f"{n}:{_xi_text(x)}" for n, x in MODEL_SETTINGS[args.model][:1]]
+        args.seeds, args.fit, args.passes = 1, min(args.fit or 100, 100), 1
     args.out = args.out or str(ROOT / "analysis" / "results" / ("quick" if args.quick else "")
                                / "bench_universal.json")
     PASSES = args.passes
@@ -403,26 +559,24 @@ def main() -> None:
         add_faithful(args)
         return
     env = environment(art=_art_version())
-    settings = parse_settings(args.settings) if args.settings else SETTINGS
-    trained, x_fit, x_eval = load_split(args.data_dir, args.fit)
-    model = trained.model.eval()
-    clf = bg.Classifier(model)
-    print(f"MNIST CNN (held-out accuracy {trained.accuracy:.4f}); fit on {len(x_fit)} images, evaluate on "
-          f"{len(x_eval)} held-out; {PASSES} passes, delta {DELTA}; torch threads {torch.get_num_threads()}")
+    settings = parse_settings(args.settings, args.model) if args.settings else MODEL_SETTINGS[args.model]
+    split = load_split(args.model, args.data_dir, args.fit)
+    print(f"{split.setup['model']} (held-out accuracy {split.setup['accuracy']}); fit on {len(split.x_fit)} images, "
+          f"evaluate on {len(split.x_eval)} held-out; {PASSES} passes, delta {DELTA}; torch threads "
+          f"{torch.get_num_threads()}")
 
     result = {
         "environment": env,
         "benchmark": "universal",
-        "setup": {"model": "reference MNIST CNN, trained on MNIST test images [0, 8000)",
-                  "fit": f"MNIST test images [8000, {8000 + len(x_fit)})", "eval": "MNIST test images [9000, 10000)",
-                  "passes": PASSES, "delta": DELTA, "evaluator": "bg.fooling_rate (prediction change, clipped)",
-                  "settings": [{"norm": n, "xi": xi} for n, xi in settings]},
+        "setup": {args.model: {**split.setup, "passes": PASSES, "fast_passes": FAST_PASSES, "delta": DELTA,
+                               "singular_fit": SINGULAR_FIT, "settings": [{"norm": n, "xi": xi} for n, xi in settings],
+                               "evaluator": "bg.fooling_rate (prediction change, clipped)"}},
         "peer_settings": {
             "boundgeo": {"torch_threads": torch.get_num_threads(), "batch_size": "boundgeo's default",
                          "why": "the machine's default threads; its batched DeepFool uses both cores"},
             "art": {"torch_threads": 1, "batch_size": 1,
                     "why": "UniversalPerturbation calls DeepFool on one image at a time (batch 1 is ART's "
-                           "algorithm); one thread is its fastest (art_seconds_per_call_by_threads, from "
+                           "algorithm); one thread is its fastest (art_seconds_per_call, from "
                            "--art-call-cost)"}},
         "rows": [],
     }
@@ -432,33 +586,31 @@ def main() -> None:
         previous = json.loads(out.read_text())
         when = previous.get("environment", {}).get("date_utc_finished") or previous.get("finished_at") or time.strftime(
             "%Y-%m-%dT%H:%M:%SZ", time.gmtime(out.stat().st_mtime))
-        rerun = set(parse_settings(args.rerun_art))
+        rerun = set(parse_settings(args.rerun_art, args.model))
         reused = [dict(r, reused_from_run_at=r.get("reused_from_run_at", when)) for r in previous["rows"]
-                  if r["library"] == "art" and (r["norm"], r["xi"]) not in rerun]
+                  if r["library"] == "art" and _model(r) == args.model and (r["norm"], r["xi"]) not in rerun]
         if not reused:
-            raise SystemExit(f"--reuse-art: {out} holds no ART rows")
+            raise SystemExit(f"--reuse-art: {out} holds no ART rows for {args.model}")
 
     def record(row):
         result["rows"].append(row)
         finish(env)
         out.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"{row['library']:>10} {row['method']:>9} {row['norm']:>4} xi={row['xi']:<4} "
+        print(f"{row['library']:>10} {row['method']:>9} {row['norm']:>4} xi={row['xi']:<6.4g} "
               f"seed={row.get('seed', '-')}: held-out fooling "
               f"{row['eval_fooling_rate']:.3f} (fit {row['fit_fooling_rate']:.3f}), ‖v‖ {row['norm_of_v']:.3f}, "
-              f"{row['seconds']:.1f} s", flush=True)
+              f"alignment {row['alignment']:.3f}, {row['seconds']:.1f} s", flush=True)
 
     for row in reused:  # first, so that an interrupted run still has them in the JSON
         record(row)
     for norm, xi in settings:
-        for method in METHODS:
+        for method in ALL_METHODS:
             for seed in range(args.seeds):
-                uap = bg.universal_perturbation(clf, x_fit, xi=xi, norm=norm, delta=DELTA, max_passes=PASSES,
-                                                method=method, eval_data=x_eval, seed=seed, progress=False)
-                record({**boundgeo_row(uap, method, seed), "threads": torch.get_num_threads()})
+                record(method_row(split, method, norm, xi, seed))
     have = {(r["norm"], r["xi"]) for r in reused}
     if not args.skip_art:  # ART's missing settings (all of them without --reuse-art)
         for norm, xi in [setting for setting in settings if setting not in have]:
-            record(art_row(model, x_fit, x_eval, norm, xi, seed=0, threads=1, timing="alone"))
+            record(art_row(split, norm, xi, seed=0, threads=1, timing="alone"))
     attach_ratios(result)
     finish(env)
     out.write_text(json.dumps(result, indent=2) + "\n")
