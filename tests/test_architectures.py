@@ -7,20 +7,15 @@ accepts; the slow test runs one at 3x224x224 with the normals on disk and a stre
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 import boundgeo as bg
 
-from .conftest import ROOT
+from ._scripts import load_script
 
-_spec = importlib.util.spec_from_file_location(
-    "bench_imagenet_scale", ROOT / "analysis" / "benchmarks" / "bench_imagenet_scale.py")
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+bench = load_script("analysis/benchmarks/bench_imagenet_scale.py")
 
 # the smallest square input each network accepts (alexnet's three 3x3/2 poolings need 63)
 SMALLEST = {"alexnet": 63, "googlenet": 32, "resnet152": 32, "vgg16": 32, "vgg19": 32}

@@ -5,29 +5,21 @@ Nothing is re-run: these tests read README.md, analysis/README.md and analysis/r
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import os
 import re
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests._scripts import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "analysis" / "results"
 
 
-def _load_renderer():
-    spec = importlib.util.spec_from_file_location("readme_tables", ROOT / "analysis" / "readme_tables.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-rt = _load_renderer()
+rt = load_script("analysis/readme_tables.py", "readme_tables")
 READMES = {path.relative_to(ROOT).as_posix(): path.read_text() for path in rt.READMES}
 
 
@@ -191,14 +183,11 @@ def test_every_block_source_exists():
 # The results that are not current must be exactly those named here, so that a result of the wrong
 # code cannot slip in unnoticed; the set empties when every result is current (the test then says
 # so). The README's provenance block says which result comes from which version.
-NOT_YET_REGENERATED = {"bench_universal.json"}
+NOT_YET_REGENERATED: set[str] = set()
 
 
 def _environment_module():
-    spec = importlib.util.spec_from_file_location("_environment_for_tests", ROOT / "analysis" / "_environment.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("analysis/_environment.py", "_environment_for_tests")
 
 
 def test_every_block_source_is_current_or_named_as_not_yet_regenerated():

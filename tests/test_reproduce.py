@@ -5,7 +5,6 @@ No analysis script runs here: only reproduce.py's own argument handling and the 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -13,27 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from tests._scripts import load_script
+
 ROOT = Path(__file__).resolve().parent.parent
 REPRODUCE = ROOT / "analysis" / "reproduce.py"
 
 
-def _load_file(path: Path):
-    spec = importlib.util.spec_from_file_location(f"loaded_{abs(hash(path))}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _load(name: str):
-    sys.path.insert(0, str(ROOT / "analysis"))
-    try:
-        spec = importlib.util.spec_from_file_location(f"analysis_{name}", ROOT / "analysis" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[f"analysis_{name}"] = module  # dataclasses look their module up there
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(ROOT / "analysis"))
+    return load_script(f"analysis/{name}.py", f"analysis_{name}")
 
 
 def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
@@ -166,7 +152,7 @@ def test_a_change_to_one_benchmark_leaves_the_other_results_current(tmp_path):
             (repo / path).write_text(text)
         for argv in (["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c"]):
             subprocess.run(["git", *argv], cwd=repo, check=True, capture_output=True)
-        module = _load_file(repo / "analysis" / "_environment.py")
+        module = load_script(repo / "analysis" / "_environment.py", f"tmp_repo_environment_{len(changes)}")
         return {script: module.scope_version(script) for script in
                 (None, "analysis/benchmarks/bench_a.py", "analysis/benchmarks/bench_b.py", "analysis/benchmarks/bench_c.py")}
 
@@ -222,8 +208,6 @@ def test_bench_universal_counts_each_art_seed_once_in_its_mean():
 
 
 def _bench_universal():
-    from tests._scripts import load_script
-
     return load_script("analysis/benchmarks/bench_universal.py")
 
 
