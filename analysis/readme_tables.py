@@ -259,13 +259,15 @@ def universal_partial_times(data: dict) -> str:
     main = ("deepfool", "batched", "sgd", "singular", "spectral", "random")
     art = {m: [r["seconds"] / 60 for r in rows if r["library"] == "art" and r.get("model", "mnist") == m
                and r.get("timing") != "concurrent" and _art_threads(r) == 1] for m in ("mnist", "cifar10")}
-    text = "; ".join(f"ART's timed one-thread runs took {span(v, lambda s: f'{s:.0f}')} min a setting on the "
-                     f"{'MNIST CNN' if m == 'mnist' else 'CIFAR-10 ResNet'}" for m, v in art.items() if v)
-    return (text + ("; " if text else "")
-            + f"boundgeo's rows of the main runs sum to {duration(total('mnist', *main))} (MNIST) and "
-            f"{duration(total('cifar10', *main))} (CIFAR-10), those of `--add-faithful 3` to "
-            f"{duration(total('mnist', 'deepfool-last'))} and of `--art-orders` to "
-            f"{duration(total('mnist', 'deepfool-last-art-orders'))}")
+    spans = [f"{span(v, lambda s: f'{s:.0f}')} min a setting on the {'MNIST CNN' if m == 'mnist' else 'CIFAR-10 ResNet'}"
+             for m, v in art.items() if v]
+    text = f"ART's timed one-thread runs took {' and '.join(spans)}; " if spans else ""
+    text += (f"boundgeo's rows of the main runs sum to {duration(total('mnist', *main))} (MNIST) and "
+             f"{duration(total('cifar10', *main))} (CIFAR-10)")
+    later = [f"those of `{flag}` to {duration(total('mnist', method))}"
+             for flag, method in (("--add-faithful 3", "deepfool-last"), ("--art-orders", "deepfool-last-art-orders"))
+             if any(r["method"] == method for r in rows)]
+    return text + (", " + " and ".join(later) if later else "")
 
 
 # ---------------------------------------------------------------- DeepFool benchmark
@@ -758,13 +760,14 @@ def universal_art_runs(data: dict) -> str:
                 counts[(r["norm"], r["xi"])] = counts.get((r["norm"], r["xi"]), 0) + 1
         most = max(counts.values())
         several = [k for k, c in counts.items() if c == most]
-        minutes = [r["seconds"] / 60 for r in data["rows"] if r["library"] == "art" and _uap_model(r) == model]
+        minutes = [r["seconds"] / 60 for r in data["rows"] if r["library"] == "art" and _uap_model(r) == model
+                   and r.get("timing") != "concurrent"]
         if most == min(counts.values()):
             runs = "once at every setting" if most == 1 else f"{most} times at every setting"
         else:
             runs = (f"{most} times at {' and '.join(f'{NORM[n]} ξ = {_uap_xi(xi)}' for n, xi in several)} and "
                     f"{'once' if min(counts.values()) == 1 else f'{min(counts.values())} times'} at the other settings")
-        out.append(f"{runs} on the {UAP_MODELS[model]} (one run takes {span(minutes, lambda m: f'{m:.0f}')} min)")
+        out.append(f"{runs} on the {UAP_MODELS[model]} (one timed run takes {span(minutes, lambda m: f'{m:.0f}')} min)")
     return "; ".join(out)
 
 

@@ -106,13 +106,13 @@ STEPS = (
           (BU, "--art-orders"),
           (BU, "--art-call-cost"),
           (BU, "--model", "cifar10", "--art-call-cost")),
-         ((BU, "--quick"),), ("bench_universal.json",), 16200, 70,
-         "boundgeo's methods (5 seeds x 6 methods x 4 settings on the MNIST CNN, about 30 min; on the "
-         "CIFAR-10 ResNet at 2 settings), ART at seed 0 at every setting (one thread; 18-31 min per MNIST "
-         "setting, about 40 per CIFAR-10 one) and at seeds 1-2 at l2 3, merged; Algorithm 1 as published "
-         "and on ART's shuffles; ART's call cost at 1 and 2 threads. Each part writes a file of its own, "
-         "so the ART parts can run two at a time, one process per core (--timing own-core), as the "
-         "regenerations have run them; --merge refuses parts of other code"),
+         ((BU, "--quick"),), ("bench_universal.json",), 11500, 70,
+         "boundgeo's methods (5 seeds x 6 methods x 4 settings on the MNIST CNN, 26 min; on the CIFAR-10 "
+         "ResNet at 2 settings, 5 min), ART at seed 0 at every setting (one thread; 12-19 min per MNIST "
+         "setting, 15-16 per CIFAR-10 one) and at seeds 1-2 at l2 3, merged; Algorithm 1 as published and on "
+         "ART's shuffles (about 28 min); ART's call cost at 1 and 2 threads. Each part writes a file of its "
+         "own, so the ART parts can run two at a time, one process per core (--timing own-core), as the "
+         "regeneration of session 17 ran them (about 2.1 h in all then); --merge refuses parts of other code"),
     Step("bench_uap_methods", (("analysis/benchmarks/bench_uap_methods.py",),),
          (("analysis/benchmarks/bench_uap_methods.py", "--quick"),), ("bench_uap_methods.json",), 2700, 150,
          "boundgeo's sgd against the published SGD-UAP update (MNIST CNN, 6 settings x 5 fit sets, with the "
