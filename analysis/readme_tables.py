@@ -1234,10 +1234,6 @@ def cifar10_section4(data: dict) -> str:
                       bold(pct(c["10"]["full_rate"]))]])
 
 
-def _xi(norm: str, xi: float) -> str:
-    return f"{round(xi * 255)}/255" if norm == "linf" else f"{xi:g}"
-
-
 @block("cifar10-universal", "cifar10.json")
 def cifar10_universal(data: dict) -> str:
     table = data["universal"]["table"]
@@ -1262,7 +1258,7 @@ def cifar10_universal(data: dict) -> str:
             if r["seeds"] > 1:
                 text += f" ({pct_range(r['eval_min'], r['eval_max'])})"
             cells.append(text)
-        rows.append([NORM[norm], _xi(norm, xi), *cells])
+        rows.append([NORM[norm], _uap_xi(xi), *cells])
     mp = data["universal"]["max_passes"]
     return markdown(["norm", "ξ", f"SGD (≤{mp['sgd']} passes)", f"batched ({mp['batched']} passes)",
                      f"Algorithm 1 ({mp['deepfool']} passes)", "chessboard", "random"], rows)
@@ -1409,7 +1405,7 @@ UAP_PUBLISHED = ("published SGD-UAP (decaying step)", "published SGD-UAP (consta
 
 
 def _methods_setting(norm: str, xi: float, cifar: bool = False) -> str:
-    return f"{NORM[norm]} {_xi(norm, xi) if cifar else f'{xi:g}'}"
+    return f"{NORM[norm]} {_uap_xi(xi) if cifar else f'{xi:g}'}"
 
 
 def _methods_summary(part: dict) -> dict[tuple[str, float, str], dict]:
