@@ -95,11 +95,11 @@ STEPS = (
          ((BU, "--skip-art", "--out", "{tmp}/bu.json"),
           (BU, "--art-seeds", "0", "--art-settings", "l2:3", "l2:5", "linf:0.1", "linf:0.2", "--timing", "own-core",
            "--out", "{tmp}/bu_art_mnist.json"),
-          (BU, "--art-seeds", "1", "2", "--art-settings", "l2:3", "--timing", "own-core",
+          (BU, "--art-seeds", "1", "2", "--art-settings", "l2:3", "--timing", "concurrent",
            "--out", "{tmp}/bu_art_mnist_seeds.json"),
           (BU, "--model", "cifar10", "--skip-art", "--out", "{tmp}/bu_cifar10.json"),
-          (BU, "--model", "cifar10", "--art-seeds", "0", "--art-settings", "linf:8/255", "linf:10/255",
-           "--timing", "own-core", "--out", "{tmp}/bu_art_cifar10.json"),
+          (BU, "--model", "cifar10", "--art-seeds", "0", "--art-settings", "l2:1.12", "linf:8/255", "linf:10/255",
+           "--timing", "alone", "--out", "{tmp}/bu_art_cifar10.json"),
           (BU, "--fresh", "--merge", "{tmp}/bu.json", "{tmp}/bu_art_mnist.json", "{tmp}/bu_art_mnist_seeds.json",
            "{tmp}/bu_cifar10.json", "{tmp}/bu_art_cifar10.json"),
           (BU, "--add-faithful", "3"),
@@ -108,11 +108,12 @@ STEPS = (
           (BU, "--model", "cifar10", "--art-call-cost")),
          ((BU, "--quick"),), ("bench_universal.json",), 11500, 70,
          "boundgeo's methods (5 seeds x 6 methods x 4 settings on the MNIST CNN, 26 min; on the CIFAR-10 "
-         "ResNet at 2 settings, 5 min), ART at seed 0 at every setting (one thread; 12-19 min per MNIST "
-         "setting, 15-16 per CIFAR-10 one) and at seeds 1-2 at l2 3, merged; Algorithm 1 as published and on "
-         "ART's shuffles (about 28 min); ART's call cost at 1 and 2 threads. Each part writes a file of its "
-         "own, so the ART parts can run two at a time, one process per core (--timing own-core), as the "
-         "regeneration of session 17 ran them (about 2.1 h in all then); --merge refuses parts of other code"),
+         "ResNet at 3 settings, about 8 min), ART at seed 0 at every setting (at its fastest thread count: "
+         "one on the MNIST CNN, 12-19 min per setting; two on the CIFAR-10 ResNet, alone, about 13 min per "
+         "setting) and at seeds 1-2 at l2 3 (untimed), merged; Algorithm 1 as published and on ART's shuffles "
+         "(about 16 min); ART's call cost at 1 and 2 threads. Each part writes a file of its own, so the "
+         "one-thread ART parts can run two at a time, one process per core (--timing own-core); --merge "
+         "refuses parts of other code"),
     Step("bench_uap_methods", (("analysis/benchmarks/bench_uap_methods.py",),),
          (("analysis/benchmarks/bench_uap_methods.py", "--quick"),), ("bench_uap_methods.json",), 2700, 150,
          "boundgeo's sgd against the published SGD-UAP update (MNIST CNN, 6 settings x 5 fit sets, with the "

@@ -225,12 +225,60 @@ def test_bench_universal_keeps_the_models_apart_and_reads_fractions():
     assert summary["cifar10", "boundgeo"]["mean_minus_art"] == pytest.approx(-0.10)
     assert summary["cifar10", "boundgeo"]["images"] == [250] and summary["cifar10", "boundgeo"]["alignment_mean"] == 0.5
     assert summary["mnist", "boundgeo"]["speedup_vs_art"] == pytest.approx(50.0)
-    assert bench.parse_settings(["linf:8/255", "linf:10/255"], "cifar10") == bench.CIFAR_SETTINGS
+    assert bench.parse_settings(["l2:1.12", "linf:8/255", "linf:10/255"], "cifar10") == bench.CIFAR_SETTINGS
     with pytest.raises(SystemExit, match="unknown settings"):
         bench.parse_settings(["linf:8/255"], "mnist")
     with pytest.raises(SystemExit, match="norm:xi"):
         bench.parse_settings(["linf:eight"], "cifar10")
     assert bench._xi_text(10 / 255) == "10/255" and bench._xi_text(0.2) == "0.2" and bench._xi_text(3.0) == "3"
+
+
+def test_bench_universal_times_art_at_its_fastest_thread_count_and_never_a_random_direction():
+    bench = _bench_universal()
+    art = dict(model="cifar10", library="art", method="deepfool", norm="linf", xi=8 / 255, fit_fooling_rate=0.5,
+               eval_fooling_rate=0.3, timing="own-core")
+    rows = [dict(art, seed=0, threads=1, seconds=1000.0),  # one thread is slower on this model
+            dict(art, seed=0, threads=2, seconds=800.0, eval_fooling_rate=0.32),
+            dict(art, seed=1, threads=1, seconds=10.0, timing="concurrent"),  # never timed
+            dict(model="cifar10", library="boundgeo", method="sgd", norm="linf", xi=8 / 255, seed=0,
+                 eval_fooling_rate=0.5, fit_fooling_rate=0.6, seconds=2.0, threads=2),
+            dict(model="cifar10", library="boundgeo", method="random", norm="linf", xi=8 / 255, seed=0,
+                 eval_fooling_rate=0.1, fit_fooling_rate=0.1, seconds=0.001, threads=2)]
+    result = {"rows": rows, "art_seconds_per_call": {"cifar10": {"1": 1.67, "2": 1.38}}}
+    bench.attach_ratios(result)
+    summary = {line["method"]: line for line in result["summary"] if line["library"] == "boundgeo"}
+    art_line = next(line for line in result["summary"] if line["library"] == "art")
+    assert art_line["median_seconds"] == 800.0 and art_line["timed_run"]["threads"] == 2
+    assert art_line["timed_run"]["eval_fooling_rate"] == 0.32 and art_line["xi_text"] == "8/255"
+    assert summary["sgd"]["speedup_vs_art"] == pytest.approx(400.0)
+    assert "speedup_vs_art" not in summary["random"] and "speedup_vs_art" not in rows[-1]
+    assert summary["random"]["mean_minus_art"] == pytest.approx(0.1 - (0.31 + 0.3) / 2)  # seed 0 counted once
+    peers = result["peer_settings"]["art"]["cifar10"]
+    assert peers["torch_threads"] == [2] and peers["fastest"] is True
+    result["rows"] = [r for r in rows if r.get("threads") != 2 or r["library"] != "art"]  # only one thread timed
+    bench.attach_ratios(result)
+    assert result["peer_settings"]["art"]["cifar10"]["fastest"] is False  # said, not hidden
+
+
+def test_bench_universal_steps_refuse_to_write_into_a_result_of_other_code(tmp_path, monkeypatch):
+    import argparse
+    import json
+
+    bench, row = _merge_setup(monkeypatch)
+    out = tmp_path / "bench_universal.json"
+    out.write_text(json.dumps({"environment": {"scope_version": "s0", "code_clean": True}, "rows": [row]}))
+    before = out.read_text()
+    monkeypatch.setattr(bench, "load_split", lambda *a, **k: pytest.fail("refused before any work"))
+    for step, flags in ((bench.add_faithful, dict(art_orders=False, add_faithful=3)),
+                        (bench.add_faithful, dict(art_orders=True, add_faithful=0)),
+                        (bench.art_call_cost, {})):
+        with pytest.raises(SystemExit, match="scope version 's0'.*other code"):
+            step(argparse.Namespace(out=str(out), model="mnist", data_dir=None, fit=None, **flags))
+    assert out.read_text() == before
+    monkeypatch.setattr(bench, "environment", lambda **extra: {"scope_version": "s0", "code_clean": False})
+    with pytest.raises(SystemExit, match="clean: False"):  # uncommitted code of the same scope either
+        bench.add_faithful(argparse.Namespace(out=str(out), model="mnist", data_dir=None, fit=None,
+                                              art_orders=False, add_faithful=3))
 
 
 def _merge_setup(monkeypatch):
