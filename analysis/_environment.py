@@ -57,14 +57,14 @@ def _is_code(path: str) -> bool:
     return path.startswith(CODE_PATHS) and not path.startswith(NOT_CODE)
 
 
-def code_version() -> str:
-    """A hash of the committed code that computes results (every file under boundgeo/ and
-    analysis/ except the results, the README, the renderer and reproduce.py, and
-    pyproject.toml): results with the same code version come from the same code, whichever
-    commit they name. "unknown" when git cannot tell."""
+def code_version(commit: str = "HEAD") -> str:
+    """A hash of the code that computes results (every file under boundgeo/ and analysis/ except
+    the results, the README, the renderer and reproduce.py, and pyproject.toml) as committed at
+    ``commit``: results with the same code version come from the same code, whichever commit they
+    name. "unknown" when git cannot tell (no repository, or the commit is not at hand)."""
     import hashlib
 
-    code, out = _git("ls-tree", "-r", "HEAD", "--", *CODE_PATHS)
+    code, out = _git("ls-tree", "-r", commit, "--", *CODE_PATHS)
     if code:
         return "unknown"
     lines = sorted(line for line in out.splitlines() if _is_code(line.split("\t", 1)[-1]))
@@ -79,7 +79,19 @@ def code_version() -> str:
 # scope: changing how results are recorded does not make them stale.
 BENCHMARKS = "analysis/benchmarks/"
 NOT_SCOPE = NOT_CODE + ("analysis/_environment.py",)
-_LOCAL_IMPORT = re.compile(r"^\s*(?:from|import)\s+(\w+)", re.M)
+# ``from m import ...`` names one module, ``import a, b as c`` several
+_LOCAL_IMPORT = re.compile(r"^[ \t]*(?:from[ \t]+(\w+)|import[ \t]+([\w \t,.]+))", re.M)
+
+
+def _imported(text: str) -> list[str]:
+    """The top-level module names a Python source imports at the start of a line."""
+    names = []
+    for single, several in _LOCAL_IMPORT.findall(text):
+        if single:
+            names.append(single)
+        else:
+            names += [part.split()[0].split(".")[0] for part in several.split(",") if part.strip()]
+    return names
 
 
 def _shared(path: str) -> bool:
@@ -126,7 +138,7 @@ def scope(script: str | None, commit: str = "HEAD") -> list[str] | None:
         code, text = _git("show", f"{commit}:{path}")
         if code:
             return None
-        todo += [f"{BENCHMARKS}{module}.py" for module in _LOCAL_IMPORT.findall(text)]
+        todo += [f"{BENCHMARKS}{module}.py" for module in _imported(text)]
     if script and script not in files:
         return None
     return sorted(files)
@@ -145,6 +157,31 @@ def scope_version(script: str | None, commit: str = "HEAD") -> str:
     if code or len(out.splitlines()) != len(files):
         return "unknown"
     return hashlib.sha256(("\n".join(sorted(out.splitlines())) + "\n").encode()).hexdigest()[:16]
+
+
+def _paths(line: str) -> list[str]:
+    """The paths of a ``git status --porcelain`` line: one, or both sides of a rename."""
+    return [part.strip().strip('"') for part in line[3:].split(" -> ")]
+
+
+def scope_clean(lines: list[str], script: str | None, commit: str = "HEAD") -> bool:
+    """Whether none of the ``git status --porcelain`` ``lines`` (:func:`uncommitted`) touches the
+    code of ``script``'s scope at ``commit``: a file of the scope, a file the shared scope would
+    take in (under boundgeo/, pyproject.toml, a study in analysis/), or a benchmark file that is
+    not committed (the script may import it). Other lines, such as another benchmark's script, this
+    module, the renderer or the README, leave the scope clean. False when git cannot tell."""
+    if "git status failed" in lines:
+        return False
+    files = scope(script, commit)
+    code, out = _git("ls-tree", "-r", "--name-only", commit, "--", BENCHMARKS)
+    if files is None or code:
+        return False
+    tracked = set(out.splitlines())
+    for line in lines:
+        for path in _paths(line):
+            if path in files or _shared(path) or (path.startswith(BENCHMARKS) and path not in tracked):
+                return False
+    return True
 
 
 def uncommitted_code() -> list[str]:
@@ -166,9 +203,11 @@ def environment(**extra) -> dict:
     """Where and with what a result was computed; pass it to :func:`finish` when the work is done.
 
     Keys: ``commit`` (full hash), ``tree_clean`` (nothing uncommitted outside analysis/results/)
-    and ``uncommitted`` (those lines), ``code_version`` (:func:`code_version`) and ``code_clean``
-    (nothing uncommitted in that code), ``scope`` (the benchmark script this process runs, or
-    "shared") and ``scope_version`` (:func:`scope_version` of that scope), ``torch``, ``numpy``, ``python``, ``boundgeo``,
+    and ``uncommitted`` (those lines), ``code_version`` (:func:`code_version`, the whole code) and
+    ``whole_code_clean`` (nothing uncommitted in that code), ``scope`` (the benchmark script this
+    process runs, or "shared"), ``scope_version`` (:func:`scope_version` of that scope) and
+    ``code_clean`` (:func:`scope_clean`: nothing uncommitted in the code of that scope, which is
+    what makes the scope version the code that ran), ``torch``, ``numpy``, ``python``, ``boundgeo``,
     ``torch_threads`` (``torch.get_num_threads()``), ``cpu_count`` (``os.cpu_count()``, logical
     CPUs of the machine), ``cpu_model``, ``date_utc`` (ISO 8601), ``load_average_before`` (1, 5
     and 15 minutes), plus ``extra``.
@@ -187,7 +226,8 @@ def environment(**extra) -> dict:
         "code_version": code_version(),
         "scope": running_script() or "shared",
         "scope_version": scope_version(running_script()),
-        "code_clean": not [line for line in dirty if line == "git status failed" or _is_code(line[3:].strip('"'))],
+        "code_clean": scope_clean(dirty, running_script()),
+        "whole_code_clean": not [line for line in dirty if line == "git status failed" or _is_code(line[3:].strip('"'))],
         "boundgeo": boundgeo.__version__,
         "torch": torch.__version__,
         "numpy": np.__version__,

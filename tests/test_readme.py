@@ -227,38 +227,21 @@ def test_the_provenance_block_names_every_result_and_version():
         assert f"`{source}`" in block[1] and data["environment"]["scope_version"] in block[1], source
 
 
-def _code_version_at(commit: str) -> str | None:
-    """The code version (analysis/_environment.py's hash of the code files) of ``commit``, or
-    None when git or the commit is not at hand (a shallow or exported checkout)."""
-    import hashlib
-    import subprocess
-
-    env_module = _environment_module()
-    try:
-        done = subprocess.run(["git", "ls-tree", "-r", commit, "--", *env_module.CODE_PATHS], cwd=ROOT,
-                              capture_output=True, text=True)
-    except OSError:
-        return None
-    if done.returncode:
-        return None
-    lines = sorted(line for line in done.stdout.splitlines() if env_module._is_code(line.split("\t", 1)[-1]))
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
-
-
 def test_the_commits_named_by_the_results_hold_the_code_version_they_claim():
     """A regeneration spans several commits (results and README are committed as they come):
     each commit a result names must hold exactly the code of the version it states, so that all
     of them are one regeneration of one code; and the scope version it states must be that of its
-    scope's files at that commit (which also checks those added after the run)."""
+    scope's files at that commit (which also checks those added after the run); and ``code_clean``
+    must say whether any of the uncommitted files it records touched that scope."""
     env_module = _environment_module()
     checked = 0
-    for path in sorted(RESULTS.glob("*.json")):
+    for path in sorted([*RESULTS.glob("*.json"), *RESULTS.glob("parts/*.json")]):
         data = json.loads(path.read_text())
         env = data.get("environment") if isinstance(data, dict) else None
         if not isinstance(env, dict) or not env.get("commit"):
             continue
-        version = _code_version_at(env["commit"])
-        if version is None:
+        version = env_module.code_version(env["commit"])
+        if version == "unknown":  # a shallow or exported checkout
             continue
         assert version == env["code_version"], (
             f"{path.name} names commit {env['commit'][:12]}, whose code version is {version}, "
@@ -267,6 +250,11 @@ def test_the_commits_named_by_the_results_hold_the_code_version_they_claim():
         assert scoped == env.get("scope_version"), (
             f"{path.name} names commit {env['commit'][:12]}, whose scope version is {scoped}, "
             f"not the {env.get('scope_version')} it states")
+        if "uncommitted" in env:
+            clean = env_module.scope_clean(env["uncommitted"], env_module.result_script(path.name), env["commit"])
+            assert env.get("code_clean") is clean, (
+                f"{path.name} states code_clean {env.get('code_clean')}, but its uncommitted files "
+                f"{env['uncommitted']} {'leave' if clean else 'touch'} the code of its scope")
         checked += 1
     if not checked:
         pytest.skip("git history not available: the commits the results name cannot be checked")

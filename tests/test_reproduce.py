@@ -118,6 +118,30 @@ def test_the_code_version_covers_the_code_and_not_the_readme_or_tests():
     assert len(env_module.code_version()) == 16
 
 
+def test_a_result_is_clean_when_nothing_uncommitted_touches_its_scope():
+    env_module = _load("_environment")
+    if env_module.scope(None) is None:
+        pytest.skip("git history not available")
+    universal, deepfool = "analysis/benchmarks/bench_universal.py", "analysis/benchmarks/bench_deepfool.py"
+    elsewhere = [" M analysis/_environment.py", " M README.md", " M analysis/readme_tables.py", " M tests/test_zoo.py",
+                 " M analysis/results/bench_universal.json", f" M {deepfool}"]
+    assert env_module.scope_clean(elsewhere, universal) and env_module.scope_clean(elsewhere[:-1], None)
+    assert not env_module.scope_clean(elsewhere, deepfool)  # its own script
+    for line in (" M boundgeo/attacks/universal.py", " M pyproject.toml", "?? analysis/new_study.py",
+                 f" M {universal}", " M analysis/benchmarks/bench_uap_methods.py",  # imported by bench_universal
+                 "?? analysis/benchmarks/_shared_helpers.py",  # not committed: it might be imported
+                 f"R  analysis/benchmarks/old.py -> {universal}", "git status failed"):
+        assert not env_module.scope_clean([line], universal), line
+    assert not env_module.scope_clean([], universal, commit="0" * 40)  # git cannot tell: never clean
+
+
+def test_the_scope_scan_reads_every_module_of_an_import_line():
+    env_module = _load("_environment")
+    text = ("import json\nimport bench_a, bench_b as b\n    from bench_c import helper\nimport os.path, bench_d\n"
+            "from . import relative\nx = 'import'\n")
+    assert env_module._imported(text) == ["json", "bench_a", "bench_b", "bench_c", "os", "bench_d"]
+
+
 def test_the_shared_scope_is_the_library_and_the_studies_and_a_benchmark_adds_its_scripts():
     env_module = _load("_environment")
     shared = env_module.scope(None)
