@@ -144,13 +144,13 @@ def scope(script: str | None, commit: str = "HEAD") -> list[str] | None:
     return sorted(files)
 
 
-def scope_version(script: str | None, commit: str = "HEAD") -> str:
+def scope_version(script: str | None, commit: str = "HEAD", files: list[str] | None = None) -> str:
     """A hash of the committed files of ``script``'s scope (:func:`scope`) at ``commit``: a result
     is current when the scope version it records equals this at HEAD. "unknown" when git cannot
-    tell."""
+    tell. ``files``: the scope, when the caller has it already."""
     import hashlib
 
-    files = scope(script, commit)
+    files = scope(script, commit) if files is None else files
     if files is None:
         return "unknown"
     code, out = _git("ls-tree", commit, "--", *files)
@@ -164,15 +164,16 @@ def _paths(line: str) -> list[str]:
     return [part.strip().strip('"') for part in line[3:].split(" -> ")]
 
 
-def scope_clean(lines: list[str], script: str | None, commit: str = "HEAD") -> bool:
+def scope_clean(lines: list[str], script: str | None, commit: str = "HEAD", files: list[str] | None = None) -> bool:
     """Whether none of the ``git status --porcelain`` ``lines`` (:func:`uncommitted`) touches the
     code of ``script``'s scope at ``commit``: a file of the scope, a file the shared scope would
     take in (under boundgeo/, pyproject.toml, a study in analysis/), or a benchmark file that is
     not committed (the script may import it). Other lines, such as another benchmark's script, this
-    module, the renderer or the README, leave the scope clean. False when git cannot tell."""
+    module, the renderer or the README, leave the scope clean. False when git cannot tell.
+    ``files``: the scope, when the caller has it already."""
     if "git status failed" in lines:
         return False
-    files = scope(script, commit)
+    files = scope(script, commit) if files is None else files
     code, out = _git("ls-tree", "-r", "--name-only", commit, "--", BENCHMARKS)
     if files is None or code:
         return False
@@ -219,14 +220,16 @@ def environment(**extra) -> dict:
 
     code, head = _git("rev-parse", "HEAD")
     dirty = uncommitted()
+    script = running_script()
+    files = scope(script)  # once, for both the scope version and its cleanliness
     env = {
         "commit": head.strip() if not code else "unknown",
         "tree_clean": not dirty,
         "uncommitted": dirty,
         "code_version": code_version(),
-        "scope": running_script() or "shared",
-        "scope_version": scope_version(running_script()),
-        "code_clean": scope_clean(dirty, running_script()),
+        "scope": script or "shared",
+        "scope_version": scope_version(script, files=files) if files is not None else "unknown",
+        "code_clean": scope_clean(dirty, script, files=files) if files is not None else False,
         "whole_code_clean": not [line for line in dirty if line == "git status failed" or _is_code(line[3:].strip('"'))],
         "boundgeo": boundgeo.__version__,
         "torch": torch.__version__,

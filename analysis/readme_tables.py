@@ -677,11 +677,13 @@ def _uap_summary(data: dict, norm: str, xi: float, library: str, method: str | N
                  if (s["norm"], s["xi"]) == (norm, xi)), None)
 
 
+WORDS = {1: "one", 2: "two"}
+
+
 def _threads_text(runs: list[dict]) -> str:
     """"one thread", "two threads" or "one and two threads": the thread counts of ART's timed runs."""
-    words = {1: "one", 2: "two"}
     counts = sorted({r["threads"] for r in runs})
-    return " and ".join(words.get(t, str(t)) for t in counts) + (" thread" if counts == [1] else " threads")
+    return " and ".join(WORDS.get(t, str(t)) for t in counts) + (" thread" if counts == [1] else " threads")
 
 
 def _art_version(data: dict) -> str:
@@ -733,14 +735,11 @@ def headline_universal(data: dict) -> str:
 def universal_art_timing(data: dict) -> str:
     """At which thread count ART's time was taken on each model, with the evidence: its whole runs
     where it was timed at both counts, and its single-image call where ``--art-call-cost`` ran."""
-    words = {1: "one", 2: "two"}
     cost = data.get("art_seconds_per_call", {})
     parts = []
     for model in _art_models(data):
         lines = [s for s in _uap_lines(data, model, "art") if "timed_run" in s]
-        used = sorted({s["timed_run"]["threads"] for s in lines})
-        text = (f"{' and '.join(words.get(t, str(t)) for t in used)} thread{'' if used == [1] else 's'} on the "
-                f"{UAP_MODELS[model]}")
+        text = f"{_threads_text([s['timed_run'] for s in lines])} on the {UAP_MODELS[model]}"
         both = []
         for s in lines:  # settings timed at more than one thread count: the whole runs compared
             timed: dict[int, list[float]] = {}
@@ -752,7 +751,7 @@ def universal_art_timing(data: dict) -> str:
                 both.append((s, {t: min(v) for t, v in timed.items()}))
         if both:  # "15 min at one thread and 20 at two at ℓ2 ξ = 1.12"
             text += (" (its whole runs took " + "; ".join(
-                " and ".join(f"{m[t]:.0f}{' min' if i == 0 else ''} at {words.get(t, t)}{' thread' if i == 0 else ''}"
+                " and ".join(f"{m[t]:.0f}{' min' if i == 0 else ''} at {WORDS.get(t, t)}{' thread' if i == 0 else ''}"
                              for i, t in enumerate(sorted(m))) + f" at {NORM[s['norm']]} ξ = {s['xi_text']}"
                 for s, m in both) + "; the table takes the faster)")
         if model in cost:
@@ -771,8 +770,8 @@ def universal_art_runs(data: dict) -> str:
         for r in data["rows"]:
             if r["library"] == "art" and _uap_model(r) == model:
                 seeds.setdefault((r["norm"], r["xi"]), set()).add(r.get("seed", 0))
-        minutes = [r["seconds"] / 60 for r in data["rows"] if r["library"] == "art" and _uap_model(r) == model
-                   and r.get("timing") != "concurrent"]
+        # the runs ART's times come from (the summary's choice), not every timed run
+        minutes = [s["timed_run"]["seconds"] / 60 for s in _uap_lines(data, model, "art")]
 
         def named(found: set[int]) -> str:
             found = sorted(found)
