@@ -894,8 +894,11 @@ def universal_findings(data: dict) -> str:
                    + ("" if close == len(settings) else
                       " Run by run, on the same orders, the two differ by "
                       + ", ".join(f"{100 * d:+.1f}" for d in paired)
-                      + " points: the order alone does not decide a run, so the two DeepFool implementations "
-                        "presumably step differently (not investigated)."))
+                      + " points: the order alone does not decide a run. "
+                      + ("The two DeepFool implementations may step differently, and here the two rows also "
+                         "attacked two trainings of the CNN (above)."
+                         if "model_fingerprint" not in data.get("setup", {}).get(model, {}) else
+                         "Both attacked one model, so the two DeepFool implementations step differently.")))
     missing = [f"`{flag}`" for flag, method in (("--add-faithful 3", "deepfool-last"),
                                                  ("--art-orders", "deepfool-last-art-orders"))
                if not any(r["method"] == method for r in data["rows"])]

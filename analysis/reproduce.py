@@ -95,26 +95,26 @@ STEPS = (
          ((BU, "--skip-art", "--out", "{tmp}/bu.json"),
           (BU, "--art-seeds", "0", "--art-settings", "l2:3", "l2:5", "linf:0.1", "linf:0.2", "--timing", "own-core",
            "--out", "{tmp}/bu_art_mnist.json"),
-          (BU, "--art-seeds", "1", "2", "--art-settings", "l2:3", "--timing", "concurrent",
-           "--out", "{tmp}/bu_art_mnist_seeds.json"),
+          (BU, "--art-seeds", "1", "2", "--art-settings", "l2:3", "l2:5", "linf:0.1", "linf:0.2", "--timing",
+           "concurrent", "--out", "{tmp}/bu_art_mnist_seeds.json"),
           (BU, "--model", "cifar10", "--skip-art", "--out", "{tmp}/bu_cifar10.json"),
           # one thread: ART's whole runs on this ResNet were faster there than at two (session 18),
           # although the script's default, from a single call's timing, is two
           (BU, "--model", "cifar10", "--threads", "1", "--art-seeds", "0", "--art-settings", "l2:1.12", "linf:8/255",
            "linf:10/255", "--timing", "own-core", "--out", "{tmp}/bu_art_cifar10.json"),
+          (BU, "--model", "cifar10", "--threads", "1", "--art-seeds", "1", "2", "--art-settings", "l2:1.12",
+           "linf:8/255", "linf:10/255", "--timing", "concurrent", "--out", "{tmp}/bu_art_cifar10_seeds.json"),
           (BU, "--fresh", "--merge", "{tmp}/bu.json", "{tmp}/bu_art_mnist.json", "{tmp}/bu_art_mnist_seeds.json",
-           "{tmp}/bu_cifar10.json", "{tmp}/bu_art_cifar10.json"),
+           "{tmp}/bu_cifar10.json", "{tmp}/bu_art_cifar10.json", "{tmp}/bu_art_cifar10_seeds.json"),
           (BU, "--add-faithful", "3"),
           (BU, "--art-orders")),
-         ((BU, "--quick"),), ("bench_universal.json",), 10500, 70,
+         ((BU, "--quick"),), ("bench_universal.json",), 23500, 70,
          "boundgeo's methods (5 seeds x 6 methods x 4 settings on the MNIST CNN, 20 min; on the CIFAR-10 "
-         "ResNet at 3 settings, 6 min), ART at seed 0 at every setting at one thread (10-18 min per MNIST "
-         "setting, about 16-20 per CIFAR-10 one) and at seeds 1-2 at l2 3 (untimed; session 18 ran seed 1 only), "
-         "merged; Algorithm 1 as "
-         "published and on ART's shuffles (about 16 min). Each part writes a file of its own, so the one-thread "
-         "ART parts can run two at a time, one process per core (--timing own-core), as session 18 ran them (about 2.1 h "
-         "in all then, against about 2.9 h one command after another); "
-         "--merge refuses parts of other code"),
+         "ResNet at 3 settings, 6 min), ART at seeds 0-2 at every setting at one thread (10-21 min a run on "
+         "either model; seed 0 timed, seeds 1-2 untimed), merged; Algorithm 1 as published and on ART's "
+         "shuffles (about 25 min). Each part writes a file of its own, so the one-thread ART parts can run two "
+         "at a time, one process per core, as sessions 18 and 19 ran them (about 3.4 h in all then, against "
+         "about 6.5 h one command after another); --merge refuses parts of other code"),
     Step("bench_uap_methods", (("analysis/benchmarks/bench_uap_methods.py",),),
          (("analysis/benchmarks/bench_uap_methods.py", "--quick"),), ("bench_uap_methods.json",), 2700, 150,
          "boundgeo's sgd against the published SGD-UAP update (MNIST CNN, 6 settings x 5 fit sets, with the "
