@@ -885,9 +885,10 @@ def universal_findings(data: dict) -> str:
             (f"seed {kind[0]}" if len(kind) == 1 else f"seeds {', '.join(map(str, kind))}")
             + ("" if len(kinds) == 1 else " at " + ", ".join(setting(k) for k in settings if tuple(sorted(ran[k])) == kind))
             for kind in kinds)
-        # ART on the same seeds as the row (its mean over all its seeds may take in more)
+        # ART on the same seeds as the row (its mean over all its seeds may take in more); a setting
+        # without pairs (no ART run at the row's seeds) falls back to ART's mean
         same = {k: orders[k]["eval_fooling_mean"] - sum(orders[k]["paired_minus_art"]) / len(orders[k]["paired_minus_art"])
-                for k in settings}
+                if orders[k].get("paired_minus_art") else art[k]["eval_fooling_mean"] for k in settings}
         at_or_above = all(orders[k]["eval_fooling_mean"] >= same[k] for k in settings)
         close = sum(abs(orders[k]["eval_fooling_mean"] - same[k]) <= 0.02 for k in settings)
         paired = [d for k in settings for d in orders[k].get("paired_minus_art", [])]
