@@ -761,6 +761,21 @@ def universal_art_timing(data: dict) -> str:
     return "; ".join(parts) if parts else "the thread counts of its timed runs are not in the saved results"
 
 
+def _seeds_text(seeds: dict[tuple[str, float], set[int]], every: str) -> str:
+    """The seeds that ran at each setting: "seeds 0–2" + ``every`` when every setting ran the same
+    ones, else "seeds 0–1 at ℓ2 ξ = 3; seed 0 at ℓ2 ξ = 5, ..." (most seeds first)."""
+    def named(found: frozenset[int]) -> str:
+        found = sorted(found)
+        return (f"seed {found[0]}" if len(found) == 1 else f"seeds {found[0]}–{found[-1]}"
+                if found == list(range(found[0], found[-1] + 1)) else f"seeds {', '.join(map(str, found))}")
+
+    kinds = sorted({frozenset(v) for v in seeds.values()}, key=len, reverse=True)
+    if len(kinds) == 1:
+        return named(kinds[0]) + every
+    return "; ".join(f"{named(kind)} at " + ", ".join(f"{NORM[n]} ξ = {_uap_xi(xi)}" for (n, xi), v
+                                                        in sorted(seeds.items()) if v == kind) for kind in kinds)
+
+
 @block("universal-art-runs", "bench_universal.json")
 def universal_art_runs(data: dict) -> str:
     """ART's seeds at each setting, and how long one timed run takes, by model."""
@@ -772,20 +787,7 @@ def universal_art_runs(data: dict) -> str:
                 seeds.setdefault((r["norm"], r["xi"]), set()).add(r.get("seed", 0))
         # the runs ART's times come from (the summary's choice), not every timed run
         minutes = [s["timed_run"]["seconds"] / 60 for s in _uap_lines(data, model, "art")]
-
-        def named(found: set[int]) -> str:
-            found = sorted(found)
-            return (f"seed {found[0]}" if len(found) == 1 else f"seeds {found[0]}–{found[-1]}"
-                    if found == list(range(found[0], found[-1] + 1)) else f"seeds {', '.join(map(str, found))}")
-
-        kinds = sorted({frozenset(v) for v in seeds.values()}, key=len, reverse=True)
-        if len(kinds) == 1:
-            runs = f"with {named(set(kinds[0]))} at every setting"
-        else:
-            runs = "; ".join(f"with {named(set(kind))} at "
-                             + ", ".join(f"{NORM[n]} ξ = {_uap_xi(xi)}" for (n, xi), v in sorted(seeds.items())
-                                         if v == kind)
-                             for kind in kinds)
+        runs = "with " + _seeds_text(seeds, " at every setting")
         out.append(f"{runs} on the {UAP_MODELS[model]} (one timed run takes {span(minutes, lambda m: f'{m:.0f}')} min)")
     return "; and ".join(out)
 
@@ -876,15 +878,11 @@ def universal_findings(data: dict) -> str:
                    f"{pct(art[linf]['eval_fooling_mean'])}.")
     orders = {k: _uap_summary(data, *k, "boundgeo", "deepfool-last-art-orders") for k in settings}
     if all(orders.values()) and l23 in art and linf in art:
-        ran: dict[tuple[str, float], list[int]] = {}
+        ran: dict[tuple[str, float], set[int]] = {}
         for r in data["rows"]:
             if r["method"] == "deepfool-last-art-orders" and _uap_model(r) == model:
-                ran.setdefault((r["norm"], r["xi"]), []).append(r["seed"])
-        kinds = sorted({tuple(sorted(v)) for v in ran.values()}, key=len, reverse=True)
-        seeds = "; ".join(
-            (f"seed {kind[0]}" if len(kind) == 1 else f"seeds {', '.join(map(str, kind))}")
-            + ("" if len(kinds) == 1 else " at " + ", ".join(setting(k) for k in settings if tuple(sorted(ran[k])) == kind))
-            for kind in kinds)
+                ran.setdefault((r["norm"], r["xi"]), set()).add(r["seed"])
+        seeds = _seeds_text(ran, "")
         # ART on the same seeds as the row (its mean over all its seeds may take in more); a setting
         # without pairs (no ART run at the row's seeds) falls back to ART's mean
         same = {k: orders[k]["eval_fooling_mean"] - sum(orders[k]["paired_minus_art"]) / len(orders[k]["paired_minus_art"])
