@@ -715,7 +715,8 @@ def universal_benchmark(data: dict) -> str:
                 speed = f"**{s['speedup_vs_art']:.0f}x**" if "speedup_vs_art" in s else "—"  # none for random
                 images = ", ".join(f"{n:,}" for n in s.get("images", [])) or "—"
                 align = pct(s["alignment_mean"]) if "alignment_mean" in s else "—"
-                seconds = f"{s['median_seconds']:.1f}" if s["median_seconds"] >= 0.05 else "0"
+                seconds = ("untimed" if s["median_seconds"] is None
+                           else f"{s['median_seconds']:.1f}" if s["median_seconds"] >= 0.05 else "0")
                 rows.append([label, NORM[norm], s["xi_text"], name, "—" if shown is None else pct(shown), spread,
                              images, seconds, speed, align])
     return markdown(["model", "norm", "ξ", "method", "held-out fooling: seed 0", "mean over seeds (min–max)",

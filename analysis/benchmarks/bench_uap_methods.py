@@ -74,6 +74,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "analysis"))
 from _environment import environment, finish  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "analysis" / "benchmarks"))
+from _uap import random_direction  # noqa: E402
+
 RESULTS = ROOT / "analysis" / "results"
 PARTS = ("sgd", "cifar", "methods", "curve", "cost", "targeted", "layers")
 MNIST_SETTINGS = [("linf", 0.1), ("linf", 0.15), ("linf", 0.2), ("linf", 0.3), ("l2", 3.0), ("l2", 5.0)]
@@ -184,14 +187,6 @@ def summarise(rows: list[dict], key: str = "eval_fooling") -> list[dict]:
                 entry[extra] = float(np.mean([r[extra] for r in group]))
         out.append(entry)
     return out
-
-
-def random_direction(shape, xi: float, norm: str, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    if norm == "linf":
-        return xi * (torch.randint(0, 2, shape, generator=g) * 2 - 1).float()
-    v = torch.randn(shape, generator=g)
-    return xi * v / v.norm()
 
 
 def every_method(clf, x_fit, x_eval, settings, seeds, singular_fit: int) -> tuple[list[dict], dict]:

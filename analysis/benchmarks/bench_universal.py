@@ -35,8 +35,9 @@ default DeepFool. Every row records the images it used, its seconds and its *ali
 share of ‖v‖² in the top-10 principal subspace of the unit DeepFool normals of the held-out
 images (``bg.alignment``; 10/d for a random vector).
 
-ART is timed at its fastest torch thread count on each model (``--art-call-cost`` times its
-call at 1 and 2 threads: one thread on the MNIST CNN, two on the CIFAR-10 ResNet; ``--threads``);
+ART is timed at its fastest torch thread count on each model: one on both, from its whole runs
+(``--threads``; ``--art-call-cost`` times a single call at 1 and 2 threads, which on the
+CIFAR-10 ResNet pointed to two, wrongly);
 boundgeo at the default threads (2 here). ``--art-seeds`` runs ART at the given seeds (its
 ``random.seed``, with which it shuffles) and settings into a file of its own; with ``--timing
 own-core`` (each process on a core of its own, nothing else running: at most two one-thread
@@ -45,6 +46,11 @@ processes here) or ``alone`` (the only process) their times count for the speed-
 once; its time is the median of its timed runs at its fastest thread count. ``--merge`` adds such
 parts to --out; it, ``--add-faithful``, ``--art-orders`` and ``--art-call-cost`` refuse to write
 into an --out that other code computed (another scope version, analysis/_environment.py).
+ART's runs are the exception: each keeps its v and a fingerprint of what ART read (the model,
+the fit images, ART's settings, thread count and versions), so ``--merge`` (and ``--reuse-art``)
+takes over a part of ART's runs from another scope version when the fingerprint is the same
+here, and evaluates each v again with this code. A change to boundgeo then reruns boundgeo's
+methods (about 26 min) and not ART (hours).
 ``--art-orders`` runs boundgeo's Algorithm 1 on
 exactly the shuffles of ART's runs, for a comparison seed by seed. Results go to
 analysis/results/bench_universal.json (every row as it comes), with the top-level "environment"
@@ -56,10 +62,13 @@ analysis/results/quick/.
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import json
 import random
 import sys
 import time
+import zlib
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -76,7 +85,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "analysis"))
 sys.path.insert(0, str(ROOT / "analysis" / "benchmarks"))
 from _environment import environment, finish  # noqa: E402
-from bench_uap_methods import random_direction  # noqa: E402
+from _uap import random_direction  # noqa: E402
 
 SETTINGS = [("l2", 3.0), ("l2", 5.0), ("linf", 0.1), ("linf", 0.2)]
 # the paper's ℓ2 budget, 2,000 on 224×224×3 images in [0, 255], at the same root-mean-square per
@@ -88,10 +97,11 @@ PAPER_L2_CIFAR = 1.12
 CIFAR_SETTINGS = [("l2", PAPER_L2_CIFAR), ("linf", 8 / 255), ("linf", 10 / 255)]
 MODEL_SETTINGS = {"mnist": SETTINGS, "cifar10": CIFAR_SETTINGS}
 FIT = {"mnist": 1000, "cifar10": 250}
-# ART's fastest torch thread count per call (--art-call-cost, session 17: 0.27 s at one thread and
-# 0.31 s at two on the MNIST CNN; 1.67 s and 1.38 s on the CIFAR-10 ResNet); the JSON's
-# peer_settings checks the runs against the costs measured with them
-ART_THREADS = {"mnist": 1, "cifar10": 2}
+# ART's fastest torch thread count for a whole run, per model: one on both (session 18, whole runs
+# of seed 0 on the CIFAR-10 ResNet: 15 min at one thread against 20-21 at two, although a single
+# call had timed faster at two; on the MNIST CNN a call takes 0.27 s at one and 0.31 s at two).
+# The JSON's peer_settings checks the runs of each result against its own timings
+ART_THREADS = {"mnist": 1, "cifar10": 1}
 PASSES, DELTA = 5, 0.2
 # the fast methods run their own default number of passes (sgd's epochs, singular's power
 # iterations); singular fits on a few dozen images, as Khrulkov & Oseledets do (64 there)
@@ -99,6 +109,9 @@ FAST_PASSES, SINGULAR_FIT = 10, 64
 ALL_METHODS = (*METHODS, "random")
 SEEDLESS = ("spectral",)  # the best of the top principal directions: the same v at every seed
 UNTIMED = ("random",)  # a draw of noise: a speed-up against ART would say nothing
+# ART runs whose times the speed-ups do not use: beside other work, or taken over from a result
+# measured on another machine (reuse_art)
+UNTIMED_ART = ("concurrent", "other machine")
 TOP_K = 10  # alignment: the share of ‖v‖² in the top-10 principal subspace of the held-out normals
 
 
@@ -131,15 +144,96 @@ def boundgeo_row(uap, method: str, seed: int, split: Split, images: int) -> dict
 
 
 def art_row(split: Split, norm, xi, *, seed, threads, timing) -> dict:
-    """One ART run, evaluated by boundgeo's evaluator like every other row."""
+    """One ART run, evaluated by boundgeo's evaluator like every other row. The row keeps ART's v
+    and the fingerprint of what ART read (:func:`art_inputs`), so that a later version of the
+    benchmark can take the run over, re-evaluated, instead of running ART again (:func:`reuse_art`)."""
     v, seconds, art_rate = run_art(split.model, split.x_fit, norm, xi, seed=seed, threads=threads)
     return {"model": split.model_name, "library": "art", "method": "deepfool", "norm": norm, "xi": xi, "seed": seed,
-            "eval_fooling_rate": bg.fooling_rate(split.clf, split.x_eval, v),
-            "fit_fooling_rate": bg.fooling_rate(split.clf, split.x_fit, v),
-            "art_reported_fooling_rate": art_rate, "norm_of_v": _size(v, norm), "images": len(split.x_fit),
-            "alignment": bg.alignment(v, split.spectrum, TOP_K), "seconds": seconds,
-            "passes": PASSES, "threads": threads, "timing": timing,
-            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            **_evaluate(split, v, norm), "art_reported_fooling_rate": art_rate, "images": len(split.x_fit),
+            "seconds": seconds, "passes": PASSES, "threads": threads, "timing": timing,
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "inputs": art_inputs(split, threads), "v": pack(v)}
+
+
+def _evaluate(split: Split, v: torch.Tensor, norm: str) -> dict:
+    """What boundgeo's code says of a v: its held-out and fit fooling, size and alignment."""
+    return {"eval_fooling_rate": bg.fooling_rate(split.clf, split.x_eval, v),
+            "fit_fooling_rate": bg.fooling_rate(split.clf, split.x_fit, v), "norm_of_v": _size(v, norm),
+            "alignment": bg.alignment(v, split.spectrum, TOP_K)}
+
+
+def pack(v: torch.Tensor) -> dict:
+    """``v`` as JSON, exactly: its float32 bytes, zlib-compressed, in base64 (an ℓ∞ v at a corner of
+    the ball compresses to almost nothing; an MNIST ℓ2 v takes about 4 KB)."""
+    a = v.detach().to("cpu", torch.float32).contiguous().numpy()
+    return {"dtype": "float32", "shape": list(a.shape),
+            "zlib_base64": base64.b64encode(zlib.compress(a.tobytes(), 9)).decode("ascii")}
+
+
+def unpack(packed: dict) -> torch.Tensor:
+    """The tensor :func:`pack` stored."""
+    raw = zlib.decompress(base64.b64decode(packed["zlib_base64"]))
+    return torch.from_numpy(np.frombuffer(raw, dtype=np.float32).copy()).reshape(packed["shape"])
+
+
+def art_inputs(split: Split, threads: int) -> str:
+    """A fingerprint of everything an ART run reads besides its setting and seed (which its row
+    names): the model's parameters and buffers, the fit images, ART's settings (passes, δ), torch's
+    thread count (its sums, and so v, can depend on it) and the versions of ART, torch and numpy.
+    Two runs with the same fingerprint, setting and seed compute the same v, whatever boundgeo's
+    code around them; boundgeo's evaluator and the alignment's normals are not in it, because a
+    reused row is evaluated again (:func:`reuse_art`)."""
+    h = hashlib.sha256()
+
+    def add(name: str, t: torch.Tensor) -> None:
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name} {t.dtype} {tuple(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+
+    for name, t in sorted(split.model.state_dict().items()):
+        add(name, t)
+    add("x_fit", split.x_fit)
+    h.update(json.dumps({"passes": PASSES, "delta": DELTA, "threads": threads, "art": _art_version(),
+                         "torch": torch.__version__, "numpy": np.__version__}, sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def reuse_art(rows: list[dict], origin: dict, split: Split, env: dict) -> list[dict]:
+    """ART's ``rows`` from a result of other code (``origin``: its part name and environment),
+    taken over by this code: each must be an ART run of ``split``'s model that kept its v and
+    read exactly what ART would read here (the same :func:`art_inputs`); its fooling rates, size
+    and alignment are then computed again by this code, and what the run recorded stays under
+    ``"reused"``. A run timed on another machine (CPU model or count) keeps its rates but not its
+    time: its timing becomes ``"other machine"``, which the speed-ups do not use. Anything else
+    stops with the reason, before any file is written."""
+    theirs = origin["environment"]
+    machine = all(theirs.get(k) == env.get(k) for k in ("cpu_model", "cpu_count"))
+    out = []
+    for r in rows:
+        where = f"{origin['part']}: {r.get('library')} {r.get('method')} {r.get('norm')} {r.get('xi')} seed {r.get('seed')}"
+        if r.get("library") != "art":
+            raise SystemExit(f"{where}: only ART's runs can be taken over from other code (scope version "
+                             f"{origin['environment'].get('scope_version')!r}); run boundgeo's methods again")
+        if "v" not in r or "inputs" not in r:
+            raise SystemExit(f"{where}: the row did not keep ART's v and inputs (run before they were "
+                             "recorded), so it cannot be checked against this code; run ART again")
+        if _model(r) != split.model_name or r["images"] != len(split.x_fit):
+            raise SystemExit(f"{where}: a run on {_model(r)} with {r['images']} fit images, not on this split")
+        here = art_inputs(split, _threads(r))
+        if r["inputs"] != here:
+            raise SystemExit(f"{where}: ART read other inputs then (fingerprint {r['inputs']}, here {here}: "
+                             "the model, the fit images, ART's settings or a version changed); run ART again")
+        v = unpack(r["v"])
+        if _size(v, r["norm"]) > r["xi"] * (1 + 1e-5):
+            raise SystemExit(f"{where}: its v is larger than ξ = {r['xi']}")
+        again = _evaluate(split, v, r["norm"])
+        recorded = {k: r.get(k) for k in (*again, "timing")}
+        if not machine and r.get("timing") not in UNTIMED_ART:
+            again["timing"] = "other machine"
+        out.append({**r, **again, "reused": {"part": origin["part"], "recorded": recorded,
+                                             "scope_version": theirs.get("scope_version"),
+                                             "commit": theirs.get("commit")}})
+    return out
 
 
 def _art_version() -> str:
@@ -170,31 +264,49 @@ def attach_ratios(result: dict) -> None:
         art = reference.get((_model(row), row["norm"], row["xi"]))
         if art is not None and row["library"] == "boundgeo":
             row["fooling_minus_art"] = row["eval_fooling_rate"] - art["eval_fooling_mean"]
-            if row["method"] not in UNTIMED and row["seconds"] > 0:
+            if row["method"] not in UNTIMED and row["seconds"] > 0 and art["median_seconds"] is not None:
                 row["speedup_vs_art"] = art["median_seconds"] / row["seconds"]
 
 
 def peer_settings(result: dict) -> dict:
     """How each library ran: boundgeo at the machine's threads; ART at the thread count of its
-    timed runs on each model, checked against its per-call cost at 1 and 2 threads when
-    ``--art-call-cost`` has measured it (``fastest``: whether that count is its fastest there)."""
+    timed runs on each model (``fastest``: whether that count is its fastest there). The evidence
+    is its whole runs where some setting was timed at more than one count (the summary's
+    ``median_seconds_by_threads``); else its single-image call at 1 and 2 threads when
+    ``--art-call-cost`` measured it, which predicted the whole runs wrongly once (session 18); else
+    none, and ``fastest`` is absent."""
     boundgeo_threads = sorted({r["threads"] for r in result["rows"] if r["library"] == "boundgeo" and "threads" in r})
     art = {}
     cost = result.get("art_seconds_per_call", {})
+    runs: dict[str, list[dict]] = {}
     for line in result["summary"]:
         if line["library"] != "art":
             continue
         entry = art.setdefault(line["model"], {"batch_size": 1, "torch_threads": set()})
         entry["torch_threads"].add(line["timed_run"]["threads"])
+        if len(line.get("median_seconds_by_threads", {})) > 1:
+            runs.setdefault(line["model"], []).append(line)
     for model, entry in art.items():
         entry["torch_threads"] = sorted(entry["torch_threads"])
-        if model in cost:
+        if model in runs:  # whole runs at more than one count decide
+            best = {min(line["median_seconds_by_threads"], key=line["median_seconds_by_threads"].get)
+                    for line in runs[model]}
+            entry["fastest"] = best == {str(t) for t in entry["torch_threads"]}
+            entry["why"] = ("UniversalPerturbation calls DeepFool on one image at a time (batch 1 is ART's "
+                            "algorithm); its whole runs were timed at "
+                            + ", ".join(f"{_xi_text(line['xi'])} ({line['norm']}): "
+                                        + ", ".join(f"{m:.0f} s at {t} thread(s)"
+                                                    for t, m in line["median_seconds_by_threads"].items())
+                                        for line in runs[model])
+                            + " (median of the timed runs)")
+        elif model in cost:
             best = min(cost[model], key=cost[model].get)
             entry["seconds_per_call"] = cost[model]
             entry["fastest"] = entry["torch_threads"] == [int(best)]
             entry["why"] = (f"UniversalPerturbation calls DeepFool on one image at a time (batch 1 is ART's "
                             f"algorithm); {best} thread(s) is its fastest per call on this model "
-                            f"(art_seconds_per_call, from --art-call-cost)")
+                            f"(art_seconds_per_call, from --art-call-cost; no setting was timed as whole "
+                            f"runs at more than one count)")
     return {"boundgeo": {"torch_threads": boundgeo_threads, "batch_size": "boundgeo's default",
                          "why": "the machine's default threads; its batched DeepFool uses both cores"},
             "art": art}
@@ -208,18 +320,27 @@ def _threads(row: dict) -> int:
     return row.get("threads", 2)  # the first ART rows ran at the machine's 2 threads and did not say
 
 
-def _art_timed(runs: list[dict]) -> tuple[float, dict]:
-    """ART's time at one setting: the median of its timed runs (not ``concurrent``) at the thread
-    count where that median is smallest, and the run of that count shown in the table (seed 0 if
-    it ran there)."""
-    timed = [r for r in runs if r.get("timing") != "concurrent"] or runs
+def _art_timed(runs: list[dict]) -> tuple[dict[int, float], dict]:
+    """ART's times at one setting: the median of its timed runs (not :data:`UNTIMED_ART`) at each
+    thread count, and the run shown in the table: one of the count where that median is smallest
+    (seed 0 if it ran there). ART's time is that count's median. With no timed run, no times (and
+    no speed-ups), and the lowest seed's run is shown."""
     by_threads: dict[int, list[dict]] = {}
-    for r in timed:
-        by_threads.setdefault(_threads(r), []).append(r)
-    medians = {t: float(np.median([r["seconds"] for r in rs])) for t, rs in by_threads.items()}
+    for r in runs:
+        if r.get("timing") not in UNTIMED_ART:
+            by_threads.setdefault(_threads(r), []).append(r)
+    medians = {t: float(np.median([r["seconds"] for r in rs])) for t, rs in sorted(by_threads.items())}
+    if not medians:
+        return {}, min(runs, key=lambda r: r.get("seed", 0))
     fastest = min(medians, key=medians.get)
     shown = min(by_threads[fastest], key=lambda r: r.get("seed", 0))
-    return medians[fastest], shown
+    return medians, shown
+
+
+def _art_seconds(runs: list[dict]) -> float | None:
+    """ART's time at one setting (:func:`_art_timed`), None when no run of it was timed."""
+    medians = _art_timed(runs)[0]
+    return min(medians.values()) if medians else None
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -242,7 +363,7 @@ def summarise(rows: list[dict]) -> list[dict]:
 
     # ART's reference: its held-out rate averaged over its seeds; its time at its fastest thread count
     art = {(model, norm, xi): {"eval_fooling_rate": float(per_seed(model, norm, xi, art_by_seed).mean()),
-                               "seconds": _art_timed(runs)[0]}
+                               "seconds": _art_seconds(runs)}
            for (model, norm, xi, lib, _), runs in groups.items() if lib == "art"}
     out = []
     for (model, norm, xi, library, method), runs in groups.items():
@@ -250,7 +371,7 @@ def summarise(rows: list[dict]) -> list[dict]:
         fits = [r["fit_fooling_rate"] for r in runs]
         if library == "art":  # one value per seed
             rates, fits = per_seed(model, norm, xi, art_by_seed), per_seed(model, norm, xi, art_fit_by_seed)
-        seconds = _art_timed(runs)[0] if library == "art" else float(np.median([r["seconds"] for r in runs]))
+        seconds = _art_seconds(runs) if library == "art" else float(np.median([r["seconds"] for r in runs]))
         line = {"model": model, "norm": norm, "xi": xi, "xi_text": _xi_text(xi), "library": library,
                 "method": method, "runs": len(runs),
                 "seeds": len(rates),
@@ -263,7 +384,8 @@ def summarise(rows: list[dict]) -> list[dict]:
         if all(r.get("images") is not None for r in runs):
             line["images"] = sorted({r["images"] for r in runs})
         if library == "art":  # the run the table shows: its time is ART's time at this setting
-            shown = _art_timed(runs)[1]
+            by_threads, shown = _art_timed(runs)
+            line["median_seconds_by_threads"] = {str(t): m for t, m in by_threads.items()}
             line["timed_run"] = {k: shown.get(k) for k in ("seed", "threads", "timing", "seconds",
                                                            "eval_fooling_rate", "measured_at")}
             line["timed_run"]["threads"] = _threads(shown)
@@ -273,7 +395,8 @@ def summarise(rows: list[dict]) -> list[dict]:
         if method in SEEDLESS and library == "boundgeo":
             line["seedless"] = True
         ref = art.get((model, norm, xi))
-        if ref is not None and library == "boundgeo" and method not in UNTIMED and seconds > 0:
+        if (ref is not None and ref["seconds"] is not None and library == "boundgeo" and method not in UNTIMED
+                and seconds > 0):
             line["speedup_vs_art"] = ref["seconds"] / seconds
         if ref is not None and library == "boundgeo":
             line["mean_minus_art"] = line["eval_fooling_mean"] - ref["eval_fooling_rate"]
@@ -322,10 +445,11 @@ def table(result: dict) -> str:
                 speed = f"**{line['speedup_vs_art']:.0f}x**" if "speedup_vs_art" in line else "—"
                 images = ", ".join(f"{n:,}" for n in line.get("images", [])) or "—"
                 align = f"{line['alignment_mean']:.1%}" if "alignment_mean" in line else "—"
+                seconds = "untimed" if line["median_seconds"] is None else f"{line['median_seconds']:.1f}"
                 lines.append(f"| {'MNIST CNN' if model == 'mnist' else 'CIFAR-10 ResNet'} | "
                              f"{'ℓ2' if norm == 'l2' else 'ℓ∞'} | {line['xi_text']} | {name} | "
                              f"{'—' if shown is None else f'{shown:.1%}'} | {spread} | {images} | "
-                             f"{line['median_seconds']:.1f} | {speed} | {align} |")
+                             f"{seconds} | {speed} | {align} |")
     return "\n".join(lines)
 
 
@@ -364,8 +488,9 @@ def add_faithful(args) -> None:
     method = "deepfool-last-art-orders" if args.art_orders else "deepfool-last"
     result["rows"] = [r for r in result["rows"] if not (r["method"] == method and _model(r) == args.model)]
     for norm, xi in MODEL_SETTINGS[args.model]:
-        seeds = (sorted(r.get("seed", 0) for r in result["rows"]
-                        if r["library"] == "art" and _model(r) == args.model and (r["norm"], r["xi"]) == (norm, xi))
+        # each seed once: ART's seed 0 may have run at one and at two threads, with the same shuffles
+        seeds = (sorted({r.get("seed", 0) for r in result["rows"]
+                         if r["library"] == "art" and _model(r) == args.model and (r["norm"], r["xi"]) == (norm, xi)})
                  if args.art_orders else range(args.add_faithful))
         for seed in seeds:
             orders = art_orders(seed, len(split.x_fit)) if args.art_orders else None
@@ -517,24 +642,45 @@ def art_call_cost(args) -> None:
 
 def merge(args) -> None:
     """Add the rows (and model setups) of part files to --out (a row with the same run key is
-    replaced), or with ``--fresh`` build --out anew from them, the first part first. Every part must come from the code --out comes from: the same scope version of a
-    clean, committed tree (analysis/_environment.py)."""
+    replaced), or with ``--fresh`` build --out anew from them, the first part first. --out (or the
+    first part) must come from this code: the same scope version of a clean, committed tree
+    (analysis/_environment.py). So must every other part, with one exception: a part of ART's runs
+    only, computed by a clean tree of another scope version, whose runs kept their v and read
+    exactly what ART would read here (:func:`reuse_art`: they are evaluated again by this code).
+    ART's runs do not depend on boundgeo's code, so a change to it need not run ART again."""
     env = environment()
     out = Path(args.out)
     parts = list(args.merge)
     # --fresh: --out starts anew as the first part (its environment is the result's)
     result = json.loads(Path(parts.pop(0) if args.fresh else out).read_text())
     _refuse_other_code(result, out, env, "--merge")
-    for path in parts:
-        _refuse_other_code(json.loads(Path(path).read_text()), Path(path), env, "--merge")
+    loaded = {path: json.loads(Path(path).read_text()) for path in parts}
+    splits: dict[tuple[str, int], Split] = {}
+    for path, part in loaded.items():  # every check before the first write
+        theirs = part.get("environment", {})
+        if theirs.get("scope_version") == env.get("scope_version") or not part.get("rows") or any(
+                r.get("library") != "art" for r in part["rows"]):
+            _refuse_other_code(part, Path(path), env, "--merge")
+            continue
+        if theirs.get("code_clean") is not True or env.get("code_clean") is not True:
+            _refuse_other_code(part, Path(path), env, "--merge")  # says which side is not clean
+        taken = []
+        for model, images in sorted({(_model(r), r.get("images", 0)) for r in part["rows"]}):
+            if (model, images) not in splits:
+                splits[model, images] = load_split(model, getattr(args, "data_dir", None), images)
+            taken += reuse_art([r for r in part["rows"] if (_model(r), r.get("images", 0)) == (model, images)],
+                               {"part": Path(path).name, "environment": theirs}, splits[model, images], env)
+        part["rows"], part["setup"] = taken, {m: s.setup for (m, _), s in splits.items()
+                                              if m not in result.get("setup", {})}
+        print(f"{Path(path).name}: {len(taken)} ART runs of scope version {theirs.get('scope_version')} taken over, "
+              "evaluated again by this code")
 
     def key(r):  # ART's seed-0 run is kept at both thread counts: its result depends on them
         return (_model(r), r["library"], r["method"], r["norm"], r["xi"], r.get("seed", 0),
                 _threads(r) if r["library"] == "art" else 0)
 
     rows = {key(r): r for r in result["rows"]}
-    for path in parts:
-        part = json.loads(Path(path).read_text())
+    for path, part in loaded.items():
         result.setdefault("setup", {}).update(part.get("setup", {}))
         for row in part["rows"]:
             if key(row) in rows:  # keep what it replaces, for the record
@@ -658,9 +804,14 @@ def main() -> None:
             "%Y-%m-%dT%H:%M:%SZ", time.gmtime(out.stat().st_mtime))
         rerun = set(parse_settings(args.rerun_art, args.model))
         reused = [dict(r, reused_from_run_at=r.get("reused_from_run_at", when)) for r in previous["rows"]
-                  if r["library"] == "art" and _model(r) == args.model and (r["norm"], r["xi"]) not in rerun]
+                  if r["library"] == "art" and _model(r) == args.model and (r["norm"], r["xi"]) in settings
+                  and (r["norm"], r["xi"]) not in rerun]
         if not reused:
             raise SystemExit(f"--reuse-art: {out} holds no ART rows for {args.model}")
+        theirs = previous.get("environment", {})
+        if not (theirs.get("scope_version") == env.get("scope_version") and theirs.get("code_clean") is True
+                and env.get("code_clean") is True):  # runs of other code: checked and evaluated again
+            reused = reuse_art(reused, {"part": out.name, "environment": theirs}, split, env)
 
     def record(row):
         result["rows"].append(row)
