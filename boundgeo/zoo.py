@@ -33,6 +33,10 @@ RESNET_WIDTHS = (16, 32, 64)
 WEIGHTS = "weights"  # package data: boundgeo/weights/, installed with the package
 DIGITS_CNN = "digits_cnn.pt"
 MAX_CLASSES = 100_000  # a sanity bound for num_classes (ImageNet-21k has 21,841)
+# torch's CPU thread count while :func:`train` runs: the weights depend on it, so every process
+# trains the same reference model at this count, whatever its own (two: the count at which every
+# published result's models were trained on the 2-core machine)
+TRAIN_THREADS = 2
 
 
 def _check_architecture(input_shape, num_classes, what: str = "") -> tuple[tuple[int, ...], int]:
@@ -323,11 +327,15 @@ def train(
     optimizer: str = "adam",
     schedule: str | None = None,
     augment: bool = False,
+    threads: int | None = TRAIN_THREADS,
 ) -> TrainedModel:
     """Train a reference model with Adam (or SGD), deterministically on the CPU.
 
     The same seed, data and settings give bit-identical weights: initialisation, shuffling and
-    augmentation draw from generators seeded here, and the global RNG state is restored afterwards.
+    augmentation draw from generators seeded here, the global RNG state is restored afterwards,
+    and torch's CPU thread count is fixed while training (``threads``), since how a sum is split
+    across threads changes its rounding, and ten epochs make that a different model (the MNIST
+    CNN trained at one thread and at two disagree on some held-out images).
 
     Args:
         arch: one of :data:`ARCHITECTURES`.
@@ -342,8 +350,13 @@ def train(
             schedule over all steps, Smith & Topin 2019).
         augment: random crops of the 4-pixel zero-padded inputs and horizontal flips
             (:func:`crop_flip`), drawn afresh for every batch.
+        threads: torch's CPU thread count while training, restored afterwards (default
+            :data:`TRAIN_THREADS`, whatever the process's own count, so that every process trains
+            the same model); None trains at the process's count.
     """
     epochs, batch_size, seed = check_count(epochs, "epochs"), check_count(batch_size, "batch_size"), check_seed(seed)
+    if threads is not None:
+        threads = check_count(threads, "threads")
     lr = check_real(lr, "lr", low=0, low_open=True)
     weight_decay = check_real(weight_decay, "weight_decay", low=0)
     if x.dim() != 4 or y.dim() != 1 or x.shape[0] != y.shape[0]:
@@ -369,22 +382,28 @@ def train(
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps,
                                                         pct_start=0.25)
     loss_fn = nn.CrossEntropyLoss()
-    for epoch in range(epochs):
-        model.train()
-        order = torch.randperm(x.shape[0], generator=generator)
-        total = 0.0
-        for batch in order.split(batch_size):
-            optimizer.zero_grad()
-            inputs = crop_flip(x[batch], generator) if augment else x[batch]
-            loss = loss_fn(model(inputs), y[batch])
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            total += float(loss.detach()) * len(batch)
-        if progress:
-            val = accuracy(model, x_val, y_val) if x_val is not None else float("nan")
-            print(f"epoch {epoch + 1}/{epochs}: loss {total / len(x):.4f}, held-out acc {val:.4f}")
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        for epoch in range(epochs):
+            model.train()
+            order = torch.randperm(x.shape[0], generator=generator)
+            total = 0.0
+            for batch in order.split(batch_size):
+                optimizer.zero_grad()
+                inputs = crop_flip(x[batch], generator) if augment else x[batch]
+                loss = loss_fn(model(inputs), y[batch])
+                loss.backward()
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                total += float(loss.detach()) * len(batch)
+            if progress:
+                val = accuracy(model, x_val, y_val) if x_val is not None else float("nan")
+                print(f"epoch {epoch + 1}/{epochs}: loss {total / len(x):.4f}, held-out acc {val:.4f}")
+    finally:
+        torch.set_num_threads(before)
     model.eval()
     acc = accuracy(model, x_val, y_val) if x_val is not None and y_val is not None else None
     return TrainedModel(

@@ -18,6 +18,30 @@ def test_training_is_deterministic_under_a_seed():
     assert not torch.equal(a.model[0].weight, c.model[0].weight)
 
 
+def test_the_same_model_whatever_the_thread_count_of_the_process():
+    """The weights depend on torch's thread count (its sums split differently), so training fixes
+    it: a process at one thread and one at two train the same model, and keep their own count."""
+    x, y = bg.load_dataset("digits", split="train")
+    before = torch.get_num_threads()
+    models = {}
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            models[threads] = zoo.train("cnn", x, y, epochs=3, seed=0)
+            models[threads, None] = zoo.train("cnn", x, y, epochs=3, seed=0, threads=None)
+            assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+
+    def same(a, b):
+        return all(torch.equal(u, v) for u, v in zip(a.model.state_dict().values(), b.model.state_dict().values()))
+
+    assert same(models[1], models[2])
+    assert not same(models[1, None], models[2, None])  # what the fixed count prevents
+    with pytest.raises(bg.BoundgeoError, match="threads"):
+        zoo.train("affine", x[:10], y[:10], epochs=1, threads=0)
+
+
 def test_global_rng_is_left_alone():
     x, y = bg.load_dataset("digits", split="train")
     torch.manual_seed(123)

@@ -184,18 +184,25 @@ def art_inputs(split: Split, threads: int) -> str:
     code around them; boundgeo's evaluator and the alignment's normals are not in it, because a
     reused row is evaluated again (:func:`reuse_art`)."""
     h = hashlib.sha256()
-
-    def add(name: str, t: torch.Tensor) -> None:
-        t = t.detach().to("cpu").contiguous()
-        h.update(f"{name} {t.dtype} {tuple(t.shape)}\n".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-
-    for name, t in sorted(split.model.state_dict().items()):
-        add(name, t)
-    add("x_fit", split.x_fit)
+    _digest(h, {**split.model.state_dict(), "x_fit": split.x_fit})
     h.update(json.dumps({"passes": PASSES, "delta": DELTA, "threads": threads, "art": _art_version(),
                          "torch": torch.__version__, "numpy": np.__version__}, sort_keys=True).encode())
     return h.hexdigest()[:16]
+
+
+def _digest(h, tensors: dict[str, torch.Tensor]):
+    """Feed the names, dtypes, shapes and bytes of ``tensors`` to the hash ``h``, by name."""
+    for name, t in sorted(tensors.items()):
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name} {t.dtype} {tuple(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A hash of the model's parameters and buffers: two parts of one result must have used the same
+    model (``--merge`` checks it), which a training at another thread count once broke."""
+    return _digest(hashlib.sha256(), model.state_dict()).hexdigest()[:16]
 
 
 def reuse_art(rows: list[dict], origin: dict, split: Split, env: dict) -> list[dict]:
@@ -546,6 +553,7 @@ def load_split(model_name: str, data_dir: str | None, fit: int | None = None, sp
                  "eval": "the last 1,000 of its 2,000 held-out test images"}
     model = trained.model.eval()
     clf = bg.Classifier(model, bounds=(0.0, 1.0))
+    setup["model_fingerprint"] = model_fingerprint(model)
     split = Split(model_name, model, clf, x_te[:fit].contiguous(), x_te[1000:].contiguous(), setup)
     if not spectrum:  # --art-call-cost measures no alignment
         return split
@@ -656,6 +664,9 @@ def merge(args) -> None:
     _refuse_other_code(result, out, env, "--merge")
     loaded = {path: json.loads(Path(path).read_text()) for path in parts}
     splits: dict[tuple[str, int], Split] = {}
+    # the model each part attacked, by model name: one model per name in the result
+    attacked = {path: {m: s.get("model_fingerprint") for m, s in part.get("setup", {}).items()}
+                for path, part in loaded.items()}
     for path, part in loaded.items():  # every check before the first write
         theirs = part.get("environment", {})
         if theirs.get("scope_version") == env.get("scope_version") or not part.get("rows") or any(
@@ -670,10 +681,20 @@ def merge(args) -> None:
                 splits[model, images] = load_split(model, getattr(args, "data_dir", None), images)
             taken += reuse_art([r for r in part["rows"] if (_model(r), r.get("images", 0)) == (model, images)],
                                {"part": Path(path).name, "environment": theirs}, splits[model, images], env)
-        part["rows"], part["setup"] = taken, {m: s.setup for (m, _), s in splits.items()
-                                              if m not in result.get("setup", {})}
+        part["rows"] = taken  # re-evaluated on the model loaded here, whose setup the result keeps if it has one
+        part["setup"] = {m: s.setup for (m, _), s in splits.items() if m not in result.get("setup", {})}
+        attacked[path] = {m: s.setup["model_fingerprint"] for (m, _), s in splits.items()}
         print(f"{Path(path).name}: {len(taken)} ART runs of scope version {theirs.get('scope_version')} taken over, "
               "evaluated again by this code")
+
+    models = {m: s.get("model_fingerprint") for m, s in result.get("setup", {}).items()}
+    for path in loaded:
+        for m, fingerprint in attacked[path].items():
+            if models.get(m) and fingerprint and fingerprint != models[m]:
+                raise SystemExit(f"--merge: {path} attacked another {m} model (fingerprint {fingerprint}) than "
+                                 f"{args.merge[0] if args.fresh else out} ({models[m]}); its rows cannot be "
+                                 "compared with those")
+            models[m] = models.get(m) or fingerprint
 
     def key(r):  # ART's seed-0 run is kept at both thread counts: its result depends on them
         return (_model(r), r["library"], r["method"], r["norm"], r["xi"], r.get("seed", 0),
