@@ -98,11 +98,9 @@ STEPS = (
           (BU, "--art-seeds", "1", "2", "--art-settings", "l2:3", "l2:5", "linf:0.1", "linf:0.2", "--timing",
            "concurrent", "--out", "{tmp}/bu_art_mnist_seeds.json"),
           (BU, "--model", "cifar10", "--skip-art", "--out", "{tmp}/bu_cifar10.json"),
-          # one thread: ART's whole runs on this ResNet were faster there than at two (session 18),
-          # although the script's default, from a single call's timing, is two
-          (BU, "--model", "cifar10", "--threads", "1", "--art-seeds", "0", "--art-settings", "l2:1.12", "linf:8/255",
+          (BU, "--model", "cifar10", "--art-seeds", "0", "--art-settings", "l2:1.12", "linf:8/255",
            "linf:10/255", "--timing", "own-core", "--out", "{tmp}/bu_art_cifar10.json"),
-          (BU, "--model", "cifar10", "--threads", "1", "--art-seeds", "1", "2", "--art-settings", "l2:1.12",
+          (BU, "--model", "cifar10", "--art-seeds", "1", "2", "--art-settings", "l2:1.12",
            "linf:8/255", "linf:10/255", "--timing", "concurrent", "--out", "{tmp}/bu_art_cifar10_seeds.json"),
           (BU, "--fresh", "--merge", "{tmp}/bu.json", "{tmp}/bu_art_mnist.json", "{tmp}/bu_art_mnist_seeds.json",
            "{tmp}/bu_cifar10.json", "{tmp}/bu_art_cifar10.json", "{tmp}/bu_art_cifar10_seeds.json"),
@@ -114,7 +112,8 @@ STEPS = (
          "either model; seed 0 timed, seeds 1-2 untimed), merged; Algorithm 1 as published and on ART's "
          "shuffles (about 25 min). Each part writes a file of its own, so the one-thread ART parts can run two "
          "at a time, one process per core, as sessions 18 and 19 ran them (about 3.4 h in all then, against "
-         "about 6.5 h one command after another); --merge refuses parts of other code"),
+         "about 6.5 h one command after another); --merge refuses parts of other code, except ART's parts whose "
+         "fingerprint matches (their runs kept v): merging those instead of running ART again leaves about 50 min"),
     Step("bench_uap_methods", (("analysis/benchmarks/bench_uap_methods.py",),),
          (("analysis/benchmarks/bench_uap_methods.py", "--quick"),), ("bench_uap_methods.json",), 2700, 150,
          "boundgeo's sgd against the published SGD-UAP update (MNIST CNN, 6 settings x 5 fit sets, with the "
