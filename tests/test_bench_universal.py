@@ -179,9 +179,14 @@ def test_art_orders_replays_each_art_seed_once(bench, tmp_path, monkeypatch):
     out = tmp_path / "bench_universal.json"
     out.write_text(json.dumps({"environment": {"scope_version": "s1", "code_clean": True, "art": "1.20.1"},
                                "rows": rows}))
-    bench.add_faithful(argparse.Namespace(out=str(out), model="mnist", data_dir=None, fit=None, art_orders=True,
-                                          add_faithful=0))
+    args = argparse.Namespace(out=str(out), model="mnist", data_dir=None, fit=None, art_orders=True, add_faithful=0)
+    bench.add_faithful(args)
     assert seeds == [0, 1]
+    data = json.loads(out.read_text())
+    data["setup"] = {"mnist": {"model_fingerprint": "another model"}}
+    out.write_text(json.dumps(data))
+    with pytest.raises(SystemExit, match="another mnist model"):
+        bench.add_faithful(args)
 
 
 def test_peer_settings_trust_whole_runs_over_a_single_call(bench):

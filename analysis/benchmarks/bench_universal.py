@@ -492,6 +492,10 @@ def add_faithful(args) -> None:
     result = json.loads(out.read_text())
     _refuse_other_code(result, out, env, "--art-orders" if args.art_orders else "--add-faithful")
     split = load_split(args.model, args.data_dir, args.fit)
+    known = result.get("setup", {}).get(args.model, {}).get("model_fingerprint")
+    if known and known != split.setup["model_fingerprint"]:
+        raise SystemExit(f"{out} attacked another {args.model} model (fingerprint {known}) than this process "
+                         f"loaded ({split.setup['model_fingerprint']}); its rows cannot be compared with these")
     method = "deepfool-last-art-orders" if args.art_orders else "deepfool-last"
     result["rows"] = [r for r in result["rows"] if not (r["method"] == method and _model(r) == args.model)]
     for norm, xi in MODEL_SETTINGS[args.model]:
