@@ -33,7 +33,7 @@ def _split(bench, seed: int = 0, fit: int = 8):
     clf = bg.Classifier(model, bounds=(0.0, 1.0))
     x = torch.rand(fit + 12, 1, 4, 4, generator=torch.Generator().manual_seed(1))
     split = bench.Split("mnist", model, clf, x[:fit], x[fit:], {"model": "toy",
-                                                                "model_fingerprint": bench.model_fingerprint(model)})
+                                                                "model_fingerprint": bench.model_fingerprint(clf)})
     normals = bg.deepfool(clf, split.x_eval, progress=False).directions("normal")
     split.spectrum = bg.spectrum(normals, k=bench.TOP_K, baseline_draws=1)
     return split
@@ -205,20 +205,20 @@ def test_peer_settings_trust_whole_runs_over_a_single_call(bench):
 def test_merge_refuses_a_part_that_attacked_another_model(bench, tmp_path):
     """The MNIST CNN trained at one thread and at two were two models; one result holds one."""
     split, other = _split(bench), _split(bench, seed=1)
-    assert bench.model_fingerprint(split.model) != bench.model_fingerprint(other.model)
-    assert bench.model_fingerprint(split.model) == bench.model_fingerprint(_split(bench).model)
+    assert bench.model_fingerprint(split.clf) != bench.model_fingerprint(other.clf)
+    assert bench.model_fingerprint(split.clf) == bench.model_fingerprint(_split(bench).clf)
     row = {"model": "mnist", "library": "boundgeo", "method": "sgd", "norm": "l2", "xi": 3.0, "seed": 1,
            "eval_fooling_rate": 0.4, "fit_fooling_rate": 0.5, "seconds": 2.0, "threads": 2}
     env = {"scope_version": "s1", "code_clean": True, "art": "1.20.1"}
     main, part = tmp_path / "main.json", tmp_path / "part.json"
     main.write_text(json.dumps({"environment": env, "rows": [row],
-                                "setup": {"mnist": {"model_fingerprint": bench.model_fingerprint(split.model)}}}))
+                                "setup": {"mnist": {"model_fingerprint": bench.model_fingerprint(split.clf)}}}))
     part.write_text(json.dumps({"environment": env, "rows": [dict(row, seed=2)],
-                                "setup": {"mnist": {"model_fingerprint": bench.model_fingerprint(other.model)}}}))
+                                "setup": {"mnist": {"model_fingerprint": bench.model_fingerprint(other.clf)}}}))
     before = main.read_text()
     with pytest.raises(SystemExit, match="another mnist model"):
         bench.merge(argparse.Namespace(out=str(main), merge=[str(part)], fresh=False))
     assert main.read_text() == before
-    part.write_text(part.read_text().replace(bench.model_fingerprint(other.model), bench.model_fingerprint(split.model)))
+    part.write_text(part.read_text().replace(bench.model_fingerprint(other.clf), bench.model_fingerprint(split.clf)))
     bench.merge(argparse.Namespace(out=str(main), merge=[str(part)], fresh=False))
     assert len(json.loads(main.read_text())["rows"]) == 2

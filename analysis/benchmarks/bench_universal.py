@@ -79,6 +79,7 @@ from torch import nn
 
 import boundgeo as bg
 from boundgeo import zoo
+from boundgeo.attacks.boundary import _hash_value, _model_fingerprint
 from boundgeo.attacks.universal import METHODS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -183,26 +184,18 @@ def art_inputs(split: Split, threads: int) -> str:
     Two runs with the same fingerprint, setting and seed compute the same v, whatever boundgeo's
     code around them; boundgeo's evaluator and the alignment's normals are not in it, because a
     reused row is evaluated again (:func:`reuse_art`)."""
-    h = hashlib.sha256()
-    _digest(h, {**split.model.state_dict(), "x_fit": split.x_fit})
+    h = hashlib.sha256(model_fingerprint(split.clf).encode())
+    _hash_value(h, split.x_fit)
     h.update(json.dumps({"passes": PASSES, "delta": DELTA, "threads": threads, "art": _art_version(),
                          "torch": torch.__version__, "numpy": np.__version__}, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
 
-def _digest(h, tensors: dict[str, torch.Tensor]):
-    """Feed the names, dtypes, shapes and bytes of ``tensors`` to the hash ``h``, by name."""
-    for name, t in sorted(tensors.items()):
-        t = t.detach().to("cpu").contiguous()
-        h.update(f"{name} {t.dtype} {tuple(t.shape)}\n".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h
-
-
-def model_fingerprint(model: nn.Module) -> str:
-    """A hash of the model's parameters and buffers: two parts of one result must have used the same
-    model (``--merge`` checks it), which a training at another thread count once broke."""
-    return _digest(hashlib.sha256(), model.state_dict()).hexdigest()[:16]
+def model_fingerprint(clf: bg.Classifier) -> str:
+    """The classifier's fingerprint as boundary_normals' resumable runs record it (module types,
+    weights and buffers, normalisation, bounds), shortened: two parts of one result must have
+    attacked the same model (``--merge`` checks it), which a training at another thread count once broke."""
+    return _model_fingerprint(clf)[:16]
 
 
 def reuse_art(rows: list[dict], origin: dict, split: Split, env: dict) -> list[dict]:
@@ -557,7 +550,7 @@ def load_split(model_name: str, data_dir: str | None, fit: int | None = None, sp
                  "eval": "the last 1,000 of its 2,000 held-out test images"}
     model = trained.model.eval()
     clf = bg.Classifier(model, bounds=(0.0, 1.0))
-    setup["model_fingerprint"] = model_fingerprint(model)
+    setup["model_fingerprint"] = model_fingerprint(clf)
     split = Split(model_name, model, clf, x_te[:fit].contiguous(), x_te[1000:].contiguous(), setup)
     if not spectrum:  # --art-call-cost measures no alignment
         return split
