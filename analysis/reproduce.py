@@ -66,6 +66,25 @@ class Step:
 
 
 BU = "analysis/benchmarks/bench_universal.py"
+# ART's runs for bench_universal, in committed parts that a later regeneration keeps where they are
+# current (bench_universal --art-seeds is resumable): per model, seed 0 timed (each process on a core
+# of its own) at every setting, and seeds 1-2 untimed, a part per setting
+ART_PART_SETTINGS = {"mnist": ("l2:3", "l2:5", "linf:0.1", "linf:0.2"),
+                     "cifar10": ("l2:1.12", "linf:8/255", "linf:10/255")}
+
+
+def _art_part(model: str, setting: str | None = None) -> str:
+    tag = "seed0" if setting is None else setting.replace(":", "_").replace("/", "-") + "-seeds12"
+    return f"analysis/results/parts/bench_universal.art-{model}-{tag}.json"
+
+
+ART_PARTS = tuple(_art_part(model, setting) for model, settings in ART_PART_SETTINGS.items()
+                  for setting in (None, *settings))
+ART_PART_COMMANDS = tuple(
+    (BU, "--model", model, "--art-seeds", *(("0",) if setting is None else ("1", "2")), "--art-settings",
+     *(settings if setting is None else (setting,)), "--timing", "own-core" if setting is None else "concurrent",
+     "--out", _art_part(model, setting))
+    for model, settings in ART_PART_SETTINGS.items() for setting in (None, *settings))
 STEPS = (
     Step("train_reference",
          (("analysis/train_reference.py", "--dataset", "digits", "mnist", "--all", "--check-checkpoint"),),
@@ -93,27 +112,20 @@ STEPS = (
          (("analysis/benchmarks/bench_spectrum.py", "--quick"),), ("bench_spectrum.json",), 620, 110),
     Step("bench_universal",
          ((BU, "--skip-art", "--out", "{tmp}/bu.json"),
-          (BU, "--art-seeds", "0", "--art-settings", "l2:3", "l2:5", "linf:0.1", "linf:0.2", "--timing", "own-core",
-           "--out", "{tmp}/bu_art_mnist.json"),
-          (BU, "--art-seeds", "1", "2", "--art-settings", "l2:3", "l2:5", "linf:0.1", "linf:0.2", "--timing",
-           "concurrent", "--out", "{tmp}/bu_art_mnist_seeds.json"),
           (BU, "--model", "cifar10", "--skip-art", "--out", "{tmp}/bu_cifar10.json"),
-          (BU, "--model", "cifar10", "--art-seeds", "0", "--art-settings", "l2:1.12", "linf:8/255",
-           "linf:10/255", "--timing", "own-core", "--out", "{tmp}/bu_art_cifar10.json"),
-          (BU, "--model", "cifar10", "--art-seeds", "1", "2", "--art-settings", "l2:1.12",
-           "linf:8/255", "linf:10/255", "--timing", "concurrent", "--out", "{tmp}/bu_art_cifar10_seeds.json"),
-          (BU, "--fresh", "--merge", "{tmp}/bu.json", "{tmp}/bu_art_mnist.json", "{tmp}/bu_art_mnist_seeds.json",
-           "{tmp}/bu_cifar10.json", "{tmp}/bu_art_cifar10.json", "{tmp}/bu_art_cifar10_seeds.json"),
+          *ART_PART_COMMANDS,
+          (BU, "--fresh", "--merge", "{tmp}/bu.json", "{tmp}/bu_cifar10.json", *ART_PARTS),
           (BU, "--add-faithful", "3"),
           (BU, "--art-orders")),
          ((BU, "--quick"),), ("bench_universal.json",), 23500, 70,
          "boundgeo's methods (5 seeds x 6 methods x 4 settings on the MNIST CNN, 20 min; on the CIFAR-10 "
-         "ResNet at 3 settings, 6 min), ART at seeds 0-2 at every setting at one thread (10-21 min a run on "
-         "either model; seed 0 timed, seeds 1-2 untimed), merged; Algorithm 1 as published and on ART's "
-         "shuffles (about 25 min). Each part writes a file of its own, so the one-thread ART parts can run two "
-         "at a time, one process per core, as sessions 18 and 19 ran them (about 3.4 h in all then, against "
-         "about 6.5 h one command after another); --merge refuses parts of other code, except ART's parts whose "
-         "fingerprint matches (their runs kept v): merging those instead of running ART again leaves about 50 min"),
+         "ResNet at 3 settings, 6 min); ART at seeds 0-2 at every setting at one thread (10-21 min a run on "
+         "either model; seed 0 timed, seeds 1-2 untimed) into the parts in analysis/results/parts/, which "
+         "are resumable: a run whose fingerprint (model, fit images, ART's settings, threads, versions, "
+         "machine) matches is kept and not run again, so with current parts the step takes about 50 min, "
+         "and about 6.5 h without them, one command after another (sessions 18-20 ran ART two at a time, "
+         "one process per core, about 3.4 h); then merged (ART's runs evaluated again by this code), and "
+         "Algorithm 1 as published and on ART's shuffles (about 25 min)"),
     Step("bench_uap_methods", (("analysis/benchmarks/bench_uap_methods.py",),),
          (("analysis/benchmarks/bench_uap_methods.py", "--quick"),), ("bench_uap_methods.json",), 2700, 150,
          "boundgeo's sgd against the published SGD-UAP update (MNIST CNN, 6 settings x 5 fit sets, with the "

@@ -222,3 +222,91 @@ def test_merge_refuses_a_part_that_attacked_another_model(bench, tmp_path):
     part.write_text(part.read_text().replace(bench.model_fingerprint(other.clf), bench.model_fingerprint(split.clf)))
     bench.merge(argparse.Namespace(out=str(main), merge=[str(part)], fresh=False))
     assert len(json.loads(main.read_text())["rows"]) == 2
+
+
+def _art_seeds_args(out, seeds=(0, 1), settings=("l2:3",), timing="concurrent"):
+    return argparse.Namespace(model="mnist", data_dir=None, fit=None, threads=1, art_seeds=list(seeds),
+                              art_settings=list(settings), timing=timing, out=str(out))
+
+
+@pytest.fixture()
+def art_runs(bench, monkeypatch):
+    """``--art-seeds`` on the toy split with ART replaced by a record of its calls (a fixed v per seed)."""
+    split = _split(bench)
+    monkeypatch.setattr(bench, "load_split", lambda *a, **k: split)
+    calls = []
+
+    def fake_art(model, x_fit, norm, xi, seed=0, threads=1):
+        calls.append((norm, xi, seed))
+        v = torch.full((1, 4, 4), 0.05 * (seed + 1))
+        return v, 100.0 + seed, 0.5
+
+    monkeypatch.setattr(bench, "run_art", fake_art)
+    return split, calls
+
+
+def test_art_seeds_keeps_the_current_runs_of_its_part_and_runs_only_the_missing(bench, art_runs, tmp_path):
+    split, calls = art_runs
+    out = tmp_path / "art.json"
+    bench.art_seeds(_art_seeds_args(out, seeds=[0]))
+    assert calls == [("l2", 3.0, 0)]
+    first = json.loads(out.read_text())
+    assert first["benchmark"] == "universal (ART seeds)" and [r["seed"] for r in first["rows"]] == [0]
+
+    bench.art_seeds(_art_seeds_args(out, seeds=[0, 1]))  # seed 0 is current: only seed 1 runs
+    assert calls == [("l2", 3.0, 0), ("l2", 3.0, 1)]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["seed"] for r in rows] == [0, 1]
+    assert rows[0]["reused"]["part"] == "art.json" and "reused" not in rows[1]
+    assert rows[0]["eval_fooling_rate"] == bg.fooling_rate(split.clf, split.x_eval, bench.unpack(rows[0]["v"]))
+
+    before = out.read_text()
+    bench.art_seeds(_art_seeds_args(out, seeds=[0, 1]))  # every run current: nothing runs, nothing written
+    assert len(calls) == 2 and out.read_text() == before
+
+
+@pytest.mark.parametrize("change", [
+    lambda row: row.update(inputs="0" * 16),  # ART read something else then (the model, images, a version)
+    lambda row: row.update(timing="own-core"),  # asked: concurrent; a timed run is not silently relabelled
+    lambda row: row.pop("v"),
+])
+def test_art_seeds_runs_again_what_is_not_current(bench, art_runs, tmp_path, change):
+    split, calls = art_runs
+    out = tmp_path / "art.json"
+    bench.art_seeds(_art_seeds_args(out, seeds=[0]))
+    data = json.loads(out.read_text())
+    change(data["rows"][0])
+    out.write_text(json.dumps(data))
+    bench.art_seeds(_art_seeds_args(out, seeds=[0]))
+    assert calls == [("l2", 3.0, 0)] * 2
+    row, = json.loads(out.read_text())["rows"]
+    assert "reused" not in row and row["inputs"] == bench.art_inputs(split, 1) and row["timing"] == "concurrent"
+
+
+def test_art_seeds_runs_again_a_timed_run_of_another_machine(bench, art_runs, tmp_path):
+    split, calls = art_runs
+    out = tmp_path / "art.json"
+    bench.art_seeds(_art_seeds_args(out, seeds=[0], timing="own-core"))
+    data = json.loads(out.read_text())
+    data["environment"]["cpu_model"] = "cpu B"
+    out.write_text(json.dumps(data))
+    bench.art_seeds(_art_seeds_args(out, seeds=[0], timing="own-core"))
+    assert len(calls) == 2 and json.loads(out.read_text())["rows"][0]["timing"] == "own-core"
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"benchmark": "universal", "rows": []}, "not a part of ART's runs"),
+    ("not json", "not readable JSON"),
+    (None, "not asked for"),  # a part holding seed 2, asked for seeds 0-1
+])
+def test_art_seeds_refuses_an_out_it_would_damage_before_any_work(bench, tmp_path, monkeypatch, content, message):
+    monkeypatch.setattr(bench, "load_split", lambda *a, **k: pytest.fail("refused before any work"))
+    out = tmp_path / "art.json"
+    if content is None:
+        content = {"benchmark": "universal (ART seeds)", "environment": {"code_clean": True},
+                   "rows": [{"model": "mnist", "library": "art", "norm": "l2", "xi": 3.0, "seed": 2}]}
+    out.write_text(content if isinstance(content, str) else json.dumps(content))
+    before = out.read_text()
+    with pytest.raises(SystemExit, match=message):
+        bench.art_seeds(_art_seeds_args(out))
+    assert out.read_text() == before

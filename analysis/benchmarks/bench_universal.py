@@ -50,7 +50,9 @@ ART's runs are the exception: each keeps its v and a fingerprint of what ART rea
 the fit images, ART's settings, thread count and versions), so ``--merge`` (and ``--reuse-art``)
 takes over a part of ART's runs from another scope version when the fingerprint is the same
 here, and evaluates each v again with this code. A change to boundgeo then reruns boundgeo's
-methods (about 26 min) and not ART (hours).
+methods (about 26 min) and not ART (hours). ``--art-seeds`` is resumable the same way: the runs
+already in its --out that are current here (fingerprint, setting, seed, timing; a timed run only
+on the same machine) are kept, and only the others run.
 ``--art-orders`` runs boundgeo's Algorithm 1 on
 exactly the shuffles of ART's runs, for a comparison seed by seed. Results go to
 analysis/results/bench_universal.json (every row as it comes), with the top-level "environment"
@@ -592,21 +594,86 @@ def art_seeds(args) -> None:
     These runs may share the machine (two at once, one thread each), so their times are marked
     ``"timing": "concurrent"`` and kept out of the speed-ups unless ``--timing own-core`` says
     that each process had a core to itself and nothing else ran.
+
+    A part is resumable: runs already in --out that read what ART would read here (the same
+    :func:`art_inputs`), at the same setting, seed and timing, on this machine, are kept,
+    evaluated again by this code (:func:`reuse_art`), and only the others run; when every run is
+    kept, --out is left as it is. --out must be a part of ART's runs of this model, and hold no run
+    that was not asked for (nothing in it is dropped).
     """
     torch.set_num_threads(args.threads)
     env = environment(art=_art_version())
-    split = load_split(args.model, args.data_dir, args.fit)
-    result = {"environment": env, "benchmark": "universal (ART seeds)", "setup": {args.model: split.setup},
-              "rows": []}
     out = Path(args.out)
-    for norm, xi in parse_settings(args.art_settings, args.model):
-        for seed in args.art_seeds:
-            row = art_row(split, norm, xi, seed=seed, threads=args.threads, timing=args.timing)
-            result["rows"].append(row)
-            finish(env)
-            out.write_text(json.dumps(result, indent=2) + "\n")
-            print(f"ART {args.model} {norm} xi={xi:g} seed={seed}: held-out {row['eval_fooling_rate']:.3f} "
-                  f"(fit {row['fit_fooling_rate']:.3f}), {row['seconds']:.0f} s", flush=True)
+    wanted = [(norm, xi, seed) for norm, xi in parse_settings(args.art_settings, args.model)
+              for seed in args.art_seeds]
+    previous = _previous_art_part(out, args.model, wanted)
+    split = load_split(args.model, args.data_dir, args.fit)
+    kept = _current_art_runs(previous, out, split, env, args.threads, args.timing)
+    missing = [run for run in wanted if run not in kept]
+    if not missing and previous is not None and not _stale_rows(previous, kept):
+        print(f"{out}: all {len(wanted)} ART runs are current here (model, fit images, settings, versions, "
+              "machine); nothing to run, the file is left as it is")
+        return
+    result = {"environment": env, "benchmark": "universal (ART seeds)", "setup": {args.model: split.setup},
+              "rows": [kept[run] for run in wanted if run in kept]}
+    if kept:
+        print(f"{out}: keeping {len(kept)} current ART runs, evaluated again; running {len(missing)}")
+    for norm, xi, seed in missing:
+        row = art_row(split, norm, xi, seed=seed, threads=args.threads, timing=args.timing)
+        result["rows"].append(row)
+        finish(env)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"ART {args.model} {norm} xi={xi:g} seed={seed}: held-out {row['eval_fooling_rate']:.3f} "
+              f"(fit {row['fit_fooling_rate']:.3f}), {row['seconds']:.0f} s", flush=True)
+    finish(env)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _previous_art_part(out: Path, model: str, wanted: list[tuple[str, float, int]]) -> dict | None:
+    """--out of ``--art-seeds`` as it stands, checked before any work: None when it does not exist;
+    else it must be a part of ART's runs on ``model`` whose every run is among ``wanted``, since
+    the file is written anew (a run not asked for would be dropped)."""
+    if not out.exists():
+        return None
+    try:
+        previous = json.loads(out.read_text())
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"--out {out} exists but is not readable JSON ({error}); move it away or name another --out")
+    if not isinstance(previous, dict) or previous.get("benchmark") != "universal (ART seeds)":
+        raise SystemExit(f"--out {out} exists and is not a part of ART's runs (--art-seeds); it is left "
+                         "as it is: name another --out")
+    rows = previous.get("rows", [])
+    other = sorted({_model(r) for r in rows} - {model})
+    if other:
+        raise SystemExit(f"--out {out} holds ART runs on {other}, not only on {model}: name another --out")
+    extra = sorted({(r["norm"], r["xi"], r.get("seed", 0)) for r in rows} - set(wanted))
+    if extra:
+        raise SystemExit(f"--out {out} holds ART runs that were not asked for ({', '.join(f'{n} {_xi_text(x)} seed {s}' for n, x, s in extra)}); "
+                         "writing it anew would drop them: ask for them too (--art-seeds, --art-settings) or name another --out")
+    return previous
+
+
+def _current_art_runs(previous: dict | None, out: Path, split: "Split", env: dict, threads: int,
+                      timing: str) -> dict[tuple[str, float, int], dict]:
+    """The runs of ``previous`` that need not run again, by (norm, ξ, seed): ART read exactly what
+    it would read here (:func:`art_inputs` at ``threads``), with the same ``timing`` and, for a
+    timed run, on this machine; each evaluated again by this code (:func:`reuse_art`)."""
+    if previous is None:
+        return {}
+    here = art_inputs(split, threads)
+    candidates = [r for r in previous.get("rows", []) if r.get("library") == "art" and r.get("inputs") == here
+                  and "v" in r and r.get("images") == len(split.x_fit) and r.get("timing") == timing
+                  and _threads(r) == threads]
+    theirs = previous.get("environment", {})
+    if theirs.get("code_clean") is not True:  # the runs of uncommitted code are not kept
+        return {}
+    taken = reuse_art(candidates, {"part": out.name, "environment": theirs}, split, env)
+    return {(r["norm"], r["xi"], r.get("seed", 0)): r for r in taken if r.get("timing") == timing}
+
+
+def _stale_rows(previous: dict, kept: dict) -> bool:
+    """Whether ``previous`` holds a row that is not kept (of other inputs, timing or machine)."""
+    return len(previous.get("rows", [])) != len(kept)
 
 
 def art_call_cost(args) -> None:
