@@ -67,24 +67,36 @@ class Step:
 
 BU = "analysis/benchmarks/bench_universal.py"
 # ART's runs for bench_universal, in committed parts that a later regeneration keeps where they are
-# current (bench_universal --art-seeds is resumable): per model, seed 0 timed (each process on a core
-# of its own) at every setting, and seeds 1-2 untimed, a part per setting
+# current (bench_universal --art-seeds is resumable): per model, seed 0 timed at one thread (ART's
+# fastest whole runs; each process on a core of its own) at every setting; seeds 1-2 untimed, a part
+# per setting; and seed 0 at two threads, alone on the machine, at one setting: the whole runs that
+# show which thread count is ART's fastest (peer_settings)
 ART_PART_SETTINGS = {"mnist": ("l2:3", "l2:5", "linf:0.1", "linf:0.2"),
                      "cifar10": ("l2:1.12", "linf:8/255", "linf:10/255")}
+ART_TWO_THREADS = {"mnist": "l2:5", "cifar10": "l2:1.12"}
 
 
-def _art_part(model: str, setting: str | None = None) -> str:
-    tag = "seed0" if setting is None else setting.replace(":", "_").replace("/", "-") + "-seeds12"
-    return f"analysis/results/parts/bench_universal.art-{model}-{tag}.json"
+def _art_parts() -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """(part path, bench_universal arguments) of every ART part, in the order they run."""
+    parts = []
+    for model, settings in ART_PART_SETTINGS.items():
+        def part(tag: str, seeds: tuple[str, ...], chosen: tuple[str, ...], timing: str, threads: str = "1"):
+            path = f"analysis/results/parts/bench_universal.art-{model}-{tag}.json"
+            parts.append((path, ("--model", model, "--threads", threads, "--art-seeds", *seeds, "--art-settings",
+                                 *chosen, "--timing", timing, "--out", path)))
+
+        def tag(setting: str) -> str:
+            return setting.replace(":", "_").replace("/", "-")
+
+        part("seed0", ("0",), settings, "own-core")
+        for setting in settings:
+            part(f"{tag(setting)}-seeds12", ("1", "2"), (setting,), "concurrent")
+        part(f"{tag(ART_TWO_THREADS[model])}-seed0-2threads", ("0",), (ART_TWO_THREADS[model],), "alone", "2")
+    return tuple(parts)
 
 
-ART_PARTS = tuple(_art_part(model, setting) for model, settings in ART_PART_SETTINGS.items()
-                  for setting in (None, *settings))
-ART_PART_COMMANDS = tuple(
-    (BU, "--model", model, "--art-seeds", *(("0",) if setting is None else ("1", "2")), "--art-settings",
-     *(settings if setting is None else (setting,)), "--timing", "own-core" if setting is None else "concurrent",
-     "--out", _art_part(model, setting))
-    for model, settings in ART_PART_SETTINGS.items() for setting in (None, *settings))
+ART_PARTS = tuple(path for path, _ in _art_parts())
+ART_PART_COMMANDS = tuple((BU, *argv) for _, argv in _art_parts())
 STEPS = (
     Step("train_reference",
          (("analysis/train_reference.py", "--dataset", "digits", "mnist", "--all", "--check-checkpoint"),),
@@ -120,7 +132,8 @@ STEPS = (
          ((BU, "--quick"),), ("bench_universal.json",), 23500, 70,
          "boundgeo's methods (5 seeds x 6 methods x 4 settings on the MNIST CNN, 20 min; on the CIFAR-10 "
          "ResNet at 3 settings, 6 min); ART at seeds 0-2 at every setting at one thread (10-21 min a run on "
-         "either model; seed 0 timed, seeds 1-2 untimed) into the parts in analysis/results/parts/, which "
+         "either model; seed 0 timed, seeds 1-2 untimed) and seed 0 at two threads at one setting a model "
+         "(alone; about 30 min for both) into the parts in analysis/results/parts/, which "
          "are resumable: a run whose fingerprint (model, fit images, ART's settings, threads, versions, "
          "machine) matches is kept and not run again, so with current parts the step takes about 50 min, "
          "and about 6.5 h without them, one command after another (sessions 18-20 ran ART two at a time, "
