@@ -285,3 +285,19 @@ def test_real_cifar10_folder_loads_whole():
     assert torch.equal(x[1234], data[1234][0]) and torch.equal(x[-1], data[9999][0])
     assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
     assert 0.4 < float(x.mean()) < 0.55  # CIFAR-10's mean pixel is about 0.47
+
+
+def test_nested_folders_are_ordered_as_torchvision_orders_them(tmp_path):
+    """torchvision's make_dataset walks sorted(os.walk(...)): folders by their path as a string,
+    so cat/a-b comes before cat/a/x ('-' < '/'); a depth-first walk puts cat/a/x first, and the
+    indices of a run would point at other images than a torchvision ImageFolder's."""
+    from torchvision.datasets import ImageFolder
+
+    for i, rel in enumerate(["cat/a/1.png", "cat/a/x/3.png", "cat/a-b/2.png", "dog/0.png", "dog/.hidden/9.png"]):
+        _save(tmp_path / rel, _rgb(i))
+    ours = bg.ImageFolder(tmp_path)
+    theirs = ImageFolder(str(tmp_path), is_valid_file=lambda path: "/." not in path)
+    assert [Path(p).relative_to(tmp_path).as_posix() for p, _ in ours.samples] == [
+        "cat/a/1.png", "cat/a-b/2.png", "cat/a/x/3.png", "dog/0.png"]
+    assert [(Path(p).relative_to(tmp_path).as_posix(), c) for p, c in ours.samples] == [
+        (Path(p).relative_to(tmp_path).as_posix(), c) for p, c in theirs.samples]

@@ -87,9 +87,22 @@ def test_lightning_module_with_other_attributes_loads_the_model_part(tmp_path):
     state["criterion.weight"] = torch.ones(10)  # e.g. a weighted loss's buffer
     torch.save({"state_dict": state}, tmp_path / "last.ckpt")
     target = _fresh_like(source)
-    with pytest.warns(UserWarning, match=r"under 'model\.'; left out 1 others"):
+    with pytest.warns(UserWarning, match=r"under 'model\.'; left out 1 others: criterion\.weight"):
         bg.load_weights(target, tmp_path / "last.ckpt")
     assert _same(target, source)
+
+
+def test_a_sequential_index_is_never_taken_for_a_prefix_to_strip(tmp_path):
+    """A checkpoint of Sequential(Sequential(L, L), L) has most keys under "0.": stripping it
+    would load the inner block into a user's Sequential(L, L) and drop the real layer "1."."""
+    torch.manual_seed(0)
+    inner = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    torch.save(nn.Sequential(inner, nn.Linear(4, 4)).state_dict(), tmp_path / "nested.pt")
+    target = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(bg.BoundgeoError, match="missing from the file"):
+        bg.load_weights(target, tmp_path / "nested.pt")
+    assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())  # nothing loaded
 
 
 def test_a_list_of_state_dicts_takes_the_first_with_a_warning(tmp_path):
@@ -215,3 +228,20 @@ def test_weights_follow_the_model_dtype_and_load_on_cpu(tmp_path):
     target = bg.load_weights(_small(), tmp_path / "f64.pt")
     assert target[0].weight.dtype == torch.float32
     torch.testing.assert_close(target[0].weight, source[0].weight.float())
+
+
+def test_a_batchnorm_checkpoint_without_its_step_counter_loads(tmp_path):
+    """Checkpoints saved before torch 0.4.1 have no num_batches_tracked; torch fills it in."""
+    torch.manual_seed(0)
+    source = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
+    source.train()(torch.randn(8, 4))  # running statistics that differ from a fresh layer's
+    state = {k: v for k, v in source.state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save(state, tmp_path / "old.pt")
+    target = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
+    bg.load_weights(target, tmp_path / "old.pt")
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(target.eval()(x), source.eval()(x))
+    state.pop("1.running_mean")  # a real entry missing is still refused
+    torch.save(state, tmp_path / "broken.pt")
+    with pytest.raises(bg.BoundgeoError, match=r"missing from the file \(1\): 1\.running_mean"):
+        bg.load_weights(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)), tmp_path / "broken.pt")

@@ -142,9 +142,13 @@ class ImageFolder(DatasetFolder):
     def make_dataset(self, directory: str, class_to_idx: dict[str, int], *args, **kwargs):
         samples, empty, ignored = [], [], []
         for name in sorted(class_to_idx, key=class_to_idx.__getitem__):
-            found = []
+            found, walked = [], []
             for base, dirs, files in os.walk(os.path.join(directory, name), followlinks=True):
-                dirs[:] = sorted(d for d in dirs if not _hidden(d))
+                dirs[:] = [d for d in dirs if not _hidden(d)]  # pruned while walking
+                walked.append((base, files))
+            # folders in the order of their paths as strings, as torchvision's make_dataset takes
+            # them (sorted(os.walk(...))): "a/1.jpg", "a-b/2.jpg", "a/x/3.jpg", not depth first
+            for base, files in sorted(walked):
                 for file in sorted(files):
                     if _hidden(file):
                         continue

@@ -46,9 +46,11 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, strict: bool = Tr
     Args:
         model: the module to fill; its own ``state_dict()`` keys decide how keys are matched.
         path: the checkpoint file.
-        strict: every key of the model must be found and every key of the checkpoint used
-            (as ``load_state_dict(strict=True)``). With False, missing and unexpected keys are
-            allowed; a shape mismatch is an error either way.
+        strict: every key of the model must be found and every key of the checkpoint under
+            the prefix that was removed used (as ``load_state_dict(strict=True)``); entries
+            outside that prefix (other attributes of a LightningModule) are left out with a
+            warning that names them. With False, missing and unexpected keys are allowed; a
+            shape mismatch is an error either way.
 
     Returns:
         ``model``, with the weights loaded.
@@ -72,9 +74,11 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, strict: bool = Tr
         raise BoundgeoError(f"weights file {path} is not a file")
     state = _unwrap(_read(path), path)
     expected = model.state_dict()
-    given = len(state)
+    given, original = len(state), list(state)
     state, removed = _match_keys(state, set(expected))
-    missing = [k for k in expected if k not in state]
+    # BatchNorm's step counter: checkpoints from before torch 0.4.1 have none, and torch's own
+    # loading fills it in (it never changes what the model computes in eval mode)
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in expected]
     shapes = [
         f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
@@ -101,8 +105,10 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, strict: bool = Tr
     except RuntimeError as exc:
         raise BoundgeoError(f"weights in {path} do not load into {type(model).__name__}: {exc}") from exc
     if len(state) < given:
+        out = sorted(k for k in original if not k.startswith(removed))
+        more = f" and {len(out) - SHOWN} more" if len(out) > SHOWN else ""
         warnings.warn(f"{path}: loaded the {len(state)} entries under {removed!r}; left out "
-                      f"{given - len(state)} others", stacklevel=2)
+                      f"{given - len(state)} others: {', '.join(out[:SHOWN])}{more}", stacklevel=2)
     return model
 
 
@@ -177,12 +183,15 @@ def _strip_wrappers(state: dict[str, torch.Tensor], removed: str) -> tuple[dict,
 
 def _heads(state: dict[str, torch.Tensor]) -> list[str]:
     """First key components (``"model."``) that more than half of the keys share: a prefix worth
-    stripping (a LightningModule's attribute), never one submodule out of many (``"fc."``)."""
+    stripping (a LightningModule's attribute), never one submodule out of many (``"fc."``), and
+    never a number: ``"0."`` is the first child of a Sequential, whose siblings (``"1."``) are
+    layers of the same network, not other attributes to leave out."""
     counts: dict[str, int] = {}
     for key in state:
         if "." in key:
-            head = key.split(".", 1)[0] + "."
-            counts[head] = counts.get(head, 0) + 1
+            head = key.split(".", 1)[0]
+            if not head.isdigit():
+                counts[head + "."] = counts.get(head + ".", 0) + 1
     return [h for h, c in sorted(counts.items()) if 2 * c > len(state)]
 
 
