@@ -296,13 +296,9 @@ def other_models(args) -> list[dict]:
             batches = [b for b in sweep if b < len(x)] + [len(x)]
             run_boundgeo(model, x[:2], y[:2], norm, 2)  # warm-up
 
-            def fastest(runner, **extra) -> tuple[int, list[dict]]:
-                def seconds_at(batch: int) -> float:
-                    start = time.perf_counter()
-                    runner(model, x, y, norm, batch, **extra)
-                    return time.perf_counter() - start
-
-                best, tried = _fastest_setting(seconds_at, [(2, batch) for batch in batches])
+            def fastest(runner, **extra) -> tuple[int, list[dict]]:  # the batch, at 2 threads
+                best, tried = best_setting(f"{name[:20]} {runner.__name__}", runner, model, x, y, norm,
+                                           settings=[(2, batch) for batch in batches], **extra)
                 return best["batch_size"], [{"batch_size": r["batch_size"], "seconds": r["seconds"]} for r in tried]
 
             fbatch, fswept = fastest(run_foolbox)
@@ -362,15 +358,15 @@ class _Normalise(nn.Module):
         return (x - self.mean) / self.std
 
 
-def best_setting(name, runner, model, x, y, norm, **extra) -> tuple[dict, list[dict]]:
-    """Each (threads, batch) of SWEEP timed once on ``x``; the fastest, and all of them."""
+def best_setting(name, runner, model, x, y, norm, settings=SWEEP, **extra) -> tuple[dict, list[dict]]:
+    """Each (threads, batch) of ``settings`` timed once on ``x``; the fastest, and all of them."""
 
     def seconds_at(batch: int) -> float:
         start = time.perf_counter()
         runner(model, x, y, norm, batch, **extra)
         return time.perf_counter() - start
 
-    best, rows = _fastest_setting(seconds_at)
+    best, rows = _fastest_setting(seconds_at, settings)
     print(f"{name:>20} {norm:>4}: best setting {best['threads']} thread(s), batch {best['batch_size']} "
           f"(of {len(rows)} on {len(x)} images)", flush=True)
     return {"threads": best["threads"], "batch_size": best["batch_size"]}, rows
