@@ -212,6 +212,63 @@ def test_resuming_with_a_different_model_is_refused(tmp_path, small_net, monkeyp
     _same_points(resumed, bg.boundary_normals(clf, (x, y), **KW))
 
 
+def _conv_net(padding_mode: str = "zeros") -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, padding_mode=padding_mode), nn.Flatten(),
+                         nn.Linear(2 * 8 * 8, 10)).eval()
+
+
+def test_the_configuration_fingerprint_sees_what_the_weights_do_not():
+    """Same weights, other outputs: a padding mode, the outputs= setting, a buffer kept out of the
+    state_dict. The weights' fingerprint (which bench_universal's ART runs record) is blind to them."""
+    zeros, reflect = _conv_net(), _conv_net("reflect")
+    x = torch.rand(4, 1, 8, 8)
+    assert not torch.allclose(zeros(x), reflect(x))
+    a, b = bg.Classifier(zeros), bg.Classifier(reflect)
+    assert boundary._model_fingerprint(a) == boundary._model_fingerprint(b)
+    assert boundary._model_config(a) != boundary._model_config(b)
+    assert boundary._model_config(a) == boundary._model_config(bg.Classifier(_conv_net()))
+    assert boundary._model_config(a) != boundary._model_config(bg.Classifier(_conv_net(), outputs="probabilities"))
+    shifted = _conv_net()
+    shifted.register_buffer("shift", torch.zeros(1), persistent=False)
+    other = _conv_net()
+    other.register_buffer("shift", torch.ones(1), persistent=False)
+    assert boundary._model_fingerprint(bg.Classifier(shifted)) == boundary._model_fingerprint(bg.Classifier(other))
+    assert boundary._model_config(bg.Classifier(shifted)) != boundary._model_config(bg.Classifier(other))
+
+
+def test_resuming_with_another_configuration_of_the_same_weights_is_refused(tmp_path, monkeypatch):
+    x = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    clf = bg.Classifier(_conv_net())
+    kw = dict(batch_size=10, progress=False)
+    _interrupted(monkeypatch, 2, lambda: bg.boundary_normals(clf, x, out=tmp_path / "run", **kw))
+    with pytest.raises(bg.BoundgeoError, match="a different model configuration"):
+        bg.boundary_normals(bg.Classifier(_conv_net("reflect")), x, out=tmp_path / "run", **kw)
+    # a run recorded before the configuration was fingerprinted resumes, with a warning
+    run_json = tmp_path / "run" / "run.json"
+    record = json.loads(run_json.read_text())
+    del record["fingerprint"]["model_config"]
+    run_json.write_text(json.dumps(record))
+    with pytest.warns(UserWarning, match="before boundgeo fingerprinted the model's configuration"):
+        resumed = bg.boundary_normals(clf, x, out=tmp_path / "run", **kw)
+    _same_points(resumed, bg.boundary_normals(clf, x, **kw))
+
+
+def test_a_float16_run_of_the_old_rounding_is_not_resumed(tmp_path, monkeypatch):
+    """float16 shards written before session 20 rounded r toward zero and were not checked."""
+    x = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    clf = bg.Classifier(_conv_net())
+    kw = dict(batch_size=10, progress=False, dtype=torch.float16)
+    _interrupted(monkeypatch, 2, lambda: bg.boundary_normals(clf, x, out=tmp_path / "run", **kw))
+    run_json = tmp_path / "run" / "run.json"
+    record = json.loads(run_json.read_text())
+    assert record["settings"]["storage_rounding"] == "outward, checked"
+    del record["settings"]["storage_rounding"]
+    run_json.write_text(json.dumps(record))
+    with pytest.raises(bg.BoundgeoError, match="storage_rounding was None"):
+        bg.boundary_normals(clf, x, out=tmp_path / "run", **kw)
+
+
 def test_resuming_with_different_data_of_the_same_length_is_refused(tmp_path, small_net, monkeypatch):
     model, x, y = small_net
     clf = bg.Classifier(model)
@@ -417,20 +474,30 @@ def test_a_malformed_run_json_is_an_error_naming_it(tmp_path, small_net):
 
 
 # ------------------------------------------------------------------------------ float16 storage
-def test_float16_storage_halves_the_disk_and_rounds_only(tmp_path, small_net):
+def test_float16_storage_halves_the_disk_rounds_outward_and_keeps_every_converged_point_across(tmp_path, small_net):
     model, x, _ = small_net
     clf = bg.Classifier(model)
     wide = bg.boundary_normals(clf, x[:100], out=tmp_path / "f32", progress=False)
     half = bg.boundary_normals(clf, x[:100], out=tmp_path / "f16", dtype=torch.float16, progress=False)
     assert half.normal.dtype == half.perturbation.dtype == torch.float16 and half.margin.dtype == torch.float32
     assert torch.equal(half.normal, wide.normal.half())
-    # the perturbation is rounded toward zero (x + r stays between x and DeepFool's point, inside
-    # the bounds), so by less than one float16 step and never outward
+    # the perturbation is rounded away from zero (x + r at least as far along every coordinate as
+    # DeepFool's point, just past the boundary), toward zero only where outward leaves the bounds:
+    # by less than one float16 step either way
     r, r16 = wide.perturbation, half.perturbation.float()
-    assert bool((r16.abs() <= r.abs()).all()) and bool(((r16 - r).abs() <= 2**-10 * r.abs() + 2**-24).all())  # 2**-24: subnormal steps
-    assert not torch.equal(half.perturbation, r.half())  # to nearest would round half of them outward
+    assert bool(((r16 - r).abs() <= 2**-10 * r.abs() + 2**-24).all())  # 2**-24: subnormal steps
     adv = x[:100][half.index] + r16
+    inward = r16.abs() < r.abs()
+    assert float(inward.float().mean()) < 0.1
+    step = 2**-10 * r.abs() + 2**-24  # inward only where one step outward would leave [0, 1]
+    at_bound = ((adv - 0).abs() <= step) | ((adv - 1).abs() <= step)
+    assert bool(at_bound[inward].all())
     assert float(adv.min()) >= 0 and float(adv.max()) <= 1
+    # every point flagged converged crosses as stored; a point the rounding sent back is flagged
+    crossed = clf.predict(adv) == half.target
+    assert bool(crossed[half.converged].all())
+    back = half.status == 4
+    assert torch.equal(back, wide.converged & ~crossed) and not bool(half.converged[back].any())
     assert torch.equal(half.margin, wide.margin) and half.settings["dtype"] == "float16"
     for name in ("normal", "perturbation"):
         sizes = [(tmp_path / run / "points" / f"{name}.npy").stat().st_size for run in ("f16", "f32")]
@@ -452,3 +519,17 @@ def test_float16_refuses_perturbations_beyond_its_range(tmp_path, affine_model):
     for out in (None, tmp_path / "run"):
         with pytest.raises(bg.BoundgeoError, match="perturbation .* float16 holds at most 65504"):
             bg.boundary_normals(clf, x, clip=False, dtype=torch.float16, out=out, progress=False)
+
+
+def test_a_shard_of_other_inputs_is_computed_again_even_with_a_good_checksum(tmp_path, monkeypatch):
+    """The inputs of a run with n= come from torch.randperm(seed): if another torch drew another
+    order, a finished shard would hold other inputs than the run now assigns to it."""
+    x = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    clf = bg.Classifier(_conv_net())
+    kw = dict(batch_size=10, n=30, seed=3, progress=False)
+    _interrupted(monkeypatch, 2, lambda: bg.boundary_normals(clf, x, out=tmp_path / "run", **kw))
+    real = torch.randperm
+    monkeypatch.setattr(torch, "randperm", lambda n, generator=None: real(n, generator=generator).flip(0))
+    with pytest.warns(UserWarning, match="holds other inputs than this run assigns"):
+        resumed = bg.boundary_normals(clf, x, out=tmp_path / "run", **kw)
+    _same_points(resumed, bg.boundary_normals(clf, x, **kw))  # the same (flipped) order throughout

@@ -339,3 +339,29 @@ def test_sgd_defaults_to_the_focal_margin_and_other_methods_record_no_loss():
     kwargs = dict(xi=1.0, norm="l2", max_passes=2, progress=False)
     assert bg.universal_perturbation(clf, x[:64], method="sgd", **kwargs).settings["loss"] == "focal_margin"
     assert "loss" not in bg.universal_perturbation(clf, x[:64], method="singular", **kwargs).settings
+
+
+class _SharedReLU(nn.Module):
+    """A residual block that calls one ReLU twice, as torchvision's BasicBlock does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(16, 16)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.relu(self.linear(x)) + x)
+
+
+def test_a_layer_that_runs_twice_in_one_forward_is_refused_not_cut_at_its_first_call():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), _SharedReLU(), nn.Linear(16, 3)).eval()
+    clf = bg.Classifier(model)
+    x = torch.rand(8, 1, 4, 4)
+    with pytest.raises(bg.BoundgeoError, match=r"runs 2 times.*such as the block that holds it, '1'"):
+        bg.universal_perturbation(clf, x, xi=1.0, method="singular", layer="1.relu", max_passes=2, progress=False)
+    with pytest.raises(bg.BoundgeoError, match="runs 2 times"):
+        layer_function(clf, "1.relu", probe=x)
+    found = bg.universal_perturbation(clf, x, xi=1.0, method="singular", layer="1", max_passes=2, progress=False)
+    assert torch.isfinite(found.perturbation).all()
+    assert torch.equal(layer_function(clf, "1", probe=x)(x), model[1](model[0](x)))

@@ -425,5 +425,30 @@ def test_alignment_is_the_share_inside_the_subspace():
         bg.alignment(torch.zeros(50), spec, 5)
     with pytest.raises(bg.BoundgeoError, match="dimension 50"):
         bg.alignment(torch.ones(49), spec, 5)
+    with pytest.raises(bg.BoundgeoError, match="dimension 50"):  # 100 values, but no rows of 50
+        bg.alignment(torch.ones(100), spec, 5)
+    with pytest.raises(bg.BoundgeoError, match="dimension 50"):  # 100 values, in rows of 20
+        bg.alignment(torch.ones(5, 20), spec, 5)
+    assert bg.alignment(torch.ones(2, 5, 10), spec, 5) == pytest.approx(bg.alignment(torch.ones(50), spec, 5))
     with pytest.raises(bg.BoundgeoError, match="k must be"):
         bg.alignment(inside, spec, 0)
+
+
+def test_alignment_takes_vectors_in_the_inputs_shape_and_nothing_else():
+    gen = torch.Generator().manual_seed(3)
+    normals = torch.nn.functional.normalize(torch.randn(60, 1, 4, 4, generator=gen).flatten(1), dim=1)
+    spec = bg.spectrum(normals.reshape(60, 1, 4, 4), baseline_draws=0)
+    v = torch.randn(1, 4, 4, generator=gen)
+    share = bg.alignment(v, spec, 3)
+    assert bg.alignment(v.flatten(), spec, 3) == pytest.approx(share)
+    assert bg.alignment(torch.stack([v, v]), spec, 3) == pytest.approx(share)
+    assert bg.alignment(torch.stack([v, v]).flatten(1), spec, 3) == pytest.approx(share)
+    assert bg.alignment(v.reshape(4, 4), spec, 3) == pytest.approx(share)  # d values: one vector
+    for wrong in (torch.randn(32), torch.randn(2, 4, 4), torch.randn(2, 2, 4, 4), torch.randn(4, 8)):
+        with pytest.raises(bg.BoundgeoError, match="dimension 16"):
+            bg.alignment(wrong, spec, 3)
+
+
+def test_summary_names_the_energy_it_was_asked_for():
+    spec = bg.spectrum(torch.randn(40, 20, generator=torch.Generator().manual_seed(0)), baseline_draws=1)
+    assert "dim_57" in spec.summary(0.57) and "random_dim_57" in spec.summary(0.57)

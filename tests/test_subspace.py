@@ -45,6 +45,16 @@ def test_closed_form_edges():
     assert halfspace_fooling_probability(1.0, 1.0, 10) == 0.0
     # d = 3: ⟨u, n⟩ is uniform on [-1, 1] (Archimedes), so P(t >= a) = (1 - a) / 2
     assert halfspace_fooling_probability(0.4, 1.0, 3) == pytest.approx(0.3)
+    assert halfspace_fooling_probability(-0.4, 1.0, 3) == pytest.approx(0.7)  # past the boundary
+
+
+@pytest.mark.parametrize("margin, radius, message", [
+    (0.5, -1.0, "radius"), (0.5, 0.0, "radius"), (0.5, float("nan"), "radius"), (0.5, [1.0, -2.0], "radius"),
+    (float("nan"), 1.0, "margin"), (float("inf"), 1.0, "margin"),
+])
+def test_closed_form_refuses_what_has_no_meaning(margin, radius, message):
+    with pytest.raises(bg.BoundgeoError, match=message):
+        halfspace_fooling_probability(margin, radius, 10)
 
 
 def test_deterministic_and_tidy(small_net):

@@ -91,6 +91,44 @@ def test_stopping_rule_is_honoured(small_net):
     assert all(row["norm"] <= 0.05 + 1e-6 for row in hard.history)
 
 
+def _tanh_mlp(seed: int) -> tuple[bg.Classifier, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(10, 16), torch.nn.Tanh(), torch.nn.Linear(16, 5))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    return bg.Classifier(model.eval(), bounds=(-5, 5)), torch.randn(64, 10, generator=g).clamp(-5, 5)
+
+
+# cases where sgd's running score once decided alone: it stopped on a v below 1 − δ (seed 0, ξ 1,
+# δ 0.5) or kept a v worse than the last one (seed 0, ξ 1.5; seed 1, ξ 2)
+@pytest.mark.parametrize("seed, xi, delta", [(0, 1.0, 0.5), (0, 1.5, 0.3), (0, 1.5, 1e-6), (1, 2.0, 0.3),
+                                             (1, 2.0, 1e-6), (2, 1.0, 0.5), (3, 1.5, 0.3)])
+def test_sgd_running_score_never_stops_below_one_minus_delta_nor_keeps_a_worse_v(seed, xi, delta):
+    """The running score mixes the v's of a pass: what it decides is checked on the v itself."""
+    clf, x = _tanh_mlp(seed)
+    kw = dict(xi=xi, norm="l2", method="sgd", delta=delta, max_passes=5, progress=False, seed=seed)
+    best = bg.universal_perturbation(clf, x, keep_best=True, **kw)
+    last = bg.universal_perturbation(clf, x, keep_best=False, **kw)
+    assert best.fooling_rate == bg.fooling_rate(clf, x, best.perturbation)
+    assert not best.reached or best.fooling_rate >= 1 - delta
+    assert best.fooling_rate >= last.fooling_rate  # the same passes; the last v is a candidate
+    for row in best.history:
+        assert row["score"] == "running" and 0 <= row["fooling_rate"] <= 1
+        if "exact_fooling_rate" in row:  # counted where the running score reached 1 − δ
+            assert row["fooling_rate"] >= 1 - delta
+    if best.reached:
+        assert best.history[-1]["exact_fooling_rate"] == best.fooling_rate
+
+
+def test_a_targeted_history_names_the_share_sent_to_the_target():
+    clf, x = _tanh_mlp(0)
+    found = bg.universal_perturbation(clf, x, xi=2.0, norm="l2", method="sgd", target=2, max_passes=2,
+                                      progress=False, delta=1e-6)
+    assert all("target_rate" in row and "fooling_rate" not in row for row in found.history)
+    assert found.target_rate is not None and 0 <= found.target_rate <= 1
+
+
 def test_fooling_rate_matches_a_hand_computation(small_net):
     model, x, _ = small_net
     clf = bg.Classifier(model)
@@ -404,3 +442,14 @@ def test_sgd_momentum_zero_is_the_plain_minibatch_step(small_net):
             with torch.no_grad():
                 v = (v + 0.8 * 0.3 * 0.8 ** p * g.sign()).clamp(-0.3, 0.3)  # the default schedule
     assert torch.allclose(a, v, atol=1e-6)
+
+
+def test_the_gradient_methods_work_inside_no_grad(small_net):
+    """A notebook cell under torch.no_grad() (or a pipeline's evaluation loop) still gets results."""
+    model, x, _ = small_net
+    clf = bg.Classifier(model)
+    with torch.no_grad():
+        pts = bg.deepfool(clf, x[:8], progress=False)
+        uap = bg.universal_perturbation(clf, x[:16], xi=1.0, method="sgd", max_passes=1, progress=False)
+    assert bool(pts.converged.all()) and torch.isfinite(uap.perturbation).all()
+    assert torch.equal(pts.perturbation, bg.deepfool(clf, x[:8], progress=False).perturbation)

@@ -43,8 +43,8 @@ from ..distributed import Failure, World
 from ..distributed import world as get_world
 from ..io._sources import as_positions, as_source
 
-CONVERGED, NOT_CONVERGED, ZERO_GRADIENT, ZERO_NORMAL = 0, 1, 2, 3
-STATUS_NAMES = ("converged", "not_converged", "zero_gradient", "zero_normal")
+CONVERGED, NOT_CONVERGED, ZERO_GRADIENT, ZERO_NORMAL, ROUNDED_BACK = 0, 1, 2, 3, 4
+STATUS_NAMES = ("converged", "not_converged", "zero_gradient", "zero_normal", "rounded_back")
 # Added to the linearised distance |f'|/‖w'‖ of every step (input units), as in the authors'
 # code and foolbox, so that a step that lands exactly on the linearised boundary still makes
 # progress; with clipping it also keeps the iterations few.
@@ -86,8 +86,11 @@ class BoundaryPoints(Result):
         status: (n,) int8: 0 converged, 1 not converged within ``max_iter``, 2 zero gradient
             (flat region or gradient masking: no direction to step in), 3 zero normal (crossed,
             so ``converged``, but the gradient of f_target - f_label vanishes at x + r: ``normal``
-            is zeros there). The flag lets a stored run pick its usable normals from this small
-            array without reading the normals themselves.
+            is zeros there), 4 rounded back (``boundary_normals(dtype=torch.float16)`` only:
+            DeepFool crossed, but x + r with r as stored in float16 is on the label's side again,
+            so not ``converged``; ``normal`` is still the normal at the point DeepFool found).
+            The flag lets a stored run pick its usable normals from this small array without
+            reading the normals themselves.
         index: (n,) position of each x in the data it came from.
         true_label: (n,) the data's labels when they were given, else None.
         norm: ``"l2"`` or ``"linf"``. settings: the arguments of the run.
@@ -695,6 +698,7 @@ def _check_subspace(rows, x: torch.Tensor, *, name: str = "subspace") -> torch.T
     return flat.to(x.device, x.dtype)
 
 
+@torch.enable_grad()  # gradients are the method, even when the caller is inside no_grad
 def deepfool(
     clf: Classifier,
     x,
@@ -735,8 +739,9 @@ def deepfool(
             the time and leaves the median and mean ‖r‖ unchanged to four digits.
         box_step: ``True`` solves each linearised step inside the box instead of clipping after
             it: the smallest step (in ``norm``) that crosses the linearised boundary while
-            x + (1 + η) Σ r stays within ``clf.bounds`` (exact, by sorting the coordinates'
-            breakpoints), towards the candidate class whose step is smallest, so saturated pixels
+            x + (1 + η) Σ r stays within ``clf.bounds`` (exact: Newton's method on the step's
+            concave piecewise-linear equation, sorting the coordinates' breakpoints as the
+            fallback), towards the candidate class whose step is smallest, so saturated pixels
             no longer absorb part of the step. Where even the whole box cannot cross the
             linearised boundary, the step fills the box. ``"after_first"`` clips the first step
             (linearised at x, the least accurate) and solves the later ones in the box: on the
@@ -872,7 +877,9 @@ def boundary_normals(
         dtype: storage dtype of ``normal`` and ``perturbation``, in the result and on disk:
             ``torch.float32`` or ``torch.float16`` (half the disk; the normals are unit vectors,
             and a perturbation beyond float16's range is an error, never inf). ``margin`` is
-            computed before the rounding.
+            computed before the rounding. In float16 each x + r is predicted again as stored:
+            a point the rounding brought back to its label's side is not ``converged`` (status
+            4, ``"rounded_back"``).
         **deepfool_kwargs: ``overshoot``, ``max_iter``, ``candidates``, ``clip``, ``nearest``,
             ``box_step``, ``refine`` (see :func:`deepfool`).
 
@@ -882,8 +889,9 @@ def boundary_normals(
     Shape:
         data: N inputs of shape S → perturbation, normal: (n, *S), n = N or the given n.
 
-    With ``out=``, ``out/run.json`` records the settings, a fingerprint of the model (sha256 of
-    its state_dict and module types, mean, std and bounds) and of the data (its count and the
+    With ``out=``, ``out/run.json`` records the settings, fingerprints of the model (sha256 of
+    its state_dict and module types, mean, std and bounds; and of its configuration: ``outputs``,
+    each module's hyperparameters, every buffer) and of the data (its count and the
     inputs and labels at 32 evenly spaced positions), and a sha256 per finished shard. Resuming
     with other settings, another model or other data is refused, naming what changed; a shard
     that no longer matches its checksum is computed again with a warning; shards without a
@@ -921,12 +929,15 @@ def boundary_normals(
         refine=_check_refine(df_kwargs["refine"]),
         **checked,
     )
+    if storage == "float16":  # float16 shards of older runs rounded toward zero and were not checked
+        settings["storage_rounding"] = "outward, checked"
     resume = check_choice(resume, "resume", (True, False, "auto"))
     world = get_world()
     record = None
     if out_path is not None or world.active:
         record = {"format": _FORMAT, "settings": settings,
-                  "fingerprint": {"model": _model_fingerprint(clf), "data": _data_fingerprint(source)}}
+                  "fingerprint": {"model": _model_fingerprint(clf), "model_config": _model_config(clf),
+                                  "data": _data_fingerprint(source)}}
         # every rank must run the same collection, or the shards would mix two runs
         world.agree("boundary_normals", {**settings, **record["fingerprint"], "resume": resume,
                                          "out": None if out_path is None else str(out_path.resolve())})
@@ -1047,6 +1058,13 @@ class _ShardJob:
              filter_wrong: bool, settings: dict[str, Any]) -> "_ShardJob":
         job = cls(k, idx, settings)
         job.reused = None if run is None else run.shard(k)
+        if job.reused is not None and not _holds_planned(job.reused.index, idx):
+            # the seeded order of the inputs is not what it was (another torch's randperm, say):
+            # the shard's rows are other inputs than this shard's, whatever its checksum says
+            warnings.warn(f"shard {k} of {run.out} holds other inputs than this run assigns to it "
+                          "(the seeded order of the inputs changed): computing it again", stacklevel=4)
+            run.shards.pop(str(k), None)
+            job.reused = None
         if job.reused is not None:  # finished before: its rows are what one process kept
             job.usable = len(job.reused)
             job.entry = run.shards[str(k)]
@@ -1070,6 +1088,14 @@ class _ShardJob:
         return part
 
 
+def _holds_planned(stored: torch.Tensor, planned: torch.Tensor) -> bool:
+    """Whether a stored shard's ``index`` is a subsequence of the positions the run assigns to
+    the shard (some may be left out: misclassified inputs, or the last ones under ``n=``)."""
+    position = {int(v): i for i, v in enumerate(planned.tolist())}
+    at = [position.get(int(v), -1) for v in stored.tolist()]
+    return all(a >= 0 for a in at) and all(a < b for a, b in zip(at, at[1:]))
+
+
 def _compute_shard(clf: Classifier, idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None,
                    right: torch.Tensor | None, keep: int, settings: dict[str, Any]) -> BoundaryPoints:
     """DeepFool on the inputs ``x`` at ``idx`` (at most ``keep`` of them; without those the
@@ -1090,20 +1116,37 @@ def _compute_shard(clf: Classifier, idx: torch.Tensor, x: torch.Tensor, y: torch
         return _empty_shard(tuple(x.shape[1:]), wrong, dtype)
     found = deepfool(clf, x, norm=settings["norm"], batch_size=settings["batch_size"],
                      **{key: settings[key] for key in _DEEPFOOL_DEFAULTS}).to("cpu")
+    stored = _in_storage_dtype(found, idx, dtype, x.cpu(), clf.bounds)
+    if dtype != found.perturbation.dtype:
+        # DeepFool's points lie just past the boundary (the overshoot scales only the last
+        # step): check that x + r, with r as stored, still crosses, as a user rebuilds it
+        rebuilt = x + stored["perturbation"].to(x.device, x.dtype)
+        with torch.no_grad():
+            crossed = clf.predict(rebuilt, batch_size=settings["batch_size"]).cpu() == found.target
+        lost = found.converged & ~crossed
+        if bool(lost.any()):
+            status = found.status.clone()
+            status[lost] = ROUNDED_BACK
+            found = dataclasses.replace(found, status=status, converged=found.converged & ~lost)
     return dataclasses.replace(
         found, index=idx, true_label=None if y is None else y.cpu().long(),
-        settings={"skipped_misclassified": wrong}, **_in_storage_dtype(found, idx, dtype),
+        settings={"skipped_misclassified": wrong}, **stored,
     )
 
 
-def _in_storage_dtype(found: BoundaryPoints, idx: torch.Tensor, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+def _in_storage_dtype(found: BoundaryPoints, idx: torch.Tensor, dtype: torch.dtype, x: torch.Tensor,
+                      bounds: tuple[float, float]) -> dict[str, torch.Tensor]:
     """``normal`` and ``perturbation`` in ``dtype``; a value that is not finite there (NaN from
     the model, or beyond float16's range) is an error rather than a silent inf.
 
-    A perturbation is rounded toward zero, entry by entry: x + r then lies between x and the
-    point DeepFool found, so inside the bounds like both (to nearest, x + r left [0, 1] by up to
-    2^-11 |r|)."""
+    A perturbation is rounded away from zero, entry by entry, so that x + r lies at least as far
+    from x along every coordinate as the point DeepFool found, which is just across the boundary
+    (toward zero, 84 of 99 converged points of the digits CNN fell back to the label's side; to
+    nearest, 2 of 50); an entry that would then leave the bounds is rounded toward zero instead
+    (x + r then lies between x and DeepFool's point, inside like both). Whether each rebuilt
+    x + r still crosses is checked by the caller (``ROUNDED_BACK``)."""
     fields = {}
+    lo, hi = bounds
     for name in ("perturbation", "normal"):
         value = getattr(found, name)
         stored = value.to(dtype)
@@ -1116,8 +1159,13 @@ def _in_storage_dtype(found: BoundaryPoints, idx: torch.Tensor, dtype: torch.dty
                 f"{torch.finfo(torch.float16).max:g}); store in torch.float32 or check the model"
             )
         if name == "perturbation" and dtype != value.dtype:  # after the check: inf would step to 65504
-            away = stored.to(value.dtype).abs() > value.abs()
-            stored = torch.where(away, torch.nextafter(stored, torch.zeros_like(stored)), stored)
+            back = stored.to(value.dtype)
+            toward = torch.where(back.abs() > value.abs(), torch.nextafter(stored, torch.zeros_like(stored)), stored)
+            outward = torch.full_like(stored, float("inf")) * value.sign().to(dtype)
+            away = torch.where(back.abs() < value.abs(), torch.nextafter(stored, outward), stored)
+            moved = x.to(value.dtype) + away.to(value.dtype)
+            inside = torch.isfinite(away) & (moved >= lo) & (moved <= hi)
+            stored = torch.where(inside, away, toward)
         fields[name] = stored
     return fields
 
@@ -1155,6 +1203,22 @@ def _model_fingerprint(clf: Classifier) -> str:
         digest.update(name.encode())
         _hash_value(digest, value)
     for value in (clf.mean, clf.std, tuple(clf.bounds)):
+        _hash_value(digest, value)
+    return digest.hexdigest()
+
+
+def _model_config(clf: Classifier) -> str:
+    """sha256 of what fixes the classifier's outputs besides its weights, which
+    :func:`_model_fingerprint` leaves out: ``clf.outputs`` (logits or probabilities), every
+    module's hyperparameters as its ``extra_repr`` names them (a convolution's stride, padding and
+    padding mode, a pooling's kernel) and every buffer, also those kept out of the state_dict
+    (``persistent=False``). Kept apart from the weights' fingerprint, which results already
+    record (bench_universal's ART runs, resumable runs written before it)."""
+    digest = hashlib.sha256(f"outputs={clf.outputs!r};".encode())
+    for name, module in clf.model.named_modules():
+        digest.update(f"{name}:{type(module).__qualname__}({module.extra_repr()});".encode())
+    for name, value in clf.model.named_buffers():
+        digest.update(name.encode())
         _hash_value(digest, value)
     return digest.hexdigest()
 
@@ -1332,6 +1396,13 @@ def _what_changed(previous: dict[str, Any], record: dict[str, Any]) -> list[str]
     before = previous.get("fingerprint") if isinstance(previous.get("fingerprint"), dict) else {}
     if before.get("model") != record["fingerprint"]["model"]:
         changed.append("a different model (its weights, module types, mean, std or bounds differ)")
+    elif "model_config" not in before:  # recorded before boundgeo fingerprinted the configuration
+        warnings.warn("the run in this directory was recorded before boundgeo fingerprinted the model's "
+                      "configuration (outputs=, module hyperparameters, non-persistent buffers): its shards "
+                      "are reused on the weights' fingerprint alone", stacklevel=5)
+    elif before["model_config"] != record["fingerprint"]["model_config"]:
+        changed.append("a different model configuration (its outputs= setting, a module's hyperparameters "
+                       "such as a stride or padding, or a buffer differ)")
     if before.get("data") != record["fingerprint"]["data"]:
         changed.append(f"different data (its count or the inputs at {_DATA_SAMPLE} evenly spaced positions differ)")
     old = previous.get("settings") if isinstance(previous.get("settings"), dict) else {}

@@ -25,10 +25,16 @@ class _Reached(BaseException):
     that ``Classifier.forward``'s report of models that reject their inputs lets it through."""
 
 
-def layer_function(clf: Classifier, layer: str | None) -> Callable[[torch.Tensor], torch.Tensor]:
+def layer_function(clf: Classifier, layer: str | None,
+                   probe: torch.Tensor | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """x (n, *S) in input space → the output of ``layer`` (a module name of ``clf.model``, as
     ``named_modules()`` lists them) flattened to (n, m); the logits when ``layer`` is None. The
-    classifier's normalisation comes first, so the Jacobian is with respect to the pixels."""
+    classifier's normalisation comes first, so the Jacobian is with respect to the pixels.
+
+    The forward pass stops at the layer's first call. A module that runs more than once per
+    forward pass (torchvision's BasicBlock calls its one ``relu`` twice) has no single output, and
+    the first call would silently be an intermediate one: with a ``probe`` input (one is enough)
+    such a layer is refused, naming how often it ran."""
     if layer is None:
         return clf.forward
     modules = dict(clf.model.named_modules())
@@ -38,6 +44,20 @@ def layer_function(clf: Classifier, layer: str | None) -> Callable[[torch.Tensor
         raise BoundgeoError(f"layer must name a module of the model (None for the logits), got {layer!r}; "
                             f"its modules: {shown}")
     module = modules[layer]
+    if probe is not None:
+        calls = []
+        handle = module.register_forward_hook(lambda *_: calls.append(None))
+        try:
+            with torch.no_grad():
+                clf.forward(probe[:1])
+        finally:
+            handle.remove()
+        if len(calls) != 1:
+            parent = layer.rpartition(".")[0]
+            raise BoundgeoError(
+                f"layer {layer!r} runs {len(calls)} times in one forward pass, so it has no single output "
+                f"(the first would be taken): name a module that runs once"
+                + (f", such as the block that holds it, {parent!r}" if parent and len(calls) > 1 else ""))
 
     def through(x: torch.Tensor) -> torch.Tensor:
         seen: list = []

@@ -45,7 +45,7 @@ from ..distributed import (
 )
 from ..distributed import world as get_world
 from ..io._sources import as_positions, as_tensors
-from .boundary import BoundaryPoints, _model_fingerprint, deepfool
+from .boundary import BoundaryPoints, _model_config, _model_fingerprint, deepfool
 from .singular import PowerIteration, layer_function, signed_in_ball, target_margin
 
 METHODS = ("deepfool", "batched", "sgd", "singular", "spectral")
@@ -171,8 +171,11 @@ class UniversalPerturbation(Result):
         xi, norm: the ball it lives in (ξ and p of the paper).
         method: ``"deepfool"`` (Algorithm 1), ``"batched"``, ``"sgd"``, ``"singular"`` or ``"spectral"``.
         fooling_rate: on the data it was fitted on. eval_fooling_rate: on ``eval_data`` or None.
-        history: one row per pass: pass, fooling_rate, norm, seconds, gradient_evaluations
-            (rows of vector-Jacobian products), updates.
+        history: one row per pass: pass, fooling_rate (targeted: target_rate, the share the
+            fit and its stopping rule use), norm, seconds, gradient_evaluations (rows of
+            vector-Jacobian products), updates, score. With ``score="running"`` the rate is the
+            running score of the pass, and ``exact_fooling_rate`` (``exact_target_rate``) the
+            counted rate of the v the pass ended with, where it was counted.
         seconds: wall time of the fit. passes: passes made. reached: whether 1 − δ was reached.
         settings: the arguments.
         target: the class a targeted perturbation sends inputs to (None: untargeted). Then
@@ -492,6 +495,7 @@ def _spectral(clf, x, clean, xi, norm, components, df_kwargs, counter, forward_b
     return best
 
 
+@torch.enable_grad()  # gradients are the method, even when the caller is inside no_grad
 def universal_perturbation(
     clf: Classifier,
     data,
@@ -566,7 +570,9 @@ def universal_perturbation(
         keep_best: return the v with the highest fooling rate on ``data`` among the ends of
             passes rather than the last one. When ξ is not much larger than the per-input
             margins, each DeepFool step is a large part of the ball and the last v can be much
-            worse than an earlier one; False returns the last v, as Algorithm 1 does.
+            worse than an earlier one; False returns the last v, as Algorithm 1 does. With
+            sgd's default ``score="running"`` the candidates are the last v and the v that ended
+            the pass with the best running score (see ``score``).
         orders: the order of the inputs in each pass, one permutation of 0..n−1 per pass (at
             least ``max_passes`` of them), instead of seeded shuffles. For paired comparisons:
             one run of Algorithm 1 depends strongly on the order, so replaying another
@@ -577,15 +583,21 @@ def universal_perturbation(
             changes how the work is split, not the algorithm: v is the same up to float
             rounding. None: mini-batches in one pass, fooling checks 512 inputs at a time.
         layer: ``"singular"``: the module (a name from ``model.named_modules()``) whose output's
-            Jacobian is used; None for the logits.
+            Jacobian is used; None for the logits. It must run once per forward pass: a module
+            that runs twice (torchvision's BasicBlock calls its one ``relu`` twice) is refused.
         p, q: ``"singular"``: maximise ‖A v‖_q over ‖v‖_p = 1, A the stacked Jacobians. Default
             p = ∞, q = 10 for ℓ∞ attacks and p = q = 2 for ℓ2 (the paper's choices); p > 1.
         components: ``"spectral"``: how many principal directions are tried.
         score: ``"sgd"``: how the fooling rate after each pass (for ``delta`` and ``keep_best``)
             is measured. ``"running"`` counts the inputs each mini-batch's forward pass finds
             fooled, at the v before that step, so a pass costs no forward pass beyond its
-            gradients; ``"exact"`` evaluates the whole fit set after every pass. Either way the
-            returned ``fooling_rate`` is the returned v's, measured.
+            gradients; it mixes the v's of the pass, so it only ranks the passes: a pass whose
+            running score reaches 1 − δ stops the fit only if the v it ended with fools 1 − δ,
+            counted exactly, and ``keep_best`` counts two candidates exactly at the end, the last
+            v and the v that ended the best-scored pass, and keeps the better (at most two
+            forward passes over the fit set in all, besides stopping checks). ``"exact"``
+            evaluates the whole fit set after every pass and compares every pass's v. Either way
+            the returned ``fooling_rate`` is the returned v's, counted.
         target: a class c: a targeted perturbation that sends inputs to c (``"sgd"`` and
             ``"singular"``; the latter's rows are then the gradients of the logit margin
             f_c − f_k, k each input's runner-up class, at the fit inputs not predicted as c, and
@@ -615,7 +627,8 @@ def universal_perturbation(
     world.agree("universal_perturbation", {
         **{key: value for key, value in checked.items() if key != "progress"}, "n": x.shape[0],
         "orders": None if given is None else [order.tolist() for order in given],
-        "model": _model_fingerprint(clf), "data": sample_digest(x), "eval_data": eval_data is not None})
+        "model": _model_fingerprint(clf), "model_config": _model_config(clf), "data": sample_digest(x),
+        "eval_data": eval_data is not None})
     if checked["method"] in ("batched", "sgd"):
         return _fit(clf, x, checked, given, eval_data, world)
 
@@ -668,7 +681,18 @@ def _fit(clf: Classifier, x: torch.Tensor, checked: dict[str, Any], given: list[
 
         bar = tqdm(total=max_passes, desc=f"universal ({method})", unit="pass")
     rate, reached = 0.0, False
-    best_v, best_rate = v.clone(), 0.0
+    best_v, best_rate, best_pass = v.clone(), 0.0, 0
+    # sgd's running score counts each mini-batch at the v before its step: it mixes the v's of a
+    # pass, so it ranks the passes but is not the rate of the v a pass ends with (exact counts below)
+    running = method == "sgd" and checked["score"] == "running"
+    scored = "fooling_rate" if target is None else "target_rate"
+
+    def exact(u: torch.Tensor) -> float:
+        """The rate of ``u`` on the fit set (targeted: the share sent to the target), counted."""
+        changed, sent, _ = _fooled_count(clf, x, clean, u, forward_batch, world, target=target)
+        return (changed if target is None else sent) / counted
+
+    last_exact = None  # the exact rate of the current v, when it has been counted
     power, exponents, velocity = None, {}, None
     if method == "singular":
         exponents = {"p": checked.get("p") or (math.inf if norm == "linf" else 2.0),
@@ -676,7 +700,7 @@ def _fit(clf: Classifier, x: torch.Tensor, checked: dict[str, Any], given: list[
         clf.forward(x[:1])  # the classifier's first-call checks outside the torch.func transform
         jacobian_batch = chunk if chunk is not None else batch_size
         if target is None:
-            power = PowerIteration(layer_function(clf, checked.get("layer")), x, **exponents, seed=seed,
+            power = PowerIteration(layer_function(clf, checked.get("layer"), probe=x), x, **exponents, seed=seed,
                                    batch_size=jacobian_batch)
         else:  # one row per input that is not in the target class yet: the gradient of its margin
             # against its runner-up to the target, which is its own clean class (it is not the target)
@@ -718,23 +742,28 @@ def _fit(clf: Classifier, x: torch.Tensor, checked: dict[str, Any], given: list[
                                                      target=target)
             hits = changed if target is None else sent
         rate = hits / counted  # targeted: the share sent to the target
+        last_exact = None if running else rate
+        if running and rate >= 1 - delta:  # stop only if the v this pass ends with fools 1 − δ itself
+            last_exact = exact(v)
         history.append({
             "pass": p,
-            "fooling_rate": rate,
+            scored: rate,
             "norm": size,
             "seconds": time.perf_counter() - tick,
             "gradient_evaluations": gradients,
             "updates": counter.updates - updates_before,
             "score": checked["score"] if method == "sgd" else "exact",
         })
+        if running and last_exact is not None:
+            history[-1][f"exact_{scored}"] = last_exact
         if rate >= best_rate:  # on a tie the later v, which has had more updates
-            best_v, best_rate = v.clone(), rate
+            best_v, best_rate, best_pass = v.clone(), rate, p
         if bar is not None:
             bar.update(1)
             bar.set_postfix(fooling=f"{rate:.3f}")
         if method == "singular":
             history[-1]["moved"] = moved  # ‖v_new − v‖_p of the power method's iterate
-        if rate >= 1 - delta:
+        if (rate if last_exact is None else last_exact) >= 1 - delta:
             reached = True
             break
         if method == "spectral" or (method == "singular" and moved == 0):
@@ -742,12 +771,22 @@ def _fit(clf: Classifier, x: torch.Tensor, checked: dict[str, Any], given: list[
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - start
-    if keep_best and not reached:
+    if running:
+        # the running scores rank the passes; the two candidates, the last v and the v that ended
+        # the best-scored pass, are counted exactly and the better one is kept (on a tie the last);
+        # that choice is part of the fit and its time counts, the count of a v returned unchosen not
+        tick = time.perf_counter()
+        last_exact = exact(v) if last_exact is None else last_exact
+        if keep_best and not reached and best_pass != len(history):
+            best_exact = exact(best_v)
+            if best_exact > last_exact:
+                v, last_exact = best_v, best_exact
+            seconds += time.perf_counter() - tick
+        rate = last_exact
+    elif keep_best and not reached:
         v, rate = best_v, best_rate
     targeted, eval_rate = {}, None
     if target is None:
-        if method == "sgd" and checked["score"] == "running":  # the returned v's own rate, exactly
-            rate = _fooled_count(clf, x, clean, v, forward_batch, world)[0] / n
         if eval_data is not None:
             eval_rate = fooling_rate(clf, eval_data, v, batch_size=forward_batch)
     else:  # both rates of v from one forward pass over the fit inputs, and one over the held-out ones

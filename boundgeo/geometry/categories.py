@@ -118,7 +118,9 @@ class RobustnessProfile(Result):
 
     @property
     def ratio_42(self) -> float | None:
-        """ε₄ / ε₂; about √d for flat boundaries (Fawzi et al., NeurIPS 2016)."""
+        """ε₄ / ε₂. For flat boundaries it grows as √d (Fawzi et al., NeurIPS 2016), times a factor
+        set by τ and by how many boundaries lie near an input: a single hyperplane is crossed by a
+        random direction with probability below ½ at every ε, so at τ ≥ ½ it has no ε₄ (None)."""
         return self.eps4 / self.eps2 if self.eps4 is not None and self.eps2 else None
 
     @property
@@ -158,7 +160,7 @@ class RobustnessProfile(Result):
             f"  ε₄ (random perturbations fool ≥ τ)               = {fmt(self.eps4)}",
         ]
         if self.ratio_42 is not None:
-            lines.append(f"  ε₄/ε₂ = {self.ratio_42:.3g} (√d = {math.sqrt(self.d):.3g} for flat boundaries)")
+            lines.append(f"  ε₄/ε₂ = {self.ratio_42:.3g} (for flat boundaries it grows as √d = {math.sqrt(self.d):.3g})")
         if self.ratio_32 is not None:
             lines.append(f"  ε₃/ε₂ = {self.ratio_32:.3g}")
         lines.append(f"  Note: {EVIDENCE_NOTE}.")
@@ -198,6 +200,7 @@ def _formula(value: int, threshold: float) -> str:
 
 
 # ============================================================================== PGD witness
+@torch.enable_grad()  # gradients are the method, even when the caller is inside no_grad
 def pgd_fooled(clf: Classifier, x: torch.Tensor, clean: torch.Tensor, eps: float, *, norm: str = "l2",
                steps: int = 20, step_size: float | None = None, batch_size: int = 256) -> torch.Tensor:
     """Which inputs projected gradient ascent (Madry et al. 2018) fools within B_ε.
@@ -262,8 +265,9 @@ def robustness_profile(
     - universal: the held-out fooling rate of a universal perturbation with ξ = ε
       (``universal_method``), or of the best random vector if that fools more, or of the best
       witness at a smaller budget (which lies in B_ε too);
-    - random: the fooling rate of ``draws`` uniformly random directions scaled to norm ε, each
-      applied to every evaluated input.
+    - random: the fooling rate of ``draws`` random directions, each applied to every evaluated
+      input: uniform on the ℓ2 sphere of radius ε, or for ``norm="linf"`` those Gaussian
+      directions rescaled to ℓ∞ norm ε (on the ℓ∞ sphere, but not uniform on it).
 
     Args:
         clf: the classifier.

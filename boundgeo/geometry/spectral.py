@@ -159,8 +159,8 @@ class Spectrum(Result):
         return {
             "n": self.n,
             "d": self.d,
-            f"dim_{int(energy * 100)}": self.dim(energy),
-            f"random_dim_{int(energy * 100)}": self.dim(energy, baseline=True),
+            f"dim_{round(energy * 100)}": self.dim(energy),  # round: int(0.57 * 100) is 56
+            f"random_dim_{round(energy * 100)}": self.dim(energy, baseline=True),
             "concentration": self.concentration(energy),
             "effective_rank": self.effective_rank,
             "random_effective_rank": self.baseline_effective_rank,
@@ -837,8 +837,18 @@ def alignment(v, spec: Spectrum, k: int) -> float:
         raise BoundgeoError(f"v must be real, got dtype {v.dtype}")
     k = check_count(k, "k")
     basis = spec.basis(k).double()
-    if v.numel() % spec.d or v.numel() == 0:
-        raise BoundgeoError(f"v of shape {tuple(v.shape)} does not hold vectors of the spectrum's dimension {spec.d}")
+    shape, inputs = tuple(v.shape), tuple(spec.input_shape)
+    # one vector (d values, in any shape), or rows of them: (m, d), (m, *inputs), or any (m, *S)
+    # of d values a row when the spectrum's rows were flat and it does not know the inputs' shape;
+    # not any tensor whose size happens to be a multiple of d, averaged over rows that are no
+    # vectors of the inputs
+    one = v.numel() == spec.d
+    many = len(shape) >= 2 and (shape[1:] in ((spec.d,), inputs)
+                                or (inputs == (spec.d,) and math.prod(shape[1:]) == spec.d))
+    if v.numel() == 0 or not (one or many):
+        raise BoundgeoError(f"v of shape {shape} does not hold vectors of the spectrum's dimension {spec.d}: pass "
+                            f"one vector, shaped {inputs} or ({spec.d},), or rows of them, (m, *{inputs}) or "
+                            f"(m, {spec.d})")
     rows = v.detach().double().cpu().reshape(-1, spec.d)
     if not bool(torch.isfinite(rows).all()):
         raise BoundgeoError("v contains NaN or Inf")

@@ -131,8 +131,9 @@ def subspace_fooling(
     """Fooling rate of random vectors in span(basis) beside random vectors in the full space.
 
     For every draw a direction is drawn uniformly on the unit sphere of span(basis) and one on
-    the unit sphere of R^d; each is scaled to every radius (the same directions for all radii,
-    so the curves are smooth in the radius), added to the inputs, clipped to the bounds, and
+    the unit sphere of R^d; each is scaled to every radius in ``norm`` (for ℓ∞ the uniform ℓ2
+    directions rescaled to ℓ∞ norm ε: on the ℓ∞ sphere, not uniform on it; the same directions
+    for all radii, so the curves are smooth in the radius), added to the inputs, clipped to the bounds, and
     counted as fooling where the predicted class changes (the paper's fooling rate, not an
     error against labels). Measure it on inputs that were not used to compute the basis.
 
@@ -228,7 +229,12 @@ def halfspace_fooling_probability(margin, radius, d: int):
     from scipy.special import betainc
 
     d = check_count(d, "d", minimum=2)
-    a = np.asarray(margin, dtype=np.float64) / np.asarray(radius, dtype=np.float64)
+    margin, radius = np.asarray(margin, dtype=np.float64), np.asarray(radius, dtype=np.float64)
+    if not np.isfinite(margin).all():
+        raise BoundgeoError("margin must be finite (a distance ρ ≥ 0, or negative past the boundary)")
+    if not (np.isfinite(radius).all() and (radius > 0).all()):
+        raise BoundgeoError(f"radius must be finite and > 0 (the norm ε of the random vectors), got {radius}")
+    a = margin / radius
     tail = 0.5 * betainc((d - 1) / 2.0, 0.5, np.clip(1.0 - a**2, 0.0, 1.0))
     return np.where(a >= 1.0, 0.0, np.where(a <= 0.0, 1.0 - tail, tail))
 
