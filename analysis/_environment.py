@@ -43,7 +43,8 @@ def uncommitted(ignore: str = RESULTS_DIR) -> list[str]:
     if code:
         return ["git status failed"]
     lines = [line for line in out.splitlines() if line.strip()]
-    return [line for line in lines if not line[3:].strip('"').startswith(ignore)]
+    return [line for line in lines if not line[3:].strip('"').startswith(ignore)
+            or any(path in MODEL_FILES for path in _paths(line))]
 
 
 # The code that computes results: a regeneration may span several commits (it takes longer
@@ -51,10 +52,14 @@ def uncommitted(ignore: str = RESULTS_DIR) -> list[str]:
 # renderer and reproduce.py itself do not change a result.
 CODE_PATHS = ("boundgeo", "analysis", "pyproject.toml")
 NOT_CODE = (RESULTS_DIR, "analysis/README.md", "analysis/reproduce.py", "analysis/readme_tables.py")
+# Trained models that results load, kept beside the results: code for every result (in the shared
+# scope, and uncommitted changes to them make the tree dirty), since a retrained checkpoint is
+# another model under the same name
+MODEL_FILES = ("analysis/results/cifar10_resnet.pt",)
 
 
 def _is_code(path: str) -> bool:
-    return path.startswith(CODE_PATHS) and not path.startswith(NOT_CODE)
+    return path in MODEL_FILES or (path.startswith(CODE_PATHS) and not path.startswith(NOT_CODE))
 
 
 def code_version(commit: str = "HEAD") -> str:
@@ -71,8 +76,9 @@ def code_version(commit: str = "HEAD") -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
 
-# The code a result depends on, its *scope*: what every result shares (boundgeo/, pyproject.toml
-# and the studies in analysis/, which also train the models the benchmarks load) and, for a
+# The code a result depends on, its *scope*: what every result shares (boundgeo/, pyproject.toml,
+# the studies in analysis/, which also train the models the benchmarks load, and the trained
+# checkpoints they load, MODEL_FILES) and, for a
 # benchmark, its own script in analysis/benchmarks/ and the scripts there it imports. A change to
 # one benchmark script then leaves the other results current; code_version (the whole code)
 # stays recorded as well. This file records the environment and computes nothing, so it is in no
@@ -95,6 +101,8 @@ def _imported(text: str) -> list[str]:
 
 
 def _shared(path: str) -> bool:
+    if path in MODEL_FILES:
+        return True
     if path.startswith(NOT_SCOPE):
         return False
     if path.startswith("boundgeo/") or path == "pyproject.toml":

@@ -95,14 +95,17 @@ def reference_model(data_dir, retrain: bool, quick: bool = False) -> zoo.Trained
     recipe = zoo.RECIPES[("cifar10", "resnet")]
     if CHECKPOINT.exists() and not retrain:
         trained = zoo.load_checkpoint(CHECKPOINT)
-        if trained.meta.get("recipe") == recipe and trained.seed == 0:
+        # the recipe it was trained with, and the thread count it trained at (the weights depend
+        # on it: the recipe names the count, and a checkpoint records the one it used)
+        used = {**trained.meta.get("recipe", {}), "threads": trained.meta.get("threads")}
+        if used == recipe and trained.seed == 0:
             return trained
-        print(f"{CHECKPOINT.name} was trained with another recipe; retraining")
+        print(f"{CHECKPOINT.name} was trained with another recipe or thread count ({used}, not {recipe}); retraining")
     if quick:
         raise SystemExit(f"--quick uses the checkpoint {CHECKPOINT}, which is missing or holds another recipe "
                          "than boundgeo.zoo.RECIPES; run without --quick (or with --retrain) to train it")
     trained = zoo.train_reference("cifar10", "resnet", root=data_dir, seed=0, progress=True)
-    meta = dict(trained.meta, recipe=recipe, threads=torch.get_num_threads(), torch=str(torch.__version__))
+    meta = dict(trained.meta, recipe={k: v for k, v in recipe.items() if k != "threads"}, torch=str(torch.__version__))
     trained = dataclasses.replace(trained, meta=meta)
     trained.save(CHECKPOINT)
     print(f"wrote {CHECKPOINT} ({CHECKPOINT.stat().st_size / 1024:.0f} KiB), trained in {trained.seconds:.0f} s")

@@ -3,8 +3,9 @@
     python analysis/curvature.py [--datasets mnist digits] [--data-dir data/mnist] [--points 300]
 
 For each dataset's reference CNN:
-  1. DeepFool boundary points of 1,000 held-out inputs (the split of analysis/uap_section4.py) and
-     the spectrum of their unit normals;
+  1. DeepFool boundary points of the inputs whose normals analysis/uap_section4.py uses (MNIST:
+     1,000 held-out images; digits: the 1,257 images the digits CNN was trained on, since its 540
+     test images are kept for the fooling test) and the spectrum of their unit normals;
   2. the top-10 principal curvatures at ``--points`` of those boundary points (seeded choice) by
      Lanczos on finite differences of gradients at h = 0.1·‖r(x)‖ (ReLU networks have no useful
      Hessian), with the curvature along the top-10 principal directions of the normals and along

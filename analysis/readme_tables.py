@@ -1692,9 +1692,15 @@ def _layer_stats(data: dict) -> dict[tuple[str, float], dict[str | None, tuple[f
             for setting, layers in values.items()}
 
 
-def _best_layer(stats: dict[str | None, tuple[float, float, float]]) -> str | None:
-    """The layer whose singular vector fools the most held-out inputs on average at one setting."""
-    return max(stats, key=lambda layer: stats[layer][0])
+def _best_layers(stats: dict[str | None, tuple[float, float, float]]) -> list[str | None]:
+    """The layers whose singular vector fools the most held-out inputs on average at one setting:
+    all of them when several tie (to rounding), in the table's order."""
+    top = max(mean for mean, _, _ in stats.values())
+    return [layer for layer, (mean, _, _) in stats.items() if math.isclose(mean, top, rel_tol=1e-9, abs_tol=1e-12)]
+
+
+def _where(layer: str | None) -> str:
+    return "the logits" if layer is None else f'layer "{layer}"'
 
 
 def _layer_name(row: dict) -> str:
@@ -1705,7 +1711,7 @@ def _layer_name(row: dict) -> str:
 def uap_singular_layers(data: dict) -> str:
     """singular from 64 images with each layer's Jacobian, against sgd from 1,000 (methods part)."""
     stats = _layer_stats(data)
-    best = {setting: _best_layer(layers) for setting, layers in stats.items()}
+    best = {setting: _best_layers(layers) for setting, layers in stats.items()}
     firsts = {r["layer"]: r for r in reversed(data["layers"]["rows"])}  # each layer's first row
     rows = []
     for layer in dict.fromkeys(r["layer"] for r in data["layers"]["rows"]):
@@ -1713,7 +1719,7 @@ def uap_singular_layers(data: dict) -> str:
         for setting, layers in stats.items():
             mean, lo, hi = layers[layer]
             cell = f"{pct(mean)} ({pct_range(lo, hi)})"
-            cells.append(f"**{cell}**" if best[setting] == layer else cell)
+            cells.append(f"**{cell}**" if layer in best[setting] else cell)
         rows.append([_layer_name(firsts[layer]), *cells])
     summary = _methods_summary(data["methods"])
     first_setting = next(iter(stats))
@@ -1727,11 +1733,12 @@ def uap_singular_best_layer(data: dict) -> str:
     summary = _methods_summary(data["methods"])
     parts = []
     for (n, x), layers in _layer_stats(data).items():
-        layer = _best_layer(layers)
-        mean, sgd = layers[layer][0], summary[(n, x, "sgd")]["mean"]
-        where = "the logits" if layer is None else f'layer "{layer}"'
-        parts.append(f"{_methods_setting(n, x)}: {pct(mean)} at {where} ({pct(mean / sgd, 0)} of sgd's {pct(sgd)}; "
-                     f"{pct(layers[None][0])} at the logits)")
+        tied = _best_layers(layers)
+        mean, sgd = layers[tied[0]][0], summary[(n, x, "sgd")]["mean"]
+        where = " and ".join(_where(layer) for layer in tied) + (", a tie" if len(tied) > 1 else "")
+        logits = "" if None in tied else f"; {pct(layers[None][0])} at the logits"
+        parts.append(f"{_methods_setting(n, x)}: {pct(mean)} at {where} ({pct(mean / sgd, 0)} of sgd's {pct(sgd)}"
+                     f"{logits})")
     return "; ".join(parts)
 
 

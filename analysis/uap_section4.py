@@ -3,8 +3,8 @@
     python analysis/uap_section4.py [--datasets mnist digits] [--data-dir data/mnist]
 
 For each dataset and each reference model (affine, MLP, CNN):
-  1. normals: DeepFool boundary points of 1,000 held-out inputs (MNIST: 1,000 of the last 2,000
-     images, chosen with seed 0; digits: the 1,257 training images);
+  1. normals: DeepFool boundary points (MNIST: 1,000 held-out images, of the last 2,000, chosen
+     with seed 0; digits: the 1,257 images the model was trained on);
   2. spectrum: singular values of the matrix of unit normals and of r/‖r‖ (the paper's N)
      against n random unit vectors in R^d (5 draws) and the Marchenko-Pastur prediction;
   3. subspace fooling: random vectors of growing radius inside the span of the top d' principal

@@ -151,7 +151,9 @@ def test_the_shared_scope_is_the_library_and_the_studies_and_a_benchmark_adds_it
     for path in ("analysis/_environment.py", "analysis/reproduce.py", "analysis/readme_tables.py",
                  "analysis/README.md", "analysis/spectra.ipynb", "README.md"):
         assert path not in shared, path
-    assert not [path for path in shared if path.startswith(("analysis/benchmarks/", "analysis/results/", "tests/"))]
+    # of the results folder, only the trained checkpoint that results load: retrained, it is another model
+    assert [path for path in shared if path.startswith(("analysis/benchmarks/", "analysis/results/", "tests/"))] == [
+        "analysis/results/cifar10_resnet.pt"]
     deepfool = env_module.scope("analysis/benchmarks/bench_deepfool.py")
     # bench_deepfool imports bench_imagenet_scale's ResNet-50 setup, and nothing of the other benchmarks
     assert set(deepfool) - set(shared) == {"analysis/benchmarks/bench_deepfool.py",
@@ -214,6 +216,10 @@ def test_results_being_written_do_not_make_the_tree_dirty(monkeypatch):
     porcelain = " M analysis/results/curvature.json\n?? analysis/results/quick/x.json\n M analysis/curvature.py\n"
     monkeypatch.setattr(env_module, "_git", lambda *args: (0, porcelain))
     assert env_module.uncommitted() == [" M analysis/curvature.py"]
+    retrained = " M analysis/results/cifar10_resnet.pt\n M analysis/results/cifar10.json\n"
+    monkeypatch.setattr(env_module, "_git", lambda *args: (0, retrained))
+    assert env_module.uncommitted() == [" M analysis/results/cifar10_resnet.pt"]  # a model, not a result
+    assert env_module._is_code("analysis/results/cifar10_resnet.pt") and env_module._shared("analysis/results/cifar10_resnet.pt")
     monkeypatch.setattr(env_module, "_git", lambda *args: (128, ""))
     assert env_module.uncommitted() == ["git status failed"]  # unknown never passes for clean
 

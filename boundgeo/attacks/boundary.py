@@ -514,6 +514,8 @@ def _refine(clf: Classifier, x: torch.Tensor, x_adv: torch.Tensor, normal: torch
     return used
 
 
+@torch.enable_grad()  # gradients are the method, even when the caller is inside no_grad
+# (on the private worker, so that deepfool keeps its own signature and __kwdefaults__)
 def _deepfool_batch(
     clf: Classifier,
     x: torch.Tensor,
@@ -698,7 +700,6 @@ def _check_subspace(rows, x: torch.Tensor, *, name: str = "subspace") -> torch.T
     return flat.to(x.device, x.dtype)
 
 
-@torch.enable_grad()  # gradients are the method, even when the caller is inside no_grad
 def deepfool(
     clf: Classifier,
     x,

@@ -495,7 +495,6 @@ def _spectral(clf, x, clean, xi, norm, components, df_kwargs, counter, forward_b
     return best
 
 
-@torch.enable_grad()  # gradients are the method, even when the caller is inside no_grad
 def universal_perturbation(
     clf: Classifier,
     data,
@@ -645,6 +644,8 @@ def universal_perturbation(
                                settings={**found.settings, "processes": world.size, "ranks_used": 1})
 
 
+@torch.enable_grad()  # gradients are the method, even when the caller is inside no_grad
+# (on the private worker, so that universal_perturbation keeps its own signature and __kwdefaults__)
 def _fit(clf: Classifier, x: torch.Tensor, checked: dict[str, Any], given: list[torch.Tensor] | None, eval_data,
          world: World) -> UniversalPerturbation:
     """:func:`universal_perturbation` on checked settings, every rank of ``world`` taking part."""
