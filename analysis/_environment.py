@@ -52,14 +52,41 @@ def uncommitted(ignore: str = RESULTS_DIR) -> list[str]:
 # renderer and reproduce.py itself do not change a result.
 CODE_PATHS = ("boundgeo", "analysis", "pyproject.toml")
 NOT_CODE = (RESULTS_DIR, "analysis/README.md", "analysis/reproduce.py", "analysis/readme_tables.py")
-# Trained models that results load, kept beside the results: code for every result (in the shared
-# scope, and uncommitted changes to them make the tree dirty), since a retrained checkpoint is
-# another model under the same name
+# Trained models that results load, kept beside the results: a retrained checkpoint is another
+# model under the same name. They stay out of code_version and scope_version (whose definitions
+# the recorded versions of past results are checked against); instead every result records their
+# sha256 (``model_files``), a result whose record differs from the files now is not current
+# (:func:`model_files_changed`), and an uncommitted change to one makes the tree dirty.
 MODEL_FILES = ("analysis/results/cifar10_resnet.pt",)
 
 
 def _is_code(path: str) -> bool:
-    return path in MODEL_FILES or (path.startswith(CODE_PATHS) and not path.startswith(NOT_CODE))
+    return path.startswith(CODE_PATHS) and not path.startswith(NOT_CODE)
+
+
+def model_files() -> dict[str, str | None]:
+    """sha256 of each of :data:`MODEL_FILES` as it is now on disk (None where it is missing)."""
+    import hashlib
+
+    found = {}
+    for path in MODEL_FILES:
+        try:
+            found[path] = hashlib.sha256((ROOT / path).read_bytes()).hexdigest()
+        except OSError:
+            found[path] = None
+    return found
+
+
+def model_files_changed(env: dict) -> str | None:
+    """Why the trained model files a result loaded may not be those on disk now, or None: they
+    differ from the ``model_files`` its environment recorded, or it recorded none (computed
+    before they were recorded)."""
+    recorded = env.get("model_files")
+    if not isinstance(recorded, dict):
+        return "it records no fingerprint of the trained model files it may load (computed before they were recorded)"
+    now = model_files()
+    changed = [path for path in now if recorded.get(path) != now[path]]
+    return f"{', '.join(changed)} changed since it was computed" if changed else None
 
 
 def code_version(commit: str = "HEAD") -> str:
@@ -76,9 +103,8 @@ def code_version(commit: str = "HEAD") -> str:
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
 
-# The code a result depends on, its *scope*: what every result shares (boundgeo/, pyproject.toml,
-# the studies in analysis/, which also train the models the benchmarks load, and the trained
-# checkpoints they load, MODEL_FILES) and, for a
+# The code a result depends on, its *scope*: what every result shares (boundgeo/, pyproject.toml
+# and the studies in analysis/, which also train the models the benchmarks load) and, for a
 # benchmark, its own script in analysis/benchmarks/ and the scripts there it imports. A change to
 # one benchmark script then leaves the other results current; code_version (the whole code)
 # stays recorded as well. This file records the environment and computes nothing, so it is in no
@@ -101,8 +127,6 @@ def _imported(text: str) -> list[str]:
 
 
 def _shared(path: str) -> bool:
-    if path in MODEL_FILES:
-        return True
     if path.startswith(NOT_SCOPE):
         return False
     if path.startswith("boundgeo/") or path == "pyproject.toml":
@@ -188,7 +212,8 @@ def scope_clean(lines: list[str], script: str | None, commit: str = "HEAD", file
     tracked = set(out.splitlines())
     for line in lines:
         for path in _paths(line):
-            if path in files or _shared(path) or (path.startswith(BENCHMARKS) and path not in tracked):
+            if (path in files or _shared(path) or path in MODEL_FILES
+                    or (path.startswith(BENCHMARKS) and path not in tracked)):
                 return False
     return True
 
@@ -238,7 +263,9 @@ def environment(**extra) -> dict:
         "scope": script or "shared",
         "scope_version": scope_version(script, files=files) if files is not None else "unknown",
         "code_clean": scope_clean(dirty, script, files=files) if files is not None else False,
-        "whole_code_clean": not [line for line in dirty if line == "git status failed" or _is_code(line[3:].strip('"'))],
+        "whole_code_clean": not [line for line in dirty if line == "git status failed" or _is_code(line[3:].strip('"'))
+                                 or line[3:].strip('"') in MODEL_FILES],
+        "model_files": model_files(),
         "boundgeo": boundgeo.__version__,
         "torch": torch.__version__,
         "numpy": np.__version__,

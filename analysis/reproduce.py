@@ -38,7 +38,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from _environment import RESULTS_DIR, environment, finish, result_script, scope_version, uncommitted_code
+from _environment import (RESULTS_DIR, environment, finish, model_files_changed, result_script, scope_version,
+                          uncommitted_code)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "analysis" / "results"
@@ -188,6 +189,8 @@ def output_problems(step: Step, folder: Path, version: Callable[[str], str] | No
                             f"{version(name)}: the code of its scope has changed since")
         elif version is not None and env.get("code_clean") is not True:
             problems.append(f"{path} was computed with uncommitted code ({env.get('uncommitted')})")
+        elif version is not None and model_files_changed(env):
+            problems.append(f"{path}: {model_files_changed(env)}")
     return problems
 
 

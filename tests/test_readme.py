@@ -212,13 +212,20 @@ def test_every_block_source_is_current_or_named_as_not_yet_regenerated():
         current = env_module.scope_version(script)
         if current == "unknown":
             pytest.skip("git cannot list the committed code: the results' versions cannot be checked")
-        if env["scope_version"] != current:
+        if env["scope_version"] != current or env_module.model_files_changed(env):
             stale.add(source)
     assert not lacking, f"without the environment of a clean, committed run: {sorted(lacking)}"
     behind = NOT_YET_REGENERATED & set(sources)
     assert stale == behind, (
         f"results whose code has changed since they were computed: {sorted(stale)}; NOT_YET_REGENERATED "
         f"names {sorted(behind)}" + ("" if stale else " (every result is current: empty it)"))
+
+
+def test_the_readme_says_its_results_predate_the_code_while_any_is_not_yet_regenerated():
+    """A reader of the README cannot run reproduce.py --list: while results of older code stand,
+    the README says so under its provenance table, and the caveat goes with the last of them."""
+    text = (ROOT / "README.md").read_text()
+    assert ("<!-- caveat:results-predate-code -->" in text) == bool(NOT_YET_REGENERATED & set(_sources()))
 
 
 def test_the_mnist_caveat_of_the_universal_benchmark_stands_while_its_result_lacks_the_model_check():

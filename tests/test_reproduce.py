@@ -5,6 +5,8 @@ No analysis script runs here: only reproduce.py's own argument handling and the 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -81,8 +83,9 @@ def test_a_failing_script_makes_the_run_fail_after_the_others_ran(monkeypatch, t
     assert '"environment"' in saved and '"exit_code": 1' in saved
 
 
-def test_written_outputs_are_checked_for_an_environment_of_the_current_scope_version(tmp_path):
+def test_written_outputs_are_checked_for_an_environment_of_the_current_scope_version(tmp_path, monkeypatch):
     reproduce = _load("reproduce")
+    monkeypatch.setattr(reproduce, "model_files_changed", lambda env: None)  # tested on its own below
     step = reproduce.Step("x", (), (), ("a.json", "b.json", "c.json"), 1, 1)
     (tmp_path / "a.json").write_text('{"environment": {"scope_version": "abc", "code_clean": true}}')
     (tmp_path / "b.json").write_text('[1, 2]')
@@ -100,6 +103,7 @@ def test_resume_skips_the_scripts_whose_results_are_current(monkeypatch, tmp_pat
     monkeypatch.setattr(reproduce, "RESULTS", tmp_path)
     monkeypatch.setattr(reproduce, "uncommitted_code", lambda: [])
     monkeypatch.setattr(reproduce, "current_version", lambda name: "v1")
+    monkeypatch.setattr(reproduce, "model_files_changed", lambda env: None)
     (tmp_path / "curvature.json").write_text('{"environment": {"scope_version": "v1", "code_clean": true}}')
     (tmp_path / "categories.json").write_text('{"environment": {"scope_version": "v0", "code_clean": true}}')
     ran = []
@@ -151,9 +155,7 @@ def test_the_shared_scope_is_the_library_and_the_studies_and_a_benchmark_adds_it
     for path in ("analysis/_environment.py", "analysis/reproduce.py", "analysis/readme_tables.py",
                  "analysis/README.md", "analysis/spectra.ipynb", "README.md"):
         assert path not in shared, path
-    # of the results folder, only the trained checkpoint that results load: retrained, it is another model
-    assert [path for path in shared if path.startswith(("analysis/benchmarks/", "analysis/results/", "tests/"))] == [
-        "analysis/results/cifar10_resnet.pt"]
+    assert not [path for path in shared if path.startswith(("analysis/benchmarks/", "analysis/results/", "tests/"))]
     deepfool = env_module.scope("analysis/benchmarks/bench_deepfool.py")
     # bench_deepfool imports bench_imagenet_scale's ResNet-50 setup, and nothing of the other benchmarks
     assert set(deepfool) - set(shared) == {"analysis/benchmarks/bench_deepfool.py",
@@ -219,7 +221,30 @@ def test_results_being_written_do_not_make_the_tree_dirty(monkeypatch):
     retrained = " M analysis/results/cifar10_resnet.pt\n M analysis/results/cifar10.json\n"
     monkeypatch.setattr(env_module, "_git", lambda *args: (0, retrained))
     assert env_module.uncommitted() == [" M analysis/results/cifar10_resnet.pt"]  # a model, not a result
-    assert env_module._is_code("analysis/results/cifar10_resnet.pt") and env_module._shared("analysis/results/cifar10_resnet.pt")
+    assert not env_module.scope_clean([" M analysis/results/cifar10_resnet.pt"], None, files=[])
+
+
+def test_a_result_that_loaded_another_checkpoint_is_not_current(tmp_path, monkeypatch):
+    """A retrained CIFAR-10 checkpoint is another model under the same name: the results record the
+    sha256 of the trained model files, and one that differs now is stale, as is one without it."""
+    env_module, reproduce = _load("_environment"), _load("reproduce")
+    model = tmp_path / "analysis" / "results" / "cifar10_resnet.pt"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"weights A")
+    monkeypatch.setattr(env_module, "ROOT", tmp_path)
+    recorded = env_module.model_files()
+    assert recorded == {"analysis/results/cifar10_resnet.pt": hashlib.sha256(b"weights A").hexdigest()}
+    assert env_module.model_files_changed({"model_files": recorded}) is None
+    assert "computed before" in env_module.model_files_changed({})
+    model.write_bytes(b"weights B")
+    assert "cifar10_resnet.pt changed" in env_module.model_files_changed({"model_files": recorded})
+    out = tmp_path / "curvature.json"
+    out.write_text(json.dumps({"environment": {"scope_version": "v", "code_clean": True, "model_files": recorded}}))
+    monkeypatch.setattr(reproduce, "model_files_changed", env_module.model_files_changed)
+    step = reproduce.Step("curvature", (), (), ("curvature.json",), 1, 1)
+    assert any("changed since" in p for p in reproduce.output_problems(step, tmp_path, lambda name: "v"))
+    model.write_bytes(b"weights A")
+    assert reproduce.output_problems(step, tmp_path, lambda name: "v") == []
     monkeypatch.setattr(env_module, "_git", lambda *args: (128, ""))
     assert env_module.uncommitted() == ["git status failed"]  # unknown never passes for clean
 
