@@ -96,8 +96,9 @@ def _art_parts() -> tuple[tuple[str, tuple[str, ...]], ...]:
     return tuple(parts)
 
 
-ART_PARTS = tuple(path for path, _ in _art_parts())
-ART_PART_COMMANDS = tuple((BU, *argv) for _, argv in _art_parts())
+_ART = _art_parts()
+ART_PARTS = tuple(path for path, _ in _ART)
+ART_PART_COMMANDS = tuple((BU, *argv) for _, argv in _ART)
 STEPS = (
     Step("train_reference",
          (("analysis/train_reference.py", "--dataset", "digits", "mnist", "--all", "--check-checkpoint"),),
@@ -189,8 +190,8 @@ def output_problems(step: Step, folder: Path, version: Callable[[str], str] | No
                             f"{version(name)}: the code of its scope has changed since")
         elif version is not None and env.get("code_clean") is not True:
             problems.append(f"{path} was computed with uncommitted code ({env.get('uncommitted')})")
-        elif version is not None and model_files_changed(env):
-            problems.append(f"{path}: {model_files_changed(env)}")
+        elif version is not None and (changed := model_files_changed(env)):  # hashes the checkpoint once
+            problems.append(f"{path}: {changed}")
     return problems
 
 

@@ -610,7 +610,7 @@ def art_seeds(args) -> None:
     split = load_split(args.model, args.data_dir, args.fit)
     kept = _current_art_runs(previous, out, split, env, args.threads, args.timing)
     missing = [run for run in wanted if run not in kept]
-    if not missing and previous is not None and not _stale_rows(previous, kept):
+    if not missing and previous is not None and len(previous.get("rows", [])) == len(kept):  # nothing stale
         print(f"{out}: all {len(wanted)} ART runs are current here (model, fit images, settings, versions, "
               "machine); nothing to run, the file is left as it is")
         return
@@ -669,11 +669,6 @@ def _current_art_runs(previous: dict | None, out: Path, split: "Split", env: dic
         return {}
     taken = reuse_art(candidates, {"part": out.name, "environment": theirs}, split, env)
     return {(r["norm"], r["xi"], r.get("seed", 0)): r for r in taken if r.get("timing") == timing}
-
-
-def _stale_rows(previous: dict, kept: dict) -> bool:
-    """Whether ``previous`` holds a row that is not kept (of other inputs, timing or machine)."""
-    return len(previous.get("rows", [])) != len(kept)
 
 
 def art_call_cost(args) -> None:
