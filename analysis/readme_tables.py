@@ -1262,7 +1262,8 @@ def cifar10_section4(data: dict) -> str:
     sp, c, mg = data["spectrum"]["perturbations"], data["subspace_fooling"]["comparison"], data["margins"]
     acc = pct(data["model"]["heldout_accuracy"])
     bold = lambda s: f"**{s}**"
-    return markdown(["data", "model", "acc.", "n (normals of A)", "median ‖r‖₂", "ρ_adv", "dim 90% (N)",
+    return markdown(["data", "model", "acc.", "n (normals of A)", "median ‖r‖₂ (A and B)", "ρ_adv (A and B)",
+                     "dim 90% (N)",
                      "random dim 90%", "energy top-10 (N / random)", "radius", "d'=10", "d'=50", "d'=100",
                      "full space"],
                     [["cifar10 (test split: 8,000 train / 2,000 held-out)", "ResNet-8", acc, str(sp["n"]),
