@@ -27,13 +27,14 @@ def bench(monkeypatch):
     return module
 
 
-def _split(bench, seed: int = 0, fit: int = 8):
+def _split(bench, seed: int = 0, fit: int = 8, outputs: str = "logits"):
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 10)).eval()
-    clf = bg.Classifier(model, bounds=(0.0, 1.0))
+    clf = bg.Classifier(model, bounds=(0.0, 1.0), outputs=outputs)
     x = torch.rand(fit + 12, 1, 4, 4, generator=torch.Generator().manual_seed(1))
     split = bench.Split("mnist", model, clf, x[:fit], x[fit:], {"model": "toy",
-                                                                "model_fingerprint": bench.model_fingerprint(clf)})
+                                                                "model_fingerprint": bench.model_fingerprint(clf),
+                                                                "model_config": bench.model_config(clf)})
     normals = bg.deepfool(clf, split.x_eval, progress=False).directions("normal")
     split.spectrum = bg.spectrum(normals, k=bench.TOP_K, baseline_draws=1)
     return split
@@ -224,6 +225,28 @@ def test_merge_refuses_a_part_that_attacked_another_model(bench, tmp_path):
     assert len(json.loads(main.read_text())["rows"]) == 2
 
 
+def test_merge_refuses_a_part_of_the_same_weights_in_another_configuration(bench, tmp_path):
+    """Weights alone do not fix a model's outputs (outputs=, a stride, a buffer): the setups record
+    both, and a part whose configuration differs is refused even where the weights agree."""
+    split, other = _split(bench), _split(bench, outputs="auto")
+    assert bench.model_fingerprint(split.clf) == bench.model_fingerprint(other.clf)
+    assert bench.model_config(split.clf) != bench.model_config(other.clf)
+    row = {"model": "mnist", "library": "boundgeo", "method": "sgd", "norm": "l2", "xi": 3.0, "seed": 1,
+           "eval_fooling_rate": 0.4, "fit_fooling_rate": 0.5, "seconds": 2.0, "threads": 2}
+    env = {"scope_version": "s1", "code_clean": True, "art": "1.20.1"}
+    main, part = tmp_path / "main.json", tmp_path / "part.json"
+    main.write_text(json.dumps({"environment": env, "rows": [row], "setup": {"mnist": split.setup}}))
+    part.write_text(json.dumps({"environment": env, "rows": [dict(row, seed=2)], "setup": {"mnist": other.setup}}))
+    before = main.read_text()
+    with pytest.raises(SystemExit, match="another mnist model.*model_config"):
+        bench.merge(argparse.Namespace(out=str(main), merge=[str(part)], fresh=False))
+    assert main.read_text() == before
+    older = {"mnist": {"model_fingerprint": bench.model_fingerprint(other.clf)}}  # recorded before model_config
+    part.write_text(json.dumps({"environment": env, "rows": [dict(row, seed=2)], "setup": older}))
+    bench.merge(argparse.Namespace(out=str(main), merge=[str(part)], fresh=False))
+    assert len(json.loads(main.read_text())["rows"]) == 2
+
+
 def _art_seeds_args(out, seeds=(0, 1), settings=("l2:3",), timing="concurrent"):
     return argparse.Namespace(model="mnist", data_dir=None, fit=None, threads=1, art_seeds=list(seeds),
                               art_settings=list(settings), timing=timing, out=str(out))
@@ -281,6 +304,19 @@ def test_art_seeds_runs_again_what_is_not_current(bench, art_runs, tmp_path, cha
     assert calls == [("l2", 3.0, 0)] * 2
     row, = json.loads(out.read_text())["rows"]
     assert "reused" not in row and row["inputs"] == bench.art_inputs(split, 1) and row["timing"] == "concurrent"
+
+
+def test_art_seeds_runs_again_the_runs_of_a_model_in_another_configuration(bench, art_runs, tmp_path):
+    split, calls = art_runs
+    out = tmp_path / "art.json"
+    bench.art_seeds(_art_seeds_args(out, seeds=[0]))
+    data = json.loads(out.read_text())
+    data["setup"]["mnist"]["model_config"] = "0" * 16  # same weights (the row's inputs still match)
+    out.write_text(json.dumps(data))
+    bench.art_seeds(_art_seeds_args(out, seeds=[0]))
+    assert calls == [("l2", 3.0, 0)] * 2
+    data = json.loads(out.read_text())
+    assert "reused" not in data["rows"][0] and data["setup"]["mnist"]["model_config"] == split.setup["model_config"]
 
 
 def test_art_seeds_runs_again_a_timed_run_of_another_machine(bench, art_runs, tmp_path):

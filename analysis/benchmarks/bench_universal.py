@@ -81,7 +81,7 @@ from torch import nn
 
 import boundgeo as bg
 from boundgeo import zoo
-from boundgeo.attacks.boundary import _hash_value, _model_fingerprint
+from boundgeo.attacks.boundary import _hash_value, _model_config, _model_fingerprint
 from boundgeo.attacks.universal import METHODS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -198,6 +198,24 @@ def model_fingerprint(clf: bg.Classifier) -> str:
     weights and buffers, normalisation, bounds), shortened: two parts of one result must have
     attacked the same model (``--merge`` checks it), which a training at another thread count once broke."""
     return _model_fingerprint(clf)[:16]
+
+
+# what a setup records of its model: the weights' fingerprint, and what else fixes the outputs
+# (boundgeo's _model_config: outputs=, every module's hyperparameters, every buffer)
+MODEL_KEYS = ("model_fingerprint", "model_config")
+
+
+def model_config(clf: bg.Classifier) -> str:
+    return _model_config(clf)[:16]
+
+
+def other_model(recorded: dict, loaded: dict) -> str | None:
+    """The first of MODEL_KEYS on which two setups of one model name disagree, as "key recorded
+    (loaded)", or None. A setup written before a key was recorded is not checked on that key."""
+    for key in MODEL_KEYS:
+        if recorded.get(key) and loaded.get(key) and recorded[key] != loaded[key]:
+            return f"{key} {recorded[key]} ({loaded[key]})"
+    return None
 
 
 def reuse_art(rows: list[dict], origin: dict, split: Split, env: dict) -> list[dict]:
@@ -487,10 +505,10 @@ def add_faithful(args) -> None:
     result = json.loads(out.read_text())
     _refuse_other_code(result, out, env, "--art-orders" if args.art_orders else "--add-faithful")
     split = load_split(args.model, args.data_dir, args.fit)
-    known = result.get("setup", {}).get(args.model, {}).get("model_fingerprint")
-    if known and known != split.setup["model_fingerprint"]:
-        raise SystemExit(f"{out} attacked another {args.model} model (fingerprint {known}) than this process "
-                         f"loaded ({split.setup['model_fingerprint']}); its rows cannot be compared with these")
+    differs = other_model(result.get("setup", {}).get(args.model, {}), split.setup)
+    if differs:
+        raise SystemExit(f"{out} attacked another {args.model} model than this process loaded: {differs}; "
+                         "its rows cannot be compared with these")
     method = "deepfool-last-art-orders" if args.art_orders else "deepfool-last"
     result["rows"] = [r for r in result["rows"] if not (r["method"] == method and _model(r) == args.model)]
     for norm, xi in MODEL_SETTINGS[args.model]:
@@ -553,6 +571,7 @@ def load_split(model_name: str, data_dir: str | None, fit: int | None = None, sp
     model = trained.model.eval()
     clf = bg.Classifier(model, bounds=(0.0, 1.0))
     setup["model_fingerprint"] = model_fingerprint(clf)
+    setup["model_config"] = model_config(clf)
     split = Split(model_name, model, clf, x_te[:fit].contiguous(), x_te[1000:].contiguous(), setup)
     if not spectrum:  # --art-call-cost measures no alignment
         return split
@@ -667,6 +686,8 @@ def _current_art_runs(previous: dict | None, out: Path, split: "Split", env: dic
     theirs = previous.get("environment", {})
     if theirs.get("code_clean") is not True:  # the runs of uncommitted code are not kept
         return {}
+    if other_model(previous.get("setup", {}).get(split.model_name, {}), split.setup):
+        return {}  # same weights, but another configuration (a stride, a buffer): ART read another model
     taken = reuse_art(candidates, {"part": out.name, "environment": theirs}, split, env)
     return {(r["norm"], r["xi"], r.get("seed", 0)): r for r in taken if r.get("timing") == timing}
 
@@ -724,8 +745,7 @@ def merge(args) -> None:
     loaded = {path: json.loads(Path(path).read_text()) for path in parts}
     splits: dict[tuple[str, int], Split] = {}
     # the model each part attacked, by model name: one model per name in the result
-    attacked = {path: {m: s.get("model_fingerprint") for m, s in part.get("setup", {}).items()}
-                for path, part in loaded.items()}
+    attacked = {path: dict(part.get("setup", {})) for path, part in loaded.items()}
     for path, part in loaded.items():  # every check before the first write
         theirs = part.get("environment", {})
         if theirs.get("scope_version") == env.get("scope_version") or not part.get("rows") or any(
@@ -740,20 +760,25 @@ def merge(args) -> None:
                 splits[model, images] = load_split(model, getattr(args, "data_dir", None), images)
             taken += reuse_art([r for r in part["rows"] if (_model(r), r.get("images", 0)) == (model, images)],
                                {"part": Path(path).name, "environment": theirs}, splits[model, images], env)
+        for (m, _), s in splits.items():  # what the part recorded of its model (model_config, from 2026-11-27)
+            differs = other_model(part.get("setup", {}).get(m, {}), s.setup)
+            if differs:
+                raise SystemExit(f"--merge: {path} attacked another {m} model than this process loaded: {differs}")
         part["rows"] = taken  # re-evaluated on the model loaded here, whose setup the result keeps if it has one
         part["setup"] = {m: s.setup for (m, _), s in splits.items() if m not in result.get("setup", {})}
-        attacked[path] = {m: s.setup["model_fingerprint"] for (m, _), s in splits.items()}
+        attacked[path] = {m: s.setup for (m, _), s in splits.items()}
         print(f"{Path(path).name}: {len(taken)} ART runs of scope version {theirs.get('scope_version')} taken over, "
               "evaluated again by this code")
 
-    models = {m: s.get("model_fingerprint") for m, s in result.get("setup", {}).items()}
+    models = {m: {k: s[k] for k in MODEL_KEYS if s.get(k)} for m, s in result.get("setup", {}).items()}
     for path in loaded:
-        for m, fingerprint in attacked[path].items():
-            if models.get(m) and fingerprint and fingerprint != models[m]:
-                raise SystemExit(f"--merge: {path} attacked another {m} model (fingerprint {fingerprint}) than "
-                                 f"{args.merge[0] if args.fresh else out} ({models[m]}); its rows cannot be "
+        for m, setup in attacked[path].items():
+            differs = other_model(setup, models.get(m, {}))
+            if differs:
+                raise SystemExit(f"--merge: {path} attacked another {m} model than "
+                                 f"{args.merge[0] if args.fresh else out}: {differs}; its rows cannot be "
                                  "compared with those")
-            models[m] = models.get(m) or fingerprint
+            models.setdefault(m, {}).update({k: setup[k] for k in MODEL_KEYS if setup.get(k) and k not in models[m]})
 
     def key(r):  # ART's seed-0 run is kept at both thread counts: its result depends on them
         return (_model(r), r["library"], r["method"], r["norm"], r["xi"], r.get("seed", 0),
