@@ -160,6 +160,29 @@ def test_probabilities_option_gives_the_logits_margins(softmax_digits):
     assert float(inflated.margin.median()) > 3 * float(on_logits.margin.median())
 
 
+def test_saturated_probabilities_are_reported_not_measured():
+    """A softmax whose smaller probabilities underflow to 0 (logit gaps beyond ~104 in float32)
+    has no gradient left to follow: log(max(p, tiny)) is flat there. DeepFool must then say so
+    (status "zero_gradient", not converged) instead of returning a margin; the same network's
+    logits still give every margin."""
+    torch.manual_seed(0)
+    linear = nn.Linear(4, 3)
+    with torch.no_grad():
+        linear.weight.mul_(30000.0)
+        linear.bias.mul_(30000.0)
+    softmax = nn.Sequential(linear, nn.Softmax(dim=1)).eval()
+    x = torch.rand(8, 4, generator=torch.Generator().manual_seed(1))
+    probabilities = softmax(x)
+    assert (probabilities == 0).any(1).all()  # every row has underflowed classes
+    on_logits = bg.deepfool(bg.Classifier(linear.eval(), outputs="logits"), x, progress=False)
+    on_probs = bg.deepfool(bg.Classifier(softmax, outputs="probabilities"), x, progress=False)
+    assert on_logits.converged.all() and (on_logits.margin > 0).all()
+    saturated = (probabilities.max(1).values == 1.0) & (probabilities == 0).any(1)
+    assert saturated.any()
+    assert not on_probs.converged[saturated].any()
+    assert set(on_probs.to_frame()["status"][saturated.numpy()]) == {"zero_gradient"}
+
+
 def test_probabilities_option_refuses_logits(softmax_digits):
     logits_model, _, x = softmax_digits
     with pytest.raises(bg.BoundgeoError, match="outputs='probabilities', but"):
