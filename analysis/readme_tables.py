@@ -735,7 +735,9 @@ def headline_universal(data: dict) -> str:
 @block("universal-art-timing", "bench_universal.json")
 def universal_art_timing(data: dict) -> str:
     """At which thread count ART's time was taken on each model, with the evidence: its whole runs
-    where it was timed at both counts, and its single-image call where ``--art-call-cost`` ran."""
+    where it was timed at both counts (the summary's median at each count; runs that were not
+    timed, or timed on another machine, do not count), and its single-image call where
+    ``--art-call-cost`` ran."""
     cost = data.get("art_seconds_per_call", {})
     parts = []
     for model in _art_models(data):
@@ -743,13 +745,18 @@ def universal_art_timing(data: dict) -> str:
         text = f"{_threads_text([s['timed_run'] for s in lines])} on the {UAP_MODELS[model]}"
         both = []
         for s in lines:  # settings timed at more than one thread count: the whole runs compared
-            timed: dict[int, list[float]] = {}
-            for r in data["rows"]:
-                if (r["library"] == "art" and _uap_model(r) == model and (r["norm"], r["xi"]) == (s["norm"], s["xi"])
-                        and r.get("timing") != "concurrent"):
-                    timed.setdefault(r.get("threads", 2), []).append(r["seconds"] / 60)
+            if "median_seconds_by_threads" in s:  # the medians the benchmark's own speed-ups use
+                timed = {int(t): m / 60 for t, m in s["median_seconds_by_threads"].items()}
+            else:  # results written before it: the fastest timed run at each count
+                runs: dict[int, list[float]] = {}
+                for r in data["rows"]:
+                    if (r["library"] == "art" and _uap_model(r) == model
+                            and (r["norm"], r["xi"]) == (s["norm"], s["xi"])
+                            and r.get("timing") not in ("concurrent", "other machine")):
+                        runs.setdefault(r.get("threads", 2), []).append(r["seconds"] / 60)
+                timed = {t: min(v) for t, v in runs.items()}
             if len(timed) > 1:
-                both.append((s, {t: min(v) for t, v in timed.items()}))
+                both.append((s, timed))
         if both:  # "15 min at one thread and 20 at two at ℓ2 ξ = 1.12"
             text += (" (its whole runs took " + "; ".join(
                 " and ".join(f"{m[t]:.0f}{' min' if i == 0 else ''} at {WORDS.get(t, t)}{' thread' if i == 0 else ''}"

@@ -106,6 +106,25 @@ def test_run_times_come_from_the_environment_block(tmp_path):
     assert rt.render("deepfool-threads", results) == "batch 128, 2 torch threads"
 
 
+def test_art_thread_evidence_is_the_summary_median_and_ignores_runs_not_timed_here():
+    """The README's thread sentence compares ART's whole runs at one and two threads. It reads the
+    summary's median at each count (what the table's speed-ups use); in a result written before
+    that field, it takes the fastest run of each count, leaving out runs that were not timed or
+    were timed on another machine."""
+    art = {"model": "cifar10", "library": "art", "method": "deepfool", "norm": "l2", "xi": 1.12, "seed": 0}
+    line = {**art, "xi_text": "1.12", "timed_run": {"threads": 1, "seconds": 780.0},
+            "median_seconds_by_threads": {"1": 780.0, "2": 960.0}}
+    rows = [dict(art, threads=1, timing="own-core", seconds=780.0), dict(art, threads=2, timing="alone", seconds=960.0),
+            dict(art, threads=2, timing="other machine", seconds=60.0), dict(art, threads=2, timing="concurrent",
+                                                                           seconds=30.0)]
+    text = rt.universal_art_timing({"summary": [line], "rows": rows})
+    assert "13 min at one thread and 16 at two at ℓ2 ξ = 1.12" in text
+    del line["median_seconds_by_threads"]
+    assert "13 min at one thread and 16 at two" in rt.universal_art_timing({"summary": [line], "rows": rows})
+    line["median_seconds_by_threads"] = {"1": 780.0}  # one count timed: no comparison to show
+    assert "at two" not in rt.universal_art_timing({"summary": [line], "rows": rows})
+
+
 def test_a_field_missing_from_the_json_names_the_block_and_the_file(tmp_path):
     results = _results_copy(tmp_path)
     data = json.loads((RESULTS / "curvature.json").read_text())
