@@ -263,8 +263,8 @@ def environment(**extra) -> dict:
         "scope": script or "shared",
         "scope_version": scope_version(script, files=files) if files is not None else "unknown",
         "code_clean": scope_clean(dirty, script, files=files) if files is not None else False,
-        "whole_code_clean": not [line for line in dirty if line == "git status failed" or _is_code(line[3:].strip('"'))
-                                 or line[3:].strip('"') in MODEL_FILES],
+        "whole_code_clean": not [line for line in dirty if line == "git status failed"
+                                 or any(_is_code(path) or path in MODEL_FILES for path in _paths(line))],
         "model_files": model_files(),
         "boundgeo": boundgeo.__version__,
         "torch": torch.__version__,

@@ -747,7 +747,8 @@ def universal_art_timing(data: dict) -> str:
         for s in lines:  # settings timed at more than one thread count: the whole runs compared
             if "median_seconds_by_threads" in s:  # the medians the benchmark's own speed-ups use
                 timed = {int(t): m / 60 for t, m in s["median_seconds_by_threads"].items()}
-            else:  # results written before it: the fastest timed run at each count
+            else:  # results written before it (until bench_universal.json is regenerated): the fastest
+                # run at each count, of those bench_universal counts as timed (not its UNTIMED_ART)
                 runs: dict[int, list[float]] = {}
                 for r in data["rows"]:
                     if (r["library"] == "art" and _uap_model(r) == model
@@ -1772,22 +1773,20 @@ def uap_targeted_findings(data: dict) -> str:
     ce, singular = "sgd (cross-entropy)", "singular (64 images)"
     others = [m for m in dict.fromkeys(r["method"] for r in part["rows"]) if m.startswith("sgd (") and m != ce]
 
-    def gaps(method: str) -> list[float]:
-        return [summary[(n, x, method)]["mean"] - summary[(n, x, ce)]["mean"] for n, x in settings]
-
-    close = all(max(abs(g) for g in gaps(m)) < 0.02 for m in others)  # every loss within 2 points
+    gaps = {m: [summary[(n, x, m)]["mean"] - summary[(n, x, ce)]["mean"] for n, x in settings] for m in others}
+    close = bool(others) and all(max(map(abs, g)) < 0.02 for g in gaps.values())  # every loss within 2 points
 
     def against_ce(method: str) -> str:
         name = method.removeprefix("sgd (").removesuffix(")")
         shown = ", ".join(f"{round(g * 100, 1) + 0.0:+.1f} points at {_methods_setting(n, x)}"
-                          for g, (n, x) in zip(gaps(method), settings, strict=True))
+                          for g, (n, x) in zip(gaps[method], settings, strict=True))
         if close:  # said once, after the list
             return f"the {name} {shown}"
-        if max(abs(g) for g in gaps(method)) < 0.02:
+        if max(map(abs, gaps[method])) < 0.02:
             reading = "within 2 points: on this CNN the two send nearly the same share"
-        elif min(gaps(method)) > 0:
+        elif min(gaps[method]) > 0:
             reading = f"the {name} sends more at every setting"
-        elif max(gaps(method)) < 0:
+        elif max(gaps[method]) < 0:
             reading = "the cross-entropy sends more at every setting"
         else:
             reading = "neither is ahead at every setting"

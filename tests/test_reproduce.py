@@ -224,6 +224,16 @@ def test_results_being_written_do_not_make_the_tree_dirty(monkeypatch):
     assert not env_module.scope_clean([" M analysis/results/cifar10_resnet.pt"], None, files=[])
 
 
+def test_a_moved_or_changed_checkpoint_makes_the_whole_code_unclean(monkeypatch):
+    """whole_code_clean reads both sides of a rename, as scope_clean does: a checkpoint renamed into
+    place is a changed model, and so is code renamed out of the scope."""
+    env_module = _load("_environment")
+    for line in (" M analysis/results/cifar10_resnet.pt", "R  old.pt -> analysis/results/cifar10_resnet.pt",
+                 "R  boundgeo/x.py -> notes/x.py", " M README.md"):
+        monkeypatch.setattr(env_module, "uncommitted", lambda line=line: [line])
+        assert env_module.environment()["whole_code_clean"] is (line == " M README.md"), line
+
+
 def test_a_result_that_loaded_another_checkpoint_is_not_current(tmp_path, monkeypatch):
     """A retrained CIFAR-10 checkpoint is another model under the same name: the results record the
     sha256 of the trained model files, and one that differs now is stale, as is one without it."""
