@@ -14,6 +14,12 @@ ROOT = Path(__file__).resolve().parent.parent
 MNIST_DIR = ROOT / "data" / "mnist"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "peers: needs the peer libraries of the `peers` extra (foolbox, ART); skips without them. "
+        ".ci/run runs the suite as the README installs it, then these tests again with the extra.")
+
+
 def mnist_available() -> bool:
     return (MNIST_DIR / "t10k-images-idx3-ubyte.gz").exists() or (
         MNIST_DIR / "t10k-images-idx3-ubyte"

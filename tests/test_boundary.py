@@ -285,6 +285,7 @@ def test_resume_after_interruption_gives_the_uninterrupted_result(tmp_path, smal
 
 
 
+@pytest.mark.peers
 def test_median_norm_matches_foolbox(small_net):
     fb = pytest.importorskip("foolbox")
     model, x, y = small_net

@@ -335,6 +335,7 @@ def test_bench_universal_steps_refuse_to_write_into_a_result_of_other_code(tmp_p
     out.write_text(json.dumps({"environment": {"scope_version": "s0", "code_clean": True}, "rows": [row]}))
     before = out.read_text()
     monkeypatch.setattr(bench, "load_split", lambda *a, **k: pytest.fail("refused before any work"))
+    _stub_art(monkeypatch)  # --art-call-cost imports ART first; the README's install has no peers
     for step, flags in ((bench.add_faithful, dict(art_orders=False, add_faithful=3)),
                         (bench.add_faithful, dict(art_orders=True, add_faithful=0)),
                         (bench.art_call_cost, {})):
@@ -345,6 +346,19 @@ def test_bench_universal_steps_refuse_to_write_into_a_result_of_other_code(tmp_p
     with pytest.raises(SystemExit, match="clean: False"):  # uncommitted code of the same scope either
         bench.add_faithful(argparse.Namespace(out=str(out), model="mnist", data_dir=None, fit=None,
                                               art_orders=False, add_faithful=3))
+
+
+def _stub_art(monkeypatch) -> None:
+    """Empty stand-ins for the ART modules that bench_universal's --art-call-cost imports, so that
+    its refusal is tested where ART is not installed (the README's ``.[test]`` install): the step
+    must refuse before it uses any of them."""
+    import sys
+    import types
+
+    for name, attrs in (("art", {}), ("art.attacks", {}), ("art.estimators", {}),
+                        ("art.attacks.evasion", {"DeepFool": None}),
+                        ("art.estimators.classification", {"PyTorchClassifier": None})):
+        monkeypatch.setitem(sys.modules, name, types.SimpleNamespace(__name__=name, **attrs))
 
 
 def _merge_setup(monkeypatch):
