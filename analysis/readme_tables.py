@@ -791,28 +791,39 @@ def universal_art_runs(data: dict) -> str:
     return "; and ".join(out)
 
 
+def _threads(row: dict) -> int:
+    return row.get("threads", 2)  # the first ART rows ran at the machine's 2 threads and did not say
+
+
+def _art_runs_by_seed(data: dict) -> dict[tuple, list[dict]]:
+    """ART's runs grouped by (model, norm, xi, seed): a seed run at one and at two threads has two."""
+    runs: dict[tuple, list[dict]] = {}
+    for r in data["rows"]:
+        if r["library"] == "art":
+            runs.setdefault((_uap_model(r), r["norm"], r["xi"], r.get("seed", 0)), []).append(r)
+    return runs
+
+
 @block("universal-art-repeats", "bench_universal.json")
 def universal_art_repeats(data: dict) -> str:
     """The ART seeds that ran at more than one thread count: each run's held-out rate, and the
     mean that stands for the seed (bench_universal's ``summarise`` averages them first, so the
     seed counts once; the table's "seed 0" column shows the timed run, the mean and range use
     the average)."""
-    runs: dict[tuple, list[dict]] = {}
-    for r in data["rows"]:
-        if r["library"] == "art":
-            runs.setdefault((_uap_model(r), r["norm"], r["xi"], r.get("seed", 0)), []).append(r)
-    repeated = [(key, rs) for key, rs in runs.items() if len(rs) > 1]
+    repeated = sorted(((key, rs) for key, rs in _art_runs_by_seed(data).items() if len(rs) > 1),
+                      key=lambda kv: (kv[0][0] != "mnist", *kv[0][1:]))
     if not repeated:
-        return "no seed ran twice"
+        return "Each of ART's seeds ran once at each setting."
     parts = []
-    for (model, norm, xi, seed), rs in sorted(repeated, key=lambda kv: (kv[0][0] != "mnist", *kv[0][1:])):
-        each = " and ".join(f"{r['eval_fooling_rate']:.1%} at {WORDS.get(r.get('threads', 2), r.get('threads', 2))} "
-                            f"thread{'s' if r.get('threads', 2) != 1 else ''}"
-                            for r in sorted(rs, key=lambda r: r.get("threads", 2)))
+    for (model, norm, xi, seed), rs in repeated:
+        each = " and ".join(f"{r['eval_fooling_rate']:.1%} at {WORDS.get(_threads(r), _threads(r))} "
+                            f"thread{'s' if _threads(r) != 1 else ''}" for r in sorted(rs, key=_threads))
         mean = sum(r["eval_fooling_rate"] for r in rs) / len(rs)
         parts.append(f"seed {seed} at {NORM[norm]} ξ = {_uap_xi(xi)} on the {UAP_MODELS[model]} ({each}; "
                      f"it counts as {mean:.1%})")
-    return "; ".join(parts)
+    return ("A seed that ran at one and at two threads draws the same shuffles, but the two thread counts "
+            "round differently, so its two runs can differ; they are averaged into one value for the mean and "
+            "the range, while the column \"seed 0\" shows the timed run: " + "; ".join(parts) + ".")
 
 
 def _fraction_of_sgd(data: dict, model: str, method: str) -> list[float]:
@@ -911,11 +922,9 @@ def universal_findings(data: dict) -> str:
         same = {k: orders[k]["eval_fooling_mean"] - sum(orders[k]["paired_minus_art"]) / len(orders[k]["paired_minus_art"])
                 if orders[k].get("paired_minus_art") else art[k]["eval_fooling_mean"] for k in settings}
         at_or_above = all(orders[k]["eval_fooling_mean"] >= same[k] for k in settings)
-        repeats: dict[tuple, list[float]] = {}  # ART's seeds that ran at two thread counts
-        for r in data["rows"]:
-            if r["library"] == "art" and _uap_model(r) == model:
-                repeats.setdefault((r["norm"], r["xi"], r.get("seed", 0)), []).append(r["eval_fooling_rate"])
-        rounding = max((max(v) - min(v) for v in repeats.values() if len(v) > 1), default=None)
+        rounding = max((max(rates) - min(rates) for key, rs in _art_runs_by_seed(data).items()
+                        if key[0] == model and len(rs) > 1 for rates in [[r["eval_fooling_rate"] for r in rs]]),
+                       default=None)  # ART's own runs of one seed at two thread counts
         close = sum(abs(orders[k]["eval_fooling_mean"] - same[k]) <= 0.02 for k in settings)
         out.append(("- **The shuffles, not the implementation.** " if at_or_above and close == len(settings) else
                     "- **The same shuffles.** ")
@@ -931,14 +940,11 @@ def universal_findings(data: dict) -> str:
                       " Run by run (seed by seed), on the same orders, boundgeo's rate minus ART's is, in points, "
                       + "; ".join(", ".join(f"{100 * d:+.1f}" for d in orders[k]["paired_minus_art"])
                                   + f" at {setting(k)}" for k in settings if orders[k].get("paired_minus_art"))
-                      + ": the order alone does not decide a run. "
-                      + ("The two DeepFool implementations may step differently, and here the two rows also "
-                         "attacked two trainings of the CNN (above)."
-                         if "model_fingerprint" not in data.get("setup", {}).get(model, {}) else
-                         "Both attacked the same weights, so what differs is the two DeepFool implementations "
-                         "(how each steps, overshoots and decides that an input is fooled) and rounding"
-                         + (f": ART's own runs of one seed at one and at two threads differ by up to "
-                            f"{100 * rounding:.1f} points." if rounding is not None else "."))))
+                      + ": the order alone does not decide a run. Both attacked the same weights (`--merge` "
+                      "checks each part's model fingerprint), so what differs is the two DeepFool implementations "
+                      "(how each steps, overshoots and decides that an input is fooled) and rounding"
+                      + (f": ART's own runs of one seed at one and at two threads differ by up to "
+                         f"{100 * rounding:.1f} points." if rounding is not None else ".")))
     missing = [f"`{flag}`" for flag, method in (("--add-faithful 3", "deepfool-last"),
                                                  ("--art-orders", "deepfool-last-art-orders"))
                if not any(r["method"] == method for r in data["rows"])]
