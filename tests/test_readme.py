@@ -308,3 +308,51 @@ def test_the_commits_named_by_the_results_hold_the_code_version_they_claim():
         checked += 1
     if not checked:
         pytest.skip("git history not available: the commits the results name cannot be checked")
+
+
+def _candidates_data(fast: float, median: float, *, at_full_fast: bool = False) -> dict:
+    """bench_deepfool.json's fields the fewer-candidates block reads: foolbox at 10 candidates takes
+    10 ms with median 1.0; one boundgeo row at k = 2 takes ``fast`` ms with median ``median``."""
+    def row(library, seconds, med, **extra):
+        return {"library": library, "norm": "l2", "success_rate": 1.0, "median_norm": med,
+                "seconds_per_image": seconds * 1e-3, **extra}
+
+    main = [row("boundgeo", 0.5 if at_full_fast else 2.0, 1.0), row("foolbox", 10.0, 1.0)]
+    setting = {"setting": {"torch_threads": 2, "batch_size": 128}}
+    found = [row("boundgeo", fast, median, variant="box_step=True, refine=1", candidates=2, **setting,
+                 paired_norm_ratio_median=median, same_class_as_boundgeo=0.75, ratio_to_floor=1.2),
+             row("boundgeo", 1.5, 1.0, variant="default", candidates=2, **setting, paired_norm_ratio_median=1.0,
+                 same_class_as_boundgeo=0.75, ratio_to_floor=1.1),
+             row("foolbox", 3.0, 1.0, variant="default", candidates=2, **setting, paired_norm_ratio_median=1.0,
+                 same_class_as_boundgeo=0.75)]
+    return {"rows": main, "candidates": found, "setup": {"candidates": 10}}
+
+
+def test_the_candidates_verdict_needs_the_time_the_norm_and_full_success():
+    block = rt.BLOCKS["deepfool-candidates"].render
+    met = block(_candidates_data(0.5, 0.95))  # 0.05x foolbox's time, a shorter median
+    assert "is met here only by weighing fewer classes" in met and "at k = 2 (ℓ2: 0.050x" in met
+    assert "the same class as with all 10 for 75% of the inputs" in met
+    assert "| ℓ2 | 2 | boundgeo `box_step=True, refine=1` | 2 / 128 | 100% | 0.9500 |" in met
+    slow = block(_candidates_data(0.7, 0.95))  # 0.07x: over the target
+    assert "No row meets issue 17's target" in slow and "at 0.070x" in slow
+    long = block(_candidates_data(0.5, 1.01))  # fast, but a longer median than foolbox's
+    assert "No row meets issue 17's target" in long
+    both = block(_candidates_data(0.5, 0.95, at_full_fast=True))  # a 10-candidate row meets it too
+    assert "is met at 10 candidates by **boundgeo** (ℓ2), and with fewer by" in both
+    assert "At equal k boundgeo's default takes 0.50–0.50x foolbox's time" in met
+
+
+def test_the_cifar_target_sentence_needs_the_time_the_success_and_the_norm():
+    def row(ratio, median, success=1.0):
+        return {"model": "CIFAR-10 ResNet (x)", "norm": "l2", "variant": "default", "time_ratio_to_foolbox": ratio,
+                "success_rate": success, "foolbox_success_rate": 1.0, "median_norm": median,
+                "foolbox_median_norm": 1.0}
+
+    def short(r):
+        return "CIFAR-10 ResNet ℓ2 default"
+
+    assert "is met by CIFAR-10 ResNet ℓ2 default (0.14x)" in rt._cifar_target([row(0.14, 1.0)], short)
+    for bad in (row(0.16, 1.0), row(0.14, 1.01), row(0.14, 1.0, success=0.99)):
+        assert rt._cifar_target([bad], short).startswith("No CIFAR-10 ResNet row meets")
+    assert rt._cifar_target([], short) == ""

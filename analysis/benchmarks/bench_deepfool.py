@@ -14,7 +14,10 @@ reported success where it reports it) is checked afterwards, the same way for ev
 boundgeo also runs with ``box_step=True`` (each linearised step solved inside [0, 1] instead of
 clipped after it), ``box_step="after_first"`` (the first step clipped, the later ones solved),
 and with ``refine=1`` (one round of tangent-plane projection after the crossing, the idea of
-SuperDeepFool) after each of the default and ``"after_first"``. For boundgeo's rows the "floor" is
+SuperDeepFool) after each of the default, ``"after_first"`` and ``True``. ``fewer_candidates``
+then runs boundgeo's default, ``box_step=True, refine=1`` and foolbox with only the top k classes
+by clean logit (k in CANDIDATES), each at its 10-candidate setting ("candidates" in the JSON); on
+the CIFAR ResNet ``candidates=4`` runs beside foolbox at 4 too. For boundgeo's rows the "floor" is
 the least time the iterations it made can take on this machine: its batches replayed as plain
 ``model(x)`` and ``torch.autograd.grad`` calls, one forward per iterate of the inputs still active
 and the gradient rows of that step, at the row's threads and batch, plus the refinement's rows
@@ -108,16 +111,18 @@ def _norms(delta: torch.Tensor, norm: str) -> torch.Tensor:
 # outside the timed region, the same way for every library.
 def run_boundgeo(model, x, y, norm, batch, **extra):
     clf = bg.Classifier(model)
+    extra = {"candidates": SETTINGS["candidates"], **extra}  # a candidates row says its own
     pts = bg.deepfool(clf, x, norm=norm, overshoot=SETTINGS["overshoot"], max_iter=SETTINGS["steps"],
-                      candidates=SETTINGS["candidates"], batch_size=batch, **extra)
+                      batch_size=batch, **extra)
     return x + pts.perturbation, pts.converged, pts
 
 
-def run_foolbox(model, x, y, norm, batch):
+def run_foolbox(model, x, y, norm, batch, candidates: int = SETTINGS["candidates"]):
     import foolbox as fb
 
     fmodel = fb.PyTorchModel(model, bounds=(0, 1))
-    attack = (fb.attacks.L2DeepFoolAttack if norm == "l2" else fb.attacks.LinfDeepFoolAttack)(**SETTINGS)
+    attack = (fb.attacks.L2DeepFoolAttack if norm == "l2" else fb.attacks.LinfDeepFoolAttack)(
+        **{**SETTINGS, "candidates": candidates})
     advs, successes = [], []
     for xb, yb in zip(x.split(batch), y.split(batch)):
         _, adv, success = attack(fmodel, xb, yb, epsilons=None)
@@ -161,6 +166,12 @@ def _plain_call(model, inp: torch.Tensor, rows: int, vmapped: bool) -> float:
     return time.perf_counter() - start
 
 
+def _kept(pts) -> int:
+    """The candidate classes beside the label that a run weighed at its first step (every model
+    here has at least 10 classes, and no run asks for more candidates than that)."""
+    return int(pts.settings["candidates"]) - 1
+
+
 def autograd_floor(model, x, pts, batch: int, threads: int, repeats: int = 3) -> float:
     """Seconds per image of the calls DeepFool cannot avoid for the iterations ``pts`` made.
 
@@ -173,7 +184,7 @@ def autograd_floor(model, x, pts, batch: int, threads: int, repeats: int = 3) ->
     """
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
-    kept = SETTINGS["candidates"] - 1
+    kept = _kept(pts)
     nearest = pts.settings.get("nearest")
     later = kept if nearest is None else min(nearest, kept)
     total = 0.0
@@ -198,8 +209,14 @@ def autograd_floor(model, x, pts, batch: int, threads: int, repeats: int = 3) ->
 # boundgeo's rows beside its default on the MNIST CNN, and on the other models; each row carries
 # its settings as typed (_variant) in "variant", and the MNIST rows in their library name too
 MNIST_VARIANTS = ({"nearest": None}, {"box_step": True}, {"box_step": "after_first"}, {"refine": 1},
-                  {"box_step": "after_first", "refine": 1})
-OTHER_MODEL_VARIANTS = ({}, {"box_step": "after_first"}, {"box_step": "after_first", "refine": 1})
+                  {"box_step": "after_first", "refine": 1}, {"box_step": True, "refine": 1})
+# Fewer candidate classes (the top k by clean logit, the label included: foolbox's ``candidates``,
+# ART's ``nb_grads``, the original DeepFool code's ``num_classes``) for boundgeo's default, its
+# fastest variant that still refines, and foolbox, each at the setting its 10-candidate row found
+CANDIDATES = (2, 3, 4)
+CANDIDATE_VARIANTS = ({}, {"box_step": True, "refine": 1})
+OTHER_MODEL_VARIANTS = ({}, {"box_step": "after_first"}, {"box_step": "after_first", "refine": 1},
+                        {"candidates": 4})  # with fewer candidates foolbox is timed at the same k too
 # the batch sizes each library is timed at on the other models (below the set's size, and the
 # whole set), at 2 threads: the CIFAR ResNet's and ResNet-50's
 CIFAR_BATCHES, RESNET50_BATCHES = (32, 100), (1, 2)
@@ -309,6 +326,19 @@ def other_models(args) -> list[dict]:
                 theirs = min(theirs, time.perf_counter() - start)
             fsuccess = verify(model, fadv, y, fsuccess)
             fnorms = _norms(fadv - x, norm)
+            def same_k(model, x, y, norm, k: int) -> dict:  # foolbox with the same k candidates
+                kbatch, _ = fastest(run_foolbox, candidates=k)
+                seconds = float("inf")
+                for _ in range(args.repeats):
+                    start = time.perf_counter()
+                    kadv, ksuccess, _ = run_foolbox(model, x, y, norm, kbatch, candidates=k)
+                    seconds = min(seconds, time.perf_counter() - start)
+                ksuccess = verify(model, kadv, y, ksuccess)
+                return {"candidates": k, "foolbox_same_k": {
+                    "batch_size": kbatch, "seconds_per_image": seconds / len(x),
+                    "success_rate": float(ksuccess.float().mean()),
+                    "median_norm": float(_norms(kadv - x, norm)[ksuccess].median())}}
+
             # the box-aware and refined variants on the CIFAR ResNet, whose inputs are not saturated
             # like MNIST's; the ResNet-50 row times the default only
             variants = OTHER_MODEL_VARIANTS if name.startswith("CIFAR") else OTHER_MODEL_VARIANTS[:1]
@@ -336,6 +366,7 @@ def other_models(args) -> list[dict]:
                        "seconds_per_image": ours / len(x), "floor_seconds_per_image": floor,
                        "ratio_to_floor": ours / len(x) / floor, "foolbox_seconds_per_image": theirs / len(x),
                        "time_ratio_to_foolbox": ours / theirs,
+                       **(same_k(model, x, y, norm, extra["candidates"]) if "candidates" in extra else {}),
                        "timing": f"each library at its fastest of the batches swept (one run each), then best "
                                  f"of {args.repeats}, each run followed by its floor (best of 2 per call)"}
                 rows.append(row)
@@ -391,6 +422,8 @@ def _measure(name, runner, model, x, y, norm, setting, reference, repeats, **ext
         if pts is not None:  # interleaved, so that both see the machine in the same state
             floor = min(floor, autograd_floor(model, x, pts, batch, setting["threads"], repeats=2))
     success = verify(model, adv, y, success)  # every library's attack is deterministic: once is enough
+    with torch.no_grad():
+        classes = torch.cat([model(b).argmax(1) for b in adv.split(512)])
     # Passes are counted on the first layer: ART calls the layers one by one, so hooks on the
     # top-level module would miss its passes. Time per pass is read on the top-level module.
     counter, timer = PassCounter(model[0]), PassCounter(model)
@@ -423,7 +456,7 @@ def _measure(name, runner, model, x, y, norm, setting, reference, repeats, **ext
         # Minimum the algorithm needs: every iterate is evaluated once (iterations + 1
         # forwards) and every step needs one gradient per candidate kept, plus one for the normal.
         it = pts.iterations.float()
-        kept = SETTINGS["candidates"] - 1
+        kept = _kept(pts)
         nearest = pts.settings.get("nearest")
         if nearest is None:
             vjps = kept * it + 1
@@ -454,6 +487,7 @@ def _measure(name, runner, model, x, y, norm, setting, reference, repeats, **ext
         row["paired_norm_ratio_median"] = float(ratio.median())
         row["paired_norm_ratio_mean"] = float(ratio.mean())
         row["seconds_ratio_to_boundgeo"] = seconds / reference["seconds"]
+        row["same_class_as_boundgeo"] = float((classes[both] == reference["classes"][both]).float().mean())
     if "ratio_to_floor" in row:
         print(f"{name:>20} {norm:>4}: {row['mean_iterations']:.2f} iterations, {row['ratio_to_floor']:.2f}x the "
               f"autograd floor")
@@ -462,7 +496,34 @@ def _measure(name, runner, model, x, y, norm, setting, reference, repeats, **ext
           f"fwd {row['forward_rows_per_image']:.1f}/img  bwd {row['backward_rows_per_image']:.1f}/img"
           + (f"  ratio {row['paired_norm_ratio_median']:.4f}  time x{row['seconds_ratio_to_boundgeo']:.2f}"
              if reference is not None else ""))
-    return row, {"success": success, "norms": norms, "seconds": seconds}
+    return row, {"success": success, "norms": norms, "seconds": seconds, "classes": classes}
+
+
+def fewer_candidates(model, x, y, rows: list[dict], references: dict, repeats: int) -> list[dict]:
+    """boundgeo and foolbox weighing only the top-k classes by clean logit, k in CANDIDATES.
+
+    Each runs at the (threads, batch) that its 10-candidate row found in the sweep, best of
+    ``repeats`` (boundgeo's runs each followed by their floor, as above). Fewer candidates change
+    the algorithm, not just its cost: a class outside the top k is never stepped towards, so each
+    row also reports how often it ends in the class that boundgeo's default reached with all 10
+    (``same_class_as_boundgeo``), beside the norms against that default.
+    """
+    setting_of = {(r["library"], r["norm"]): r["setting"] for r in rows}
+    out = []
+    for norm in ("l2", "linf"):
+        for k in CANDIDATES:
+            cases = [("boundgeo" if not extra else f"boundgeo {_variant(extra)}", run_boundgeo, extra)
+                     for extra in CANDIDATE_VARIANTS] + [("foolbox", run_foolbox, {})]
+            for name, runner, extra in cases:
+                found = setting_of[(name, norm)]
+                setting = {"threads": found["torch_threads"], "batch_size": found["batch_size"]}
+                row, _ = measure(f"{name} k={k}", runner, model, x, y, norm, setting, reference=references[norm],
+                                 repeats=repeats, candidates=k, **extra)
+                row["library"] = "boundgeo" if name.startswith("boundgeo") else name
+                row["variant"] = _variant(extra)
+                row["candidates"] = k
+                out.append(row)
+    return out
 
 
 def main() -> None:
@@ -508,15 +569,18 @@ def main() -> None:
         return measure(name, runner, model, x, y, norm, setting, reference=reference, repeats=args.repeats,
                        **extra)
 
+    references = {}
     for norm in ("l2", "linf"):
         ours, ref = run("boundgeo", run_boundgeo, norm)
         rows.append(ours)
+        references[norm] = ref
         for extra in MNIST_VARIANTS:
             rows.append(run("boundgeo", run_boundgeo, norm, reference=ref, **extra)[0])
         rows.append(run("foolbox", run_foolbox, norm, reference=ref)[0])
         if norm == "l2" and not args.skip_art:
             rows.append(run("art", run_art, norm, reference=ref)[0])
 
+    candidate_rows = fewer_candidates(model, x, y, rows, references, args.repeats)
     first_step = first_step_floor(model, x)
     print(f"first step alone (1 forward, {first_step['gradient_rows']} gradient rows): "
           f"{first_step['seconds_per_image'] * 1e3:.2f} ms/img at {first_step['torch_threads']} thread(s), "
@@ -541,6 +605,7 @@ def main() -> None:
             "timing": f"best of {args.repeats} runs for every library, at its fastest setting of the sweep",
         },
         "rows": rows,
+        "candidates": candidate_rows,
         "first_step_floor": first_step,
         "sweeps": sweeps,
         "other_models": models,
