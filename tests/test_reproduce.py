@@ -335,7 +335,7 @@ def test_bench_universal_steps_refuse_to_write_into_a_result_of_other_code(tmp_p
     out.write_text(json.dumps({"environment": {"scope_version": "s0", "code_clean": True}, "rows": [row]}))
     before = out.read_text()
     monkeypatch.setattr(bench, "load_split", lambda *a, **k: pytest.fail("refused before any work"))
-    _stub_art(monkeypatch)  # --art-call-cost imports ART first; the README's install has no peers
+    _hide_art(monkeypatch)  # the README's install has no peers: the refusal must come before ART
     for step, flags in ((bench.add_faithful, dict(art_orders=False, add_faithful=3)),
                         (bench.add_faithful, dict(art_orders=True, add_faithful=0)),
                         (bench.art_call_cost, {})):
@@ -348,17 +348,13 @@ def test_bench_universal_steps_refuse_to_write_into_a_result_of_other_code(tmp_p
                                               art_orders=False, add_faithful=3))
 
 
-def _stub_art(monkeypatch) -> None:
-    """Empty stand-ins for the ART modules that bench_universal's --art-call-cost imports, so that
-    its refusal is tested where ART is not installed (the README's ``.[test]`` install): the step
-    must refuse before it uses any of them."""
+def _hide_art(monkeypatch) -> None:
+    """Make every import of ART fail, as where it is not installed (the README's ``.[test]``
+    install): a step that imports it before refusing fails these tests with an ImportError."""
     import sys
-    import types
 
-    for name, attrs in (("art", {}), ("art.attacks", {}), ("art.estimators", {}),
-                        ("art.attacks.evasion", {"DeepFool": None}),
-                        ("art.estimators.classification", {"PyTorchClassifier": None})):
-        monkeypatch.setitem(sys.modules, name, types.SimpleNamespace(__name__=name, **attrs))
+    for name in ("art", "art.attacks", "art.attacks.evasion", "art.estimators", "art.estimators.classification"):
+        monkeypatch.setitem(sys.modules, name, None)
 
 
 def _merge_setup(monkeypatch):

@@ -694,13 +694,15 @@ def _current_art_runs(previous: dict | None, out: Path, split: "Split", env: dic
 
 def art_call_cost(args) -> None:
     """ART's single-image DeepFool call (what its UniversalPerturbation makes per update), timed
-    over 150 images (40 on CIFAR-10) at 1 and at 2 torch threads; stored in the JSON in --out."""
-    from art.attacks.evasion import DeepFool
-    from art.estimators.classification import PyTorchClassifier
-
+    over 150 images (40 on CIFAR-10) at 1 and at 2 torch threads; stored in the JSON in --out.
+    A JSON of other code is refused before ART is imported, so the refusal is what a user without
+    the peers extra sees."""
     env = environment()
     out = Path(args.out)
     _refuse_other_code(json.loads(out.read_text()), out, env, "--art-call-cost")
+    from art.attacks.evasion import DeepFool
+    from art.estimators.classification import PyTorchClassifier
+
     split = load_split(args.model, args.data_dir, args.fit, spectrum=False)
     classifier = PyTorchClassifier(model=split.model, loss=nn.CrossEntropyLoss(),
                                    input_shape=tuple(split.x_fit.shape[1:]), nb_classes=10, clip_values=(0.0, 1.0),
