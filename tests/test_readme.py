@@ -338,6 +338,12 @@ def test_the_candidates_verdict_needs_the_time_the_norm_and_full_success():
     assert "No row meets issue 17's target" in slow and "at 0.070x" in slow
     long = block(_candidates_data(0.5, 1.01))  # fast, but a longer median than foolbox's
     assert "No row meets issue 17's target" in long
+    assert "the closest with foolbox's median or less is boundgeo at k = 2 (ℓ2), at 0.150x." in long
+    longer = _candidates_data(0.5, 1.01)
+    for row in longer["candidates"]:
+        row["median_norm"] = 1.01
+    longer = block(longer)  # no row is as short as foolbox: nothing is named as the closest
+    assert "No row meets issue 17's target" in longer and "closest" not in longer
     both = block(_candidates_data(0.5, 0.95, at_full_fast=True))  # a 10-candidate row meets it too
     assert "is met at 10 candidates by **boundgeo** (ℓ2), and with fewer by" in both
     assert "At equal k boundgeo's default takes 0.50–0.50x foolbox's time" in met
