@@ -53,6 +53,10 @@ def test_verify_needs_a_changed_prediction_and_the_library_s_own_success():
     assert bench.verify(model, adv, y, None).tolist() == [True, False, True]
     reported = torch.tensor([True, True, False])
     assert bench.verify(model, adv, y, reported).tolist() == [True, False, False]
+    # predictions already made are used as given (one forward pass serves success and classes)
+    classes = bench.predict(model, adv)
+    assert classes.tolist() == [1, 0, 1]
+    assert bench.verify(model, adv, y, None, torch.tensor([0, 0, 1])).tolist() == [False, False, True]
 
 
 def _affine():

@@ -142,11 +142,18 @@ def run_art(model, x, y, norm, batch):
     return torch.from_numpy(attack.generate(x.numpy())).float(), None, None
 
 
-def verify(model, adv: torch.Tensor, y: torch.Tensor, reported: torch.Tensor | None) -> torch.Tensor:
-    """Success per input: the model's prediction at ``adv`` differs from ``y`` (and the library
-    reported success, where it reports it). Run after the timing, never inside it."""
+def predict(model, adv: torch.Tensor) -> torch.Tensor:
+    """The model's class at each of ``adv``, in batches, without gradients."""
     with torch.no_grad():
-        changed = torch.cat([model(b).argmax(1) for b in adv.split(512)]) != y
+        return torch.cat([model(b).argmax(1) for b in adv.split(512)])
+
+
+def verify(model, adv: torch.Tensor, y: torch.Tensor, reported: torch.Tensor | None,
+           classes: torch.Tensor | None = None) -> torch.Tensor:
+    """Success per input: the model's prediction at ``adv`` (``classes``, when already computed)
+    differs from ``y``, and the library reported success, where it reports it. Run after the
+    timing, never inside it."""
+    changed = (predict(model, adv) if classes is None else classes) != y
     return changed if reported is None else changed & reported.to(changed.device)
 
 
@@ -318,26 +325,27 @@ def other_models(args) -> list[dict]:
                                            settings=[(2, batch) for batch in batches], **extra)
                 return best["batch_size"], [{"batch_size": r["batch_size"], "seconds": r["seconds"]} for r in tried]
 
-            fbatch, fswept = fastest(run_foolbox)
-            theirs = float("inf")
-            for _ in range(args.repeats):
-                start = time.perf_counter()
-                fadv, fsuccess, _ = run_foolbox(model, x, y, norm, fbatch)
-                theirs = min(theirs, time.perf_counter() - start)
-            fsuccess = verify(model, fadv, y, fsuccess)
-            fnorms = _norms(fadv - x, norm)
-            def same_k(model, x, y, norm, k: int) -> dict:  # foolbox with the same k candidates
-                kbatch, _ = fastest(run_foolbox, candidates=k)
+            def foolbox_at(k: int) -> dict:  # foolbox at its fastest batch, best of --repeats
+                fbatch, fswept = fastest(run_foolbox, candidates=k)
                 seconds = float("inf")
                 for _ in range(args.repeats):
                     start = time.perf_counter()
-                    kadv, ksuccess, _ = run_foolbox(model, x, y, norm, kbatch, candidates=k)
+                    fadv, fsuccess, _ = run_foolbox(model, x, y, norm, fbatch, candidates=k)
                     seconds = min(seconds, time.perf_counter() - start)
-                ksuccess = verify(model, kadv, y, ksuccess)
+                fsuccess = verify(model, fadv, y, fsuccess)
+                return {"batch_size": fbatch, "sweep": fswept, "seconds": seconds, "success": fsuccess,
+                        "norms": _norms(fadv - x, norm)}
+
+            def same_k(k: int) -> dict:  # a fewer-candidates row's foolbox at the same k
+                fb = foolbox_at(k)
                 return {"candidates": k, "foolbox_same_k": {
-                    "batch_size": kbatch, "seconds_per_image": seconds / len(x),
-                    "success_rate": float(ksuccess.float().mean()),
-                    "median_norm": float(_norms(kadv - x, norm)[ksuccess].median())}}
+                    "batch_size": fb["batch_size"], "seconds_per_image": fb["seconds"] / len(x),
+                    "success_rate": float(fb["success"].float().mean()),
+                    "median_norm": float(fb["norms"][fb["success"]].median())}}
+
+            full = foolbox_at(SETTINGS["candidates"])
+            fbatch, fswept, theirs = full["batch_size"], full["sweep"], full["seconds"]
+            fsuccess, fnorms = full["success"], full["norms"]
 
             # the box-aware and refined variants on the CIFAR ResNet, whose inputs are not saturated
             # like MNIST's; the ResNet-50 row times the default only
@@ -366,7 +374,7 @@ def other_models(args) -> list[dict]:
                        "seconds_per_image": ours / len(x), "floor_seconds_per_image": floor,
                        "ratio_to_floor": ours / len(x) / floor, "foolbox_seconds_per_image": theirs / len(x),
                        "time_ratio_to_foolbox": ours / theirs,
-                       **(same_k(model, x, y, norm, extra["candidates"]) if "candidates" in extra else {}),
+                       **(same_k(extra["candidates"]) if "candidates" in extra else {}),
                        "timing": f"each library at its fastest of the batches swept (one run each), then best "
                                  f"of {args.repeats}, each run followed by its floor (best of 2 per call)"}
                 rows.append(row)
@@ -421,9 +429,8 @@ def _measure(name, runner, model, x, y, norm, setting, reference, repeats, **ext
         seconds = min(seconds, time.perf_counter() - start)
         if pts is not None:  # interleaved, so that both see the machine in the same state
             floor = min(floor, autograd_floor(model, x, pts, batch, setting["threads"], repeats=2))
-    success = verify(model, adv, y, success)  # every library's attack is deterministic: once is enough
-    with torch.no_grad():
-        classes = torch.cat([model(b).argmax(1) for b in adv.split(512)])
+    classes = predict(model, adv)  # every library's attack is deterministic: once is enough
+    success = verify(model, adv, y, success, classes)
     # Passes are counted on the first layer: ART calls the layers one by one, so hooks on the
     # top-level module would miss its passes. Time per pass is read on the top-level module.
     counter, timer = PassCounter(model[0]), PassCounter(model)
