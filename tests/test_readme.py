@@ -338,7 +338,7 @@ def test_the_candidates_verdict_needs_the_time_the_norm_and_full_success():
     assert "No row meets issue 17's target" in slow and "at 0.070x" in slow
     long = block(_candidates_data(0.5, 1.01))  # fast, but a longer median than foolbox's
     assert "No row meets issue 17's target" in long
-    assert "the closest with foolbox's median or less is boundgeo at k = 2 (ℓ2), at 0.150x." in long
+    assert "the closest with foolbox's median or less is **boundgeo** at k = 2 (ℓ2), at 0.150x." in long
     longer = _candidates_data(0.5, 1.01)
     for row in longer["candidates"]:
         row["median_norm"] = 1.01
@@ -347,6 +347,13 @@ def test_the_candidates_verdict_needs_the_time_the_norm_and_full_success():
     both = block(_candidates_data(0.5, 0.95, at_full_fast=True))  # a 10-candidate row meets it too
     assert "is met at 10 candidates by **boundgeo** (ℓ2), and with fewer by" in both
     assert "At equal k boundgeo's default takes 0.50–0.50x foolbox's time" in met
+    # a median within 0.05% of foolbox's is foolbox's (the tables show four digits); 0.1% longer is not
+    assert "is met here" in block(_candidates_data(0.5, 1.0004))
+    assert "No row meets" in block(_candidates_data(0.5, 1.001))
+    unsure = _candidates_data(0.5, 0.95)
+    unsure["candidates"][0]["success_rate"] = 0.998  # foolbox's success, but not 100%: not the target
+    unsure["rows"][1]["success_rate"] = 0.998
+    assert "No row meets" in block(unsure)
 
 
 def test_the_cifar_target_sentence_needs_the_time_the_success_and_the_norm():
