@@ -84,7 +84,13 @@ class Classifier:
             not checked, for a model whose logits may legitimately look like probabilities.
             ``"probabilities"``: rows of probabilities (a softmax last layer); boundgeo works on
             their logarithm, ``log(max(p, tiny))``, which differs from the logits only by a
-            constant per row, so DeepFool finds the same boundary points as on the logits.
+            constant per row, so DeepFool finds the same boundary points as on the logits,
+            except where a probability underflows (below ``tiny``, the dtype's smallest normal
+            number: a logit gap beyond about 87 in float32 and bfloat16, 9.7 in float16). There
+            the clamp flattens that class's log-probability, so its gradient is zero and its gap
+            to the label understated; boundgeo warns (a ``RuntimeWarning``, once per
+            ``Classifier``) on the first forward pass where that happens. Give boundgeo the
+            model without its softmax where you can.
 
     Example:
         >>> import torch, boundgeo as bg
@@ -133,6 +139,8 @@ class Classifier:
         self._num_classes = num_classes
         # the outputs are checked once, on the first forward pass (see _check_outputs)
         self._outputs_checked = outputs == "logits"
+        # outputs="probabilities": whether the clamp of underflowed probabilities was reported
+        self._underflow_reported = False
 
     # ------------------------------------------------------------------ properties
     @property
@@ -242,9 +250,16 @@ class Classifier:
         # A NaN must not reach argmax. One sum and one host sync per forward (the sum of finite
         # logits is finite; any NaN or Inf makes it NaN or Inf): 8 µs on the CPU against 58 µs
         # for isfinite().all() at 256 rows, and DeepFool's crossing test syncs every step anyway.
+        detached, tiny = out.detach(), torch.finfo(out.dtype).tiny
+        watch = self.outputs == "probabilities" and not self._underflow_reported
+        if watch:  # and the rows with an underflowed probability, in the same host sync
+            total, underflowed = torch.stack([detached.sum().double(),
+                                              (detached < tiny).any(1).sum().double()]).tolist()
+        else:
+            total, underflowed = float(detached.sum()), 0
         rows = 0
-        if not math.isfinite(float(out.detach().sum())):  # count them (or it overflowed near 1e38)
-            rows = int((~torch.isfinite(out.detach())).any(1).sum())
+        if not math.isfinite(total):  # count them (or it overflowed near 1e38)
+            rows = int((~torch.isfinite(detached)).any(1).sum())
         if rows:
             raise BoundgeoError(
                 f"the model returned NaN or Inf outputs for {rows} of {out.shape[0]} inputs of "
@@ -252,10 +267,21 @@ class Classifier:
                 "weights, and that the inputs are in the range it was trained on)"
             )
         if not self._outputs_checked:
-            self._check_outputs(out.detach())
+            self._check_outputs(detached)
             self._outputs_checked = True
         if self.outputs == "probabilities":
-            out = out.clamp_min(torch.finfo(out.dtype).tiny).log()
+            if underflowed:
+                self._underflow_reported = True
+                warnings.warn(
+                    f"{int(underflowed)} of {out.shape[0]} inputs have class probabilities below "
+                    f"{tiny:.3g}, the smallest normal {str(out.dtype).removeprefix('torch.')} number (a "
+                    f"logit gap beyond {-math.log(tiny):.3g}): boundgeo clamps them there before the "
+                    "log, so those classes' log-probabilities are flat (zero gradient) and their gaps "
+                    "to the label understated. Steps towards them, and margins and normals that "
+                    "depend on them, are not those of the logits; give boundgeo the model without "
+                    "its softmax for exact results (reported once per Classifier)",
+                    RuntimeWarning, stacklevel=2)
+            out = out.clamp_min(tiny).log()
         return out
 
     __call__ = forward

@@ -1,3 +1,6 @@
+import math
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -151,7 +154,9 @@ def test_probabilities_are_detected_on_the_first_forward(softmax_digits):
 def test_probabilities_option_gives_the_logits_margins(softmax_digits):
     logits_model, softmax, x = softmax_digits
     on_logits = bg.deepfool(bg.Classifier(logits_model), x)
-    on_probs = bg.deepfool(bg.Classifier(softmax, outputs="probabilities"), x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no probability underflows here (gaps up to 36): nothing to report
+        on_probs = bg.deepfool(bg.Classifier(softmax, outputs="probabilities"), x)
     assert on_logits.converged.all() and on_probs.converged.all()
     assert torch.equal(on_logits.label, on_probs.label) and torch.equal(on_logits.target, on_probs.target)
     torch.testing.assert_close(on_probs.margin, on_logits.margin, rtol=1e-3, atol=1e-3)
@@ -175,12 +180,64 @@ def test_saturated_probabilities_are_reported_not_measured():
     probabilities = softmax(x)
     assert (probabilities == 0).any(1).all()  # every row has underflowed classes
     on_logits = bg.deepfool(bg.Classifier(linear.eval(), outputs="logits"), x, progress=False)
-    on_probs = bg.deepfool(bg.Classifier(softmax, outputs="probabilities"), x, progress=False)
+    with pytest.warns(RuntimeWarning, match="8 of 8 inputs have class probabilities below"):
+        on_probs = bg.deepfool(bg.Classifier(softmax, outputs="probabilities"), x, progress=False)
     assert on_logits.converged.all() and (on_logits.margin > 0).all()
     saturated = (probabilities.max(1).values == 1.0) & (probabilities == 0).any(1)
     assert saturated.any()
     assert not on_probs.converged[saturated].any()
     assert set(on_probs.to_frame()["status"][saturated.numpy()]) == {"zero_gradient"}
+
+
+def _softmax_of(logits: list[float], dtype: torch.dtype = torch.float32) -> nn.Module:
+    """A softmax model whose logits are ``logits`` at every input (two features, ignored)."""
+    linear = nn.Linear(2, len(logits))
+    with torch.no_grad():
+        linear.weight.zero_()
+        linear.bias.copy_(torch.tensor(logits))
+    return nn.Sequential(linear, nn.Softmax(dim=1)).eval().to(dtype)
+
+
+def test_underflowed_probabilities_are_reported_once():
+    """A class 100 logits below the label has probability 0 in float32: log(max(p, tiny)) flattens
+    it (zero gradient, gap understated as 87.3), and the user is told once per Classifier."""
+    clf = bg.Classifier(_softmax_of([0.0, -1.0, -100.0]), outputs="probabilities")
+    with pytest.warns(RuntimeWarning, match=r"^5 of 5 inputs have class probabilities below 1.18e-38, the "
+                                            r"smallest normal float32 number \(a logit gap beyond 87.3\)"):
+        log_p = clf.logits(torch.zeros(5, 2))
+    assert torch.allclose(log_p[:, 2], torch.full((5,), math.log(torch.finfo(torch.float32).tiny)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # reported already: not on every forward
+        clf.logits(torch.zeros(3, 2))
+        # a gap of 80 is still a normal float32 probability: exact, nothing to report
+        fine = bg.Classifier(_softmax_of([0.0, -1.0, -80.0]), outputs="probabilities").logits(torch.zeros(2, 2))
+    torch.testing.assert_close(fine[:, 2] - fine[:, 0], torch.full((2,), -80.0), rtol=1e-4, atol=1e-3)
+
+
+def test_the_underflow_threshold_is_the_dtypes():
+    """float16's smallest normal number is 6.1e-5: a gap of 12 underflows there, not in float32."""
+    x = torch.zeros(2, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bg.Classifier(_softmax_of([0.0, -12.0]), outputs="probabilities").logits(x)
+    half = bg.Classifier(_softmax_of([0.0, -12.0], torch.float16), outputs="probabilities")
+    with pytest.warns(RuntimeWarning, match=r"^2 of 2 inputs .* below 6.1e-05, the smallest normal float16 number "
+                                            r"\(a logit gap beyond 9.7\)"):
+        half.logits(x.half())
+
+
+def test_the_logits_path_makes_no_underflow_check():
+    """Logits far below the others are no probabilities: with outputs='logits' or 'auto' nothing
+    is clamped or reported."""
+    linear = nn.Linear(2, 3)
+    with torch.no_grad():
+        linear.weight.zero_()
+        linear.bias.copy_(torch.tensor([0.0, -1.0, -2.0**100]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for outputs in ("auto", "logits"):
+            out = bg.Classifier(linear.eval(), outputs=outputs).logits(torch.zeros(2, 2))
+            assert float(out[0, 2]) == -2.0**100  # unclamped, as the model gave it
 
 
 def test_probabilities_option_refuses_logits(softmax_digits):

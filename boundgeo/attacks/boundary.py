@@ -622,6 +622,11 @@ def _deepfool_batch(
             moved = x[idx] + (1.0 + overshoot) * r_total[idx]
             if clip:
                 moved = clf.clip(moved)
+                if box_step == "after_first" and it == 0:
+                    # the later steps are solved in the box around x + (1 + η) Σ r, so Σ r must be
+                    # the move the iterate made: what the clip cut off would otherwise count as
+                    # room on the way back, and steps across it would not move the iterate
+                    r_total[idx] = (moved - x[idx]) / (1.0 + overshoot)
             # Evaluate exactly x + r, the tensor a user rebuilds from the result, so that the
             # class found across the boundary is reproducible bit for bit.
             x_adv[idx] = x[idx] + (moved - x[idx])
@@ -745,9 +750,10 @@ def deepfool(
             fallback), towards the candidate class whose step is smallest, so saturated pixels
             no longer absorb part of the step. Where even the whole box cannot cross the
             linearised boundary, the step fills the box. ``"after_first"`` clips the first step
-            (linearised at x, the least accurate) and solves the later ones in the box: on the
-            MNIST CNN it needs a third of the iterations with norms within 0.6%, where ``True``
-            needs a quarter but lands 8% (ℓ2) to 17% (ℓ∞) farther. Needs ``clip=True``.
+            (linearised at x, the least accurate) and solves the later ones in the box around
+            the clipped iterate: on the MNIST CNN it needs a third (ℓ2) to a half (ℓ∞) of the
+            iterations with median norms within 0.7%, where ``True`` needs a quarter but lands
+            9% (ℓ2) to 19% (ℓ∞) farther. Needs ``clip=True``.
         refine: rounds of tangent-plane projection after DeepFool has crossed (the idea of
             SuperDeepFool, Abdolahpourrostam et al., NeurIPS 2024): from the boundary point with
             normal n, the nearest point of its tangent plane (the smallest s with n·s = n·r,

@@ -74,7 +74,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, strict: bool = Tr
         raise BoundgeoError(f"weights file {path} is not a file")
     state = _unwrap(_read(path), path)
     expected = model.state_dict()
-    given, original = len(state), list(state)
+    original = list(state)  # the keys as read, for the warning on what was left out
     state, removed = _match_keys(state, set(expected))
     # BatchNorm's step counter: checkpoints from before torch 0.4.1 have none, and torch's own
     # loading fills it in (it never changes what the model computes in eval mode)
@@ -104,11 +104,11 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, strict: bool = Tr
         model.load_state_dict(state, strict=strict)
     except RuntimeError as exc:
         raise BoundgeoError(f"weights in {path} do not load into {type(model).__name__}: {exc}") from exc
-    if len(state) < given:
+    if len(state) < len(original):
         out = sorted(k for k in original if not k.startswith(removed))
         more = f" and {len(out) - SHOWN} more" if len(out) > SHOWN else ""
         warnings.warn(f"{path}: loaded the {len(state)} entries under {removed!r}; left out "
-                      f"{given - len(state)} others: {', '.join(out[:SHOWN])}{more}", stacklevel=2)
+                      f"{len(original) - len(state)} others: {', '.join(out[:SHOWN])}{more}", stacklevel=2)
     return model
 
 
