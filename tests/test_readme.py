@@ -356,6 +356,22 @@ def test_the_candidates_verdict_needs_the_time_the_norm_and_full_success():
     assert "No row meets" in block(unsure)
 
 
+def test_a_fast_row_at_all_candidates_that_misses_the_norm_is_named_with_its_median():
+    block = rt.BLOCKS["deepfool-candidates"].render
+    data = _candidates_data(0.7, 0.95)
+    data["rows"].insert(1, {"library": "boundgeo nearest=1", "variant": "nearest=1", "norm": "l2",
+                            "success_rate": 1.0, "median_norm": 1.006, "seconds_per_image": 0.59e-3})
+    text = block(data)
+    assert "No row meets issue 17's target" in text
+    assert ("At 10 candidates within 0.06x foolbox's time, but longer than its median or short of 100% success: "
+            "boundgeo `nearest=1` (ℓ2: 0.059x, median 1.006x foolbox's, success 100%).") in text
+    data["rows"][1]["seconds_per_image"] = 0.61e-3  # over the time: not named
+    assert "At 10 candidates within" not in block(data)
+    data["rows"][1].update(seconds_per_image=0.59e-3, median_norm=1.0)  # meets the target: named as meeting it
+    met = block(data)
+    assert "is met at 10 candidates by boundgeo `nearest=1` (ℓ2)" in met and "At 10 candidates within" not in met
+
+
 def test_the_cifar_target_sentence_needs_the_time_the_success_and_the_norm():
     def row(ratio, median, success=1.0):
         return {"model": "CIFAR-10 ResNet (x)", "norm": "l2", "variant": "default", "time_ratio_to_foolbox": ratio,
