@@ -512,10 +512,10 @@ def deepfool_candidates(data: dict) -> str:
                  for row in data["rows"] if row["library"].startswith("boundgeo")
                  and ratio(row) <= DEEPFOOL_TARGET and not meets(row)]
     if hit or at_full:
-        verdict = (f"Issue 17's target, stated at {full} candidates ({target}), is met "
-                   + (f"at {full} candidates by {', '.join(at_full)}" if at_full else "")
-                   + (", and with fewer by " if at_full and hit else "" if at_full
-                      else "here only by weighing fewer classes: ") + ", ".join(hit) + ".")
+        met_by = [f"at {full} candidates by {', '.join(at_full)}"] if at_full else []
+        if hit:
+            met_by.append(("with fewer by " if at_full else "here only by weighing fewer classes: ") + ", ".join(hit))
+        verdict = f"Issue 17's target, stated at {full} candidates ({target}), is met " + ", and ".join(met_by) + "."
     else:
         short = [row for row in ours if row["success_rate"] == 1.0 and _no_longer(
             row["median_norm"], row["success_rate"], foolbox(row)["median_norm"], foolbox(row)["success_rate"])]
