@@ -498,19 +498,19 @@ def deepfool_candidates(data: dict) -> str:
     ours = [row for row in found if row["library"] == "boundgeo"]
     equal_k = [row["seconds_per_image"] / at_k[(row["norm"], row["candidates"])]["seconds_per_image"]
                for row in ours if row["variant"] == "default"]
-    hit = [f"{_library_name(row, {})} at k = {row['candidates']} ({NORM[row['norm']]}: {ratio(row):.3f}x, median "
-           f"{row['median_norm'] / foolbox(row)['median_norm']:.3f}x foolbox's, the same class as "
+    def versus(row: dict) -> str:  # "ℓ2: 0.054x, median 0.959x foolbox's"
+        return (f"{NORM[row['norm']]}: {ratio(row):.3f}x, median "
+                f"{row['median_norm'] / foolbox(row)['median_norm']:.3f}x foolbox's")
+
+    hit = [f"{_library_name(row, {})} at k = {row['candidates']} ({versus(row)}, the same class as "
            f"with all {full} for {pct(row['same_class_as_boundgeo'], 0)} of the inputs)"
            for row in ours if meets(row)]
-    at_full = [f"{_library_name(row, {})} ({NORM[row['norm']]})" for row in data["rows"]
-               if row["library"].startswith("boundgeo") and meets(row)]
+    at_all = [row for row in data["rows"] if row["library"].startswith("boundgeo")]
+    at_full = [f"{_library_name(row, {})} ({NORM[row['norm']]})" for row in at_all if meets(row)]
+    # the rows at all candidates within the time but longer than foolbox or short of 100% success
+    fast_full = [f"{_library_name(row, {})} ({versus(row)}, success {pct(row['success_rate'], 0)})"
+                 for row in at_all if ratio(row) <= DEEPFOOL_TARGET and not meets(row)]
     target = (f"at most {DEEPFOOL_TARGET:g}x foolbox's time with at most its median ‖r‖ and 100% success")
-    # the rows at all candidates that meet the time part but not the rest: how far each is from the rest
-    fast_full = [f"{_library_name(row, {})} ({NORM[row['norm']]}: {ratio(row):.3f}x, median "
-                 f"{row['median_norm'] / foolbox(row)['median_norm']:.3f}x foolbox's, success "
-                 f"{pct(row['success_rate'], 0)})"
-                 for row in data["rows"] if row["library"].startswith("boundgeo")
-                 and ratio(row) <= DEEPFOOL_TARGET and not meets(row)]
     if hit or at_full:
         met_by = [f"at {full} candidates by {', '.join(at_full)}"] if at_full else []
         if hit:
